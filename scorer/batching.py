@@ -1,0 +1,150 @@
+"""Coalescing concurrent requests into one model call, off the event loop.
+
+Requests are queued; one model thread takes *everything already waiting* (up to
+``max_rows``) as one batch. With ``max_wait=0`` (the default) an idle server calls the model
+at once, so a lone request pays nothing for batching; under load, requests that arrive while
+the model is busy form the next batch by themselves. ``max_wait>0`` additionally holds a
+batch open that long for more requests.
+
+Results are split back per request. If a batch fails, each member is retried alone, so a
+poison request fails only itself. A request whose caller has gone away (its future was
+cancelled) before its batch starts is never executed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pandas as pd
+
+from scorer.errors import NotReady
+
+log = logging.getLogger("scorer.batching")
+
+Predict = Callable[[pd.DataFrame], pd.DataFrame]
+Observer = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchPolicy:
+    max_rows: int = 4096
+    max_wait: float = 0.0  # seconds
+
+
+@dataclass
+class _Item:
+    frame: pd.DataFrame
+    future: asyncio.Future[pd.DataFrame]
+
+
+class Batcher:
+    """``await batcher.submit(df)`` returns the model's output rows for ``df``."""
+
+    def __init__(self, predict: Predict, policy: BatchPolicy, observe: Observer | None = None) -> None:
+        self._predict = predict
+        self._policy = policy
+        self._observe = observe or (lambda rows, requests, seconds: None)
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer-model")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="scorer-batcher")
+
+    async def stop(self) -> None:
+        """Finish everything already queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self._closing or self._task is None:
+            raise NotReady("the model is not accepting requests (starting or shutting down)")
+        future: asyncio.Future[pd.DataFrame] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(frame, future))
+        self._wakeup.set()
+        return await future
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _take(self) -> tuple[list[_Item], int]:
+        items: list[_Item] = []
+        rows = 0
+        while self._queue:
+            head = self._queue[0]
+            if head.future.cancelled():
+                self._queue.popleft()
+                continue
+            if items and rows + len(head.frame) > self._policy.max_rows:
+                break
+            items.append(self._queue.popleft())
+            rows += len(head.frame)
+        return items, rows
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._policy.max_wait > 0:
+                deadline = loop.time() + self._policy.max_wait
+                while sum(len(i.frame) for i in self._queue) < self._policy.max_rows and not self._closing:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    except TimeoutError:
+                        break
+            items, rows = self._take()
+            if not items:
+                continue
+            started = time.perf_counter()
+            results = await loop.run_in_executor(self._executor, self._score, [i.frame for i in items])
+            self._observe(rows, len(items), time.perf_counter() - started)
+            for item, result in zip(items, results, strict=True):
+                if item.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+
+    def _score(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame | BaseException]:
+        """Runs in the model thread: one call for all frames, or each alone if that fails."""
+        if len(frames) == 1:
+            return [self._call(frames[0])]
+        try:
+            out = self._predict(pd.concat(frames, ignore_index=True))
+        except Exception as exc:
+            log.info("batch of %d requests failed (%s); retrying each alone", len(frames), type(exc).__name__)
+            return [self._call(f) for f in frames]
+        results: list[pd.DataFrame | BaseException] = []
+        start = 0
+        for f in frames:
+            results.append(out.iloc[start : start + len(f)].reset_index(drop=True))
+            start += len(f)
+        return results
+
+    def _call(self, frame: pd.DataFrame) -> pd.DataFrame | BaseException:
+        try:
+            return self._predict(frame)
+        except Exception as exc:
+            return exc

@@ -1,0 +1,209 @@
+"""Locating a bundle on disk: folder or .zip, content digest, manifest, requirements.
+
+Nothing in this module imports bundle code or unpickles anything: it is safe to run on an
+untrusted bundle, and it runs before the operator-pinned digest is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import orjson
+from packaging.requirements import InvalidRequirement, Requirement
+
+from scorer.errors import BundleLayoutError, BundleNotFound, DigestMismatch, RequirementsError
+
+log = logging.getLogger("scorer.bundle")
+
+MANIFEST_NAME = "manifest.json"
+CUSTOM_MODULE = "custom_preprocess"
+ARTIFACT_SUFFIXES = (".pkl", ".pickle", ".joblib")
+_SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The optional ``manifest.json``. Every field may be absent."""
+
+    name: str | None = None
+    version: str | None = None
+    description: str | None = None
+    input_schema: dict[str, str] | None = None
+    output_columns: list[str] | None = None
+    sample_input: dict[str, Any] | None = None
+    artifact: str | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes, path: Path) -> Manifest:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BundleLayoutError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BundleLayoutError(f"{path}: must be a JSON object")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BundleLayoutError(f"{path}: unknown keys {unknown}; known keys: {sorted(known)}")
+        schema = data.get("input_schema")
+        if schema is not None:
+            data["input_schema"] = _parse_schema(schema, path)
+        outputs = data.get("output_columns")
+        if outputs is not None and not (isinstance(outputs, list) and all(isinstance(c, str) for c in outputs)):
+            raise BundleLayoutError(f"{path}: output_columns must be a list of column names")
+        return cls(**data)
+
+
+def _parse_schema(schema: Any, path: Path) -> dict[str, str]:
+    from scorer.schema import COLUMN_TYPES
+
+    if isinstance(schema, dict):
+        items = list(schema.items())
+    elif isinstance(schema, list) and all(isinstance(c, dict) and "name" in c for c in schema):
+        items = [(c["name"], c.get("type", "any")) for c in schema]
+    else:
+        raise BundleLayoutError(
+            f'{path}: input_schema must be [{{"name": ..., "type": ...}}, ...] or {{"column": "type"}}'
+        )
+    bad = [f"{name}: {kind!r}" for name, kind in items if kind not in COLUMN_TYPES]
+    if bad:
+        raise BundleLayoutError(f"{path}: unknown column types ({'; '.join(bad)}); use one of {COLUMN_TYPES}")
+    return {str(name): str(kind) for name, kind in items}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle laid out on disk (a zip has already been extracted into ``root``)."""
+
+    root: Path
+    source: Path
+    digest: str
+    manifest: Manifest = field(default_factory=Manifest)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def code_dir(self) -> Path:
+        return self.root / "code"
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name or self.source.name.removesuffix(".zip")
+
+    def custom_code(self) -> Path | None:
+        """``custom_preprocess.py`` in ``code/`` or at the root; both present is ambiguous."""
+        found = [p for p in (self.code_dir / f"{CUSTOM_MODULE}.py", self.root / f"{CUSTOM_MODULE}.py") if p.is_file()]
+        if len(found) > 1:
+            raise BundleLayoutError(f"{self.source}: both code/{CUSTOM_MODULE}.py and {CUSTOM_MODULE}.py exist; keep one")
+        return found[0] if found else None
+
+    def artifacts(self) -> list[Path]:
+        if not self.artifacts_dir.is_dir():
+            return []
+        return sorted(p for p in self.artifacts_dir.rglob("*") if p.is_file() and p.suffix in ARTIFACT_SUFFIXES)
+
+
+def open_bundle(path: str | os.PathLike[str], *, expected_digest: str = "", workdir: Path | None = None) -> Bundle:
+    """Open a bundle folder or zip, compute its digest, check the pinned digest, read the manifest."""
+    source = Path(path)
+    if not source.exists():
+        raise BundleNotFound(f"bundle not found: {source}")
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise BundleNotFound(f"{source}: not a folder or a .zip file")
+        root = _extract_zip(source, workdir)
+    else:
+        root = source
+    if not any((root / d).is_dir() for d in ("artifacts", "code")) and not (root / f"{CUSTOM_MODULE}.py").is_file():
+        raise BundleNotFound(f"{source}: not a bundle (no artifacts/, code/ or {CUSTOM_MODULE}.py)")
+    digest = content_digest(root)
+    if expected_digest and expected_digest.removeprefix("sha256:") != digest:
+        raise DigestMismatch(f"{source}: content digest sha256:{digest} does not match the pinned {expected_digest}")
+    manifest_path = root / MANIFEST_NAME
+    manifest = Manifest.parse(manifest_path.read_bytes(), manifest_path) if manifest_path.is_file() else Manifest()
+    return Bundle(root=root, source=source, digest=digest, manifest=manifest)
+
+
+def _walk(root: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        files.extend(Path(dirpath, f) for f in sorted(filenames) if not f.endswith(".pyc"))
+    return files
+
+
+def content_digest(root: Path) -> str:
+    """sha256 over relative paths and file contents: the same for a folder and its zip."""
+    h = hashlib.sha256()
+    for p in sorted(_walk(root), key=lambda p: p.relative_to(root).as_posix()):
+        rel = p.relative_to(root).as_posix().encode()
+        h.update(len(rel).to_bytes(8, "big") + rel)
+        h.update(p.stat().st_size.to_bytes(8, "big"))
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _extract_zip(source: Path, workdir: Path | None) -> Path:
+    """Extract into a fresh temp dir, refusing absolute paths, ``..`` and symlinks (zip-slip)."""
+    dest = Path(tempfile.mkdtemp(prefix="scorer-bundle-", dir=workdir))
+    with zipfile.ZipFile(source) as zf:
+        for info in zf.infolist():
+            name = PurePosixPath(info.filename)
+            mode = info.external_attr >> 16
+            if name.is_absolute() or ".." in name.parts or info.filename.startswith(("/", "\\")) or ":" in name.parts[0]:
+                raise BundleLayoutError(f"{source}: refusing unsafe path in zip: {info.filename!r}")
+            if stat.S_ISLNK(mode):
+                raise BundleLayoutError(f"{source}: refusing symlink in zip: {info.filename!r}")
+        zf.extractall(dest)
+    # A zip made by zipping the folder itself has one top-level directory: use it as the root.
+    entries = [p for p in dest.iterdir() if p.name != "__MACOSX"]
+    if len(entries) == 1 and entries[0].is_dir() and not (dest / "artifacts").exists():
+        return entries[0]
+    return dest
+
+
+def check_requirements(bundle: Bundle) -> None:
+    """Every pin in requirements.txt must be met by the running environment; list all that are not."""
+    req_file = bundle.root / "requirements.txt"
+    if not req_file.is_file():
+        return
+    unmet: list[str] = []
+    for lineno, line in enumerate(req_file.read_text().splitlines(), 1):
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            log.warning("requirements.txt:%d: option line ignored: %s", lineno, line)
+            continue
+        try:
+            req = Requirement(line)
+        except InvalidRequirement as exc:
+            raise RequirementsError(f"{req_file}:{lineno}: cannot parse {line!r}: {exc}") from None
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        if req.url:
+            log.warning("requirements.txt:%d: URL requirement cannot be checked: %s", lineno, line)
+        try:
+            installed = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            unmet.append(f"{req} (not installed)")
+            continue
+        if req.specifier and not req.specifier.contains(installed, prereleases=True):
+            unmet.append(f"{req} (installed {installed})")
+    if unmet:
+        raise RequirementsError(
+            f"{req_file}: {len(unmet)} requirement(s) not met by this environment: " + "; ".join(unmet)
+        )

@@ -1,0 +1,78 @@
+"""``scorer`` command line. Every setting is a flag and a ``SCORER_*`` variable (flag wins)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+import orjson
+
+from scorer._version import __version__
+from scorer.settings import Settings, env_name
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    for name in names:
+        f = fields[name]
+        help_text = f"{f.metadata['doc']} [env {env_name(name)}; default {f.default!r}]"
+        if name == "bundle":
+            parser.add_argument("bundle", nargs="?", default=None, help=help_text.replace("(positional argument of the CLI)", ""))
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, type=type(f.default), choices=f.metadata["choices"], help=help_text)
+
+
+def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
+    overrides: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return Settings.from_env(**overrides)
+
+
+SERVE_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings))
+INFO_SETTINGS = ("bundle", "extra_columns", "check_requirements", "bundle_digest", "log_level", "log_format")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scorer", description="Serve and score model bundles.")
+    parser.add_argument("--version", action="version", version=f"scorer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="Serve a bundle over HTTP (POST /predict).")
+    _add_settings(serve, SERVE_SETTINGS)
+    info = sub.add_parser("info", help="Load a bundle, score its sample input, and print its metadata as JSON.")
+    _add_settings(info, INFO_SETTINGS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    names = SERVE_SETTINGS if args.command == "serve" else INFO_SETTINGS
+    try:
+        settings = _settings(args, names)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.command == "serve":
+        from scorer.serve import serve
+
+        return serve(settings)
+    from scorer._logging import configure
+    from scorer.core import Scorer
+    from scorer.errors import ScorerError
+
+    configure(settings.log_level, settings.log_format)
+    try:
+        scorer = Scorer.load(settings.bundle, settings)
+    except ScorerError as exc:
+        print(f"scorer: {exc.message}", file=sys.stderr)
+        return 3
+    sys.stdout.write(orjson.dumps(scorer.metadata(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

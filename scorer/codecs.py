@@ -1,0 +1,321 @@
+"""Request bodies to tables and tables to response bodies. No HTTP framework in here.
+
+Accepted request bodies (``decode``):
+
+* JSON (``application/json``; also sniffed when the client sent no or a generic type):
+  pandas ``to_json`` orients ``split`` / ``records`` / ``columns``, a columnar object
+  ``{"col": [..]}``, one flat object ``{"col": value}`` meaning one row, and MLflow's
+  envelopes ``dataframe_split`` / ``dataframe_records`` / ``instances`` / ``inputs``.
+* ``text/csv`` with a header row (``text/csv; header=absent`` takes the schema's column order).
+* Parquet (``application/vnd.apache.parquet``) and Arrow IPC stream or file
+  (``application/vnd.apache.arrow.stream`` / ``.file``); also sniffed by their magic bytes.
+
+Responses (``encode``): ``{"predictions": [...]}`` JSON by default, or CSV / Arrow / Parquet
+when the ``Accept`` header asks for it. NaN and infinities always become ``null``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+
+from scorer.errors import MalformedBody, NotAcceptable, UnsupportedMediaType
+
+JSON = "application/json"
+CSV = "text/csv"
+PARQUET = "application/vnd.apache.parquet"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+ARROW_FILE = "application/vnd.apache.arrow.file"
+
+_ALIASES = {
+    "text/json": JSON,
+    "application/csv": CSV,
+    "application/x-parquet": PARQUET,
+    "application/parquet": PARQUET,
+    "application/x-arrow": ARROW_STREAM,
+    "application/vnd.apache.arrow": ARROW_STREAM,
+}
+# Types clients send when they did not choose one (requests' data=str, curl -d): look at the bytes.
+_SNIFF = {"", "application/x-www-form-urlencoded", "text/plain", "application/octet-stream"}
+_ENVELOPES = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def media_type(header: str | None) -> tuple[str, dict[str, str]]:
+    """``'Text/CSV; header=absent'`` -> ``('text/csv', {'header': 'absent'})``."""
+    if not header:
+        return "", {}
+    main, *params = header.split(";")
+    mt = main.strip().lower()
+    mt = _ALIASES.get(mt, mt)
+    if mt.endswith("+json"):
+        mt = JSON
+    parsed = {}
+    for p in params:
+        key, _, value = p.partition("=")
+        parsed[key.strip().lower()] = value.strip().strip('"').lower()
+    return mt, parsed
+
+
+def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Parse a request body into a DataFrame. ``columns`` (the schema's order) serve headerless rows."""
+    mt, params = media_type(content_type)
+    if mt in _SNIFF:
+        mt = _sniff(body)
+    decoder = _DECODERS.get(mt)
+    if decoder is None:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}; send one of: {', '.join(_DECODERS)}"
+        )
+    return decoder(body, params, columns)
+
+
+def _sniff(body: bytes) -> str:
+    head = body.lstrip()[:1]
+    if body[:4] == b"PAR1":
+        return PARQUET
+    if body[:6] == b"ARROW1":
+        return ARROW_FILE
+    if body[:4] == b"\xff\xff\xff\xff":
+        return ARROW_STREAM
+    if head in (b"{", b"[") or not head:
+        return JSON
+    raise UnsupportedMediaType(
+        "could not tell the body's format: set Content-Type to application/json, text/csv, "
+        f"{PARQUET} or {ARROW_STREAM}"
+    )
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+def _decode_json(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> pd.DataFrame:
+    if not body.strip():
+        raise MalformedBody("request body is empty; send a JSON table")
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        hint = ""
+        if body.lstrip()[:1] == b"{" and b'"' not in body[:64]:
+            hint = ' (keys and strings must be in double quotes: {"feature1": 1.0, "feature2": "text"}; check the shell quoting)'
+        raise MalformedBody(f"request body is not valid JSON: {exc}{hint}") from None
+    return table_from_json(obj, columns)
+
+
+def table_from_json(obj: Any, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Any of the accepted JSON shapes (already parsed) to a DataFrame."""
+    if isinstance(obj, dict):
+        envelope = [k for k in _ENVELOPES if k in obj]
+        if envelope:
+            key = envelope[0]
+            if len(obj) != 1:
+                extra = sorted(k for k in obj if k != key)
+                raise MalformedBody(f"the {key!r} envelope must be the only key; unsupported key(s): {extra}")
+            inner = obj[key]
+            if key == "dataframe_split":
+                return _from_split(inner)
+            if key == "dataframe_records":
+                return _from_records(inner, columns)
+            return table_from_json(inner, columns)
+        if "data" in obj and "columns" in obj:
+            return _from_split(obj)
+        if not obj:
+            raise MalformedBody("request body is an empty JSON object; send at least one row")
+        values = list(obj.values())
+        if all(isinstance(v, dict) for v in values):
+            return _from_columns_orient(obj)
+        if all(isinstance(v, list) for v in values):
+            lengths = {len(v) for v in values}
+            if len(lengths) != 1:
+                raise MalformedBody(f"columnar JSON: columns have different lengths {sorted(lengths)}")
+            return pd.DataFrame(obj)
+        if not any(isinstance(v, dict | list) for v in values):
+            return pd.DataFrame({k: [v] for k, v in obj.items()})
+        raise MalformedBody(
+            "JSON object mixes scalars, lists and objects; send one row {col: value}, columns "
+            '{col: [values]}, records [{col: value}, ...] or pandas split {"columns": [...], "data": [[...]]}'
+        )
+    if isinstance(obj, list):
+        return _from_records(obj, columns)
+    raise MalformedBody(f"JSON body must be an object or an array, not {type(obj).__name__}")
+
+
+def _from_split(obj: Any) -> pd.DataFrame:
+    if not isinstance(obj, dict) or not isinstance(obj.get("columns"), list) or not isinstance(obj.get("data"), list):
+        raise MalformedBody('split JSON must be {"columns": [...], "data": [[...], ...]}')
+    cols, data = obj["columns"], obj["data"]
+    width = len(cols)
+    for i, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != width:
+            raise MalformedBody(f"split JSON: row {i} has {len(row) if isinstance(row, list) else 'no'} values for {width} columns")
+    return pd.DataFrame(data, columns=[str(c) for c in cols]) if data else pd.DataFrame(columns=[str(c) for c in cols])
+
+
+def _from_records(rows: Any, columns: Sequence[str] | None) -> pd.DataFrame:
+    if not isinstance(rows, list):
+        raise MalformedBody("records must be a JSON array of objects")
+    if not rows:
+        return pd.DataFrame(columns=list(columns or []))
+    if all(isinstance(r, dict) for r in rows):
+        return pd.DataFrame.from_records(rows)
+    if all(isinstance(r, list) for r in rows):
+        if not columns:
+            raise MalformedBody("rows without column names need a model with a known input schema; send objects instead")
+        for i, r in enumerate(rows):
+            if len(r) != len(columns):
+                raise MalformedBody(f"row {i} has {len(r)} values; the input schema has {len(columns)} columns")
+        return pd.DataFrame(rows, columns=list(columns))
+    raise MalformedBody("a JSON array must hold only objects (records) or only arrays (rows)")
+
+
+def _from_columns_orient(obj: dict[str, Any]) -> pd.DataFrame:
+    first = next(iter(obj.values()))
+    index = list(first)
+    for name, col in obj.items():
+        if list(col) != index:
+            raise MalformedBody(f"columns-oriented JSON: column {name!r} has different row keys than the first column")
+    return pd.DataFrame({name: list(col.values()) for name, col in obj.items()})
+
+
+# --- binary and CSV -------------------------------------------------------------------------
+
+
+def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> pd.DataFrame:
+    from pyarrow import csv
+
+    if not body.strip():
+        raise MalformedBody("CSV body is empty; send a header line and rows")
+    read = csv.ReadOptions()
+    if params.get("header") == "absent":
+        if not columns:
+            raise MalformedBody("headerless CSV needs a model with a known input schema; send a header line")
+        read = csv.ReadOptions(column_names=list(columns))
+    try:
+        table = csv.read_csv(io.BytesIO(body), read_options=read)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise MalformedBody(f"CSV could not be parsed: {exc}") from None
+    return table.to_pandas()
+
+
+def _decode_parquet(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(pa.BufferReader(body)).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise MalformedBody(f"Parquet body could not be read: {exc}") from None
+
+
+def _decode_arrow(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> pd.DataFrame:
+    errors = []
+    for opener in (pa.ipc.open_stream, pa.ipc.open_file):
+        try:
+            return opener(pa.BufferReader(body)).read_all().to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            errors.append(str(exc))
+    raise MalformedBody(f"Arrow IPC body could not be read: {errors[0]}")
+
+
+_DECODERS: dict[str, Callable[[bytes, dict[str, str], Sequence[str] | None], pd.DataFrame]] = {
+    JSON: _decode_json,
+    CSV: _decode_csv,
+    PARQUET: _decode_parquet,
+    ARROW_STREAM: _decode_arrow,
+    ARROW_FILE: _decode_arrow,
+}
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _column_values(series: pd.Series) -> list[Any]:
+    return series.to_numpy(dtype=object, na_value=None).tolist() if series.dtype == object else series.tolist()
+
+
+def json_predictions(frame: pd.DataFrame) -> bytes:
+    """``{"predictions": [...]}``: scalars for one output column, else one object per row."""
+    cols = [_column_values(frame[c]) for c in frame.columns]
+    if len(cols) == 1:
+        items: list[Any] = cols[0]
+    else:
+        names = [str(c) for c in frame.columns]
+        items = [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
+    return orjson.dumps({"predictions": items}, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _arrow_table(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _encode_csv(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode()
+
+
+def _encode_arrow(frame: pd.DataFrame) -> bytes:
+    table = _arrow_table(frame)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _encode_parquet(frame: pd.DataFrame) -> bytes:
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(_arrow_table(frame), sink)
+    return sink.getvalue().to_pybytes()
+
+
+_ENCODERS: dict[str, Callable[[pd.DataFrame], bytes]] = {
+    JSON: json_predictions,
+    CSV: _encode_csv,
+    ARROW_STREAM: _encode_arrow,
+    PARQUET: _encode_parquet,
+}
+
+
+def negotiate(accept: str | None) -> str:
+    """The response media type for an ``Accept`` header (q-values honoured; default JSON)."""
+    if not accept:
+        return JSON
+    choices = []
+    for i, part in enumerate(accept.split(",")):
+        mt, params = media_type(part)
+        try:
+            q = float(params.get("q", "1"))
+        except ValueError:
+            q = 0.0
+        if q > 0 and mt:
+            choices.append((-q, i, mt))
+    for _, _, mt in sorted(choices):
+        if mt in ("*/*", "application/*"):
+            return JSON
+        if mt == "text/*":
+            return CSV
+        if mt == ARROW_FILE:
+            return ARROW_STREAM
+        if mt in _ENCODERS:
+            return mt
+    raise NotAcceptable(f"cannot produce any of Accept: {accept!r}; available: {', '.join(_ENCODERS)}")
+
+
+def encode(frame: pd.DataFrame, mt: str) -> bytes:
+    return _ENCODERS[mt](frame)

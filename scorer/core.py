@@ -1,0 +1,112 @@
+"""The transport-independent scoring core: one table in, one table out.
+
+The HTTP server, the offline runner and the Spark engine all call :meth:`Scorer.score`
+(or its two halves: :meth:`Scorer.prepare`, per request, then :meth:`Scorer.predict`, per
+batch). Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scorer._version import __version__
+from scorer.bundle import Bundle, check_requirements, open_bundle
+from scorer.errors import BundleCodeError, BundleLayoutError, ModelError, ScorerError
+from scorer.model import load_model, to_frame
+from scorer.preprocessor import CustomPreprocessor
+from scorer.schema import Schema
+from scorer.settings import Settings
+
+log = logging.getLogger("scorer.core")
+
+
+@dataclass
+class Scorer:
+    bundle: Bundle
+    model: CustomPreprocessor
+    schema: Schema | None
+    output_columns: list[str] | None = None
+    load_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, source: str | Path, settings: Settings | None = None) -> Scorer:
+        """Open, verify and load a bundle, then score its sample input once (if it has one)."""
+        settings = settings or Settings()
+        started = time.perf_counter()
+        bundle = open_bundle(source, expected_digest=settings.bundle_digest)
+        if settings.check_requirements:
+            check_requirements(bundle)
+        model = load_model(bundle)
+        columns = bundle.manifest.input_schema or getattr(model, "input_schema", None)
+        schema = Schema(columns, extra_columns=settings.extra_columns) if columns else None
+        outputs = bundle.manifest.output_columns or getattr(model, "output_columns", None)
+        scorer = cls(bundle=bundle, model=model, schema=schema, output_columns=list(outputs) if outputs else None)
+        scorer._warm_up()
+        scorer.load_seconds = time.perf_counter() - started
+        log.info("loaded bundle %s (sha256:%s) in %.2fs", bundle.name, bundle.digest[:12], scorer.load_seconds)
+        return scorer
+
+    def _warm_up(self) -> None:
+        sample = self.bundle.manifest.sample_input
+        if not sample:
+            return
+        try:
+            frame = pd.DataFrame(sample["data"], columns=sample["columns"])
+            out = self.score(frame)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleLayoutError(f"{self.bundle.source}: manifest sample_input is not a split table: {exc}") from exc
+        except ScorerError as exc:
+            raise BundleCodeError(f"{self.bundle.source}: scoring the manifest sample_input failed: {exc.message}") from exc
+        if self.output_columns is None:
+            self.output_columns = list(out.columns)
+        elif list(out.columns) != self.output_columns:
+            raise BundleLayoutError(
+                f"{self.bundle.source}: model returned columns {list(out.columns)}, "
+                f"but the bundle declares output_columns {self.output_columns}"
+            )
+
+    def prepare(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Check and coerce one request's table to the input schema (raises SchemaError)."""
+        if self.schema is None:
+            return df.reset_index(drop=True)
+        return self.schema.coerce(df)
+
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Run the model on a prepared batch; one output row per input row."""
+        model = self.model
+        try:
+            pre = model.preprocess(df)
+            raw = model.predict(pre)
+            out = to_frame(raw, len(df))
+            out = model.postprocess(out, pre)
+        except ScorerError:
+            raise
+        except Exception as exc:
+            raise ModelError.wrap(exc) from exc
+        if len(out) != len(df):
+            raise ModelError(f"postprocess returned {len(out)} rows for {len(df)} input rows")
+        return out
+
+    def score(self, df: pd.DataFrame) -> pd.DataFrame:
+        return self.predict(self.prepare(df))
+
+    def metadata(self) -> dict[str, Any]:
+        m = self.bundle.manifest
+        return {
+            "name": self.bundle.name,
+            "version": m.version,
+            "description": m.description,
+            "digest": f"sha256:{self.bundle.digest}",
+            "custom_code": self.bundle.custom_code() is not None,
+            "input_schema": self.schema.as_json() if self.schema else None,
+            "output_columns": self.output_columns,
+            "scorer_version": __version__,
+            "load_seconds": round(self.load_seconds, 3),
+        }

@@ -1,0 +1,130 @@
+"""The one exception tree of scorer, and its single mapping to HTTP status.
+
+::
+
+    ScorerError
+    ├── BundleError              the bundle cannot be loaded          (503 if ever served)
+    │   ├── BundleNotFound         path does not exist / is not a bundle
+    │   ├── BundleLayoutError      ambiguous artifacts, bad manifest, unsafe zip, bad class
+    │   ├── RequirementsError      requirements.txt pins the environment does not meet
+    │   ├── DigestMismatch         operator-pinned digest differs from the bundle's
+    │   └── BundleCodeError        the bundle's own code raised while loading
+    ├── RequestError             the client sent something we cannot score   (4xx)
+    │   ├── MalformedBody          400  not valid JSON / CSV / Parquet / Arrow, bad shape
+    │   ├── NotAcceptable          406  Accept asks for a format we cannot produce
+    │   ├── PayloadTooLarge        413  body or row count over the configured limit
+    │   ├── UnsupportedMediaType   415  Content-Type we do not decode
+    │   └── SchemaError            422  missing columns, values that cannot be coerced
+    ├── ModelError               the model (or bundle code) raised while scoring   500
+    │   └── ModelOutputError       output unusable: wrong row count, unsupported type
+    └── NotReady                 the bundle is not loaded (yet)                     503
+
+Transports never pick status codes themselves: they call :func:`http_status`.
+"""
+
+from __future__ import annotations
+
+
+class ScorerError(Exception):
+    """Root of every error scorer raises on purpose. ``code`` is a stable machine-readable name."""
+
+    code = "scorer_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BundleError(ScorerError):
+    code = "bundle_error"
+
+
+class BundleNotFound(BundleError):
+    code = "bundle_not_found"
+
+
+class BundleLayoutError(BundleError):
+    code = "bundle_layout_error"
+
+
+class RequirementsError(BundleError):
+    code = "requirements_not_met"
+
+
+class DigestMismatch(BundleError):
+    code = "digest_mismatch"
+
+
+class BundleCodeError(BundleError):
+    code = "bundle_code_error"
+
+
+class RequestError(ScorerError):
+    code = "bad_request"
+
+
+class MalformedBody(RequestError):
+    code = "malformed_body"
+
+
+class NotAcceptable(RequestError):
+    code = "not_acceptable"
+
+
+class PayloadTooLarge(RequestError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    code = "unsupported_media_type"
+
+
+class SchemaError(RequestError):
+    code = "schema_error"
+
+    def __init__(self, message: str, *, columns: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.columns = columns or []
+
+
+class ModelError(ScorerError):
+    code = "model_error"
+
+    @classmethod
+    def wrap(cls, exc: BaseException, where: str = "predict") -> ModelError:
+        """A ModelError carrying the original exception's class and message (never its traceback)."""
+        err = cls(f"model raised {type(exc).__name__} in {where}: {exc}")
+        err.__cause__ = exc
+        return err
+
+
+class ModelOutputError(ModelError):
+    code = "model_output_error"
+
+
+class NotReady(ScorerError):
+    code = "not_ready"
+
+
+#: The only place an error class meets an HTTP status. Looked up along the MRO.
+HTTP_STATUS: dict[type[ScorerError], int] = {
+    ScorerError: 500,
+    BundleError: 503,
+    RequestError: 400,
+    MalformedBody: 400,
+    NotAcceptable: 406,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    SchemaError: 422,
+    ModelError: 500,
+    NotReady: 503,
+}
+
+
+def http_status(exc: BaseException) -> int:
+    """HTTP status for any exception: ours by the table above, anything else 500."""
+    for klass in type(exc).__mro__:
+        status = HTTP_STATUS.get(klass)  # type: ignore[arg-type]
+        if status is not None:
+            return status
+    return 500

@@ -1,0 +1,193 @@
+"""Turning a bundle into a callable model: its custom code, or the default for one artifact.
+
+Custom code: ``custom_preprocess.py`` is imported with ``code/`` and the bundle root at the
+front of ``sys.path``, so helpers import the way users write them (``from first_code import
+clean``). One bundle is active per process: loading another evicts the previous bundle's
+modules from ``sys.modules`` and its folders from ``sys.path``, so same-named helpers of two
+bundles never mix. Objects already loaded keep working.
+
+Default (no custom code): exactly one artifact, loaded with joblib (which also reads plain
+pickles). Classifiers give ``prediction`` plus ``probability_<class>`` per class; regressors
+give ``prediction``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scorer.bundle import CUSTOM_MODULE, Bundle
+from scorer.errors import BundleCodeError, BundleLayoutError, ModelOutputError
+from scorer.preprocessor import CustomPreprocessor
+
+log = logging.getLogger("scorer.model")
+
+_active_paths: list[str] = []
+_active_roots: list[Path] = []
+
+
+def _activate(bundle: Bundle) -> None:
+    """Make this bundle's code importable and forget the previously active bundle's modules."""
+    for path in _active_paths:
+        while path in sys.path:
+            sys.path.remove(path)
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and any(Path(file).resolve().is_relative_to(root) for root in _active_roots):
+            del sys.modules[name]
+    _active_paths[:] = [str(bundle.code_dir), str(bundle.root)]
+    _active_roots[:] = [bundle.root.resolve()]
+    sys.path[:0] = _active_paths
+    sys.modules.pop(CUSTOM_MODULE, None)
+    importlib.invalidate_caches()
+
+
+def load_model(bundle: Bundle) -> CustomPreprocessor:
+    """Instantiate and ``load`` the bundle's model; every failure names the file at fault."""
+    code = bundle.custom_code()
+    if code is None:
+        model: CustomPreprocessor = DefaultModel(_single_artifact(bundle))
+    else:
+        model = _instantiate_custom(bundle, code)
+    where = code if code is not None else bundle.artifacts_dir
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.load(bundle.artifacts_dir)
+        for w in caught:
+            log.warning("while loading %s: %s: %s", where, w.category.__name__, w.message)
+    except BundleLayoutError:
+        raise
+    except Exception as exc:
+        raise BundleCodeError(f"{where}: load() raised {type(exc).__name__}: {exc}") from exc
+    return model
+
+
+def _instantiate_custom(bundle: Bundle, code: Path) -> CustomPreprocessor:
+    _activate(bundle)
+    try:
+        module = importlib.import_module(CUSTOM_MODULE)
+    except Exception as exc:
+        raise BundleCodeError(f"{code}: import failed: {type(exc).__name__}: {exc}") from exc
+    if Path(module.__file__ or "").resolve() != code.resolve():
+        raise BundleCodeError(f"{code}: imported {module.__file__} instead; is another {CUSTOM_MODULE} on sys.path?")
+    klass = getattr(module, "CustomPreprocessor", None)
+    if klass is None:
+        raise BundleLayoutError(f"{code}: defines no class CustomPreprocessor")
+    if not (isinstance(klass, type) and issubclass(klass, CustomPreprocessor)) or klass is CustomPreprocessor:
+        raise BundleLayoutError(f"{code}: CustomPreprocessor must subclass scorer.CustomPreprocessor")
+    if klass.predict is CustomPreprocessor.predict:
+        raise BundleLayoutError(f"{code}: CustomPreprocessor does not implement predict(self, df)")
+    try:
+        return klass()
+    except Exception as exc:
+        raise BundleCodeError(f"{code}: CustomPreprocessor() raised {type(exc).__name__}: {exc}") from exc
+
+
+def _single_artifact(bundle: Bundle) -> Path:
+    if bundle.manifest.artifact:
+        path = bundle.artifacts_dir / bundle.manifest.artifact
+        if not path.is_file():
+            raise BundleLayoutError(f"{bundle.source}: manifest artifact {bundle.manifest.artifact!r} not found in artifacts/")
+        return path
+    found = bundle.artifacts()
+    if not found:
+        raise BundleLayoutError(
+            f"{bundle.source}: no {CUSTOM_MODULE}.py and no model file (*.pkl, *.pickle, *.joblib) in artifacts/"
+        )
+    if len(found) > 1:
+        names = ", ".join(p.relative_to(bundle.artifacts_dir).as_posix() for p in found)
+        raise BundleLayoutError(
+            f"{bundle.source}: no {CUSTOM_MODULE}.py and {len(found)} model files in artifacts/ ({names}): "
+            f'add code/{CUSTOM_MODULE}.py or name one with "artifact" in manifest.json'
+        )
+    return found[0]
+
+
+# Classifiers whose predict() is exactly classes_[argmax(predict_proba())]: one model call gives both.
+_ARGMAX_CONSISTENT = {
+    "LogisticRegression", "LogisticRegressionCV", "HistGradientBoostingClassifier", "GradientBoostingClassifier",
+    "RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier", "ExtraTreeClassifier",
+    "GaussianNB", "MultinomialNB", "BernoulliNB", "ComplementNB", "CategoricalNB", "MLPClassifier",
+    "LinearDiscriminantAnalysis", "QuadraticDiscriminantAnalysis",
+}
+
+
+class DefaultModel(CustomPreprocessor):
+    """The model used when a bundle has no custom code: one joblib/pickle artifact."""
+
+    def __init__(self, artifact: Path) -> None:
+        self.artifact = artifact
+        self.estimator: Any = None
+        self.classes: list[Any] | None = None
+        self.one_call = False
+
+    def load(self, artifacts_dir: Path) -> None:
+        import joblib
+
+        try:
+            self.estimator = joblib.load(self.artifact)
+        except Exception as exc:
+            raise BundleCodeError(f"{self.artifact}: cannot load: {type(exc).__name__}: {exc}") from exc
+        if not callable(getattr(self.estimator, "predict", None)):
+            raise BundleLayoutError(f"{self.artifact}: {type(self.estimator).__name__} has no predict method")
+        classes = getattr(self.estimator, "classes_", None)
+        if classes is not None and callable(getattr(self.estimator, "predict_proba", None)):
+            self.classes = list(np.asarray(classes).tolist())
+            final = self.estimator.steps[-1][1] if hasattr(self.estimator, "steps") else self.estimator
+            self.one_call = type(final).__name__ in _ARGMAX_CONSISTENT
+        from scorer.schema import infer_schema
+
+        self.input_schema = infer_schema(self.estimator)  # type: ignore[misc]
+        self.output_columns = (  # type: ignore[misc]
+            ["prediction"] + [f"probability_{c}" for c in self.classes] if self.classes is not None else None
+        )
+
+    def predict(self, df: pd.DataFrame) -> Any:
+        if self.classes is None:
+            return self.estimator.predict(df)
+        proba = np.asarray(self.estimator.predict_proba(df))
+        if self.one_call:
+            prediction = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        else:
+            prediction = self.estimator.predict(df)
+        frame = pd.DataFrame(proba, columns=[f"probability_{c}" for c in self.classes])
+        frame.insert(0, "prediction", prediction)
+        return frame
+
+
+def to_frame(result: Any, n_rows: int) -> pd.DataFrame:
+    """Normalise what ``predict`` returned to a DataFrame with one row per input row."""
+    if isinstance(result, pd.DataFrame):
+        frame = result.reset_index(drop=True)
+        frame.columns = [str(c) for c in frame.columns]
+    elif isinstance(result, pd.Series):
+        frame = pd.DataFrame({str(result.name) if result.name is not None else "prediction": result.to_numpy()})
+    else:
+        if hasattr(result, "toarray"):
+            result = result.toarray()
+        if isinstance(result, list) and result and isinstance(result[0], dict):
+            frame = pd.DataFrame(result)
+        else:
+            try:
+                arr = np.asarray(result)
+            except Exception as exc:
+                raise ModelOutputError(f"predict returned an unusable {type(result).__name__}: {exc}") from exc
+            if arr.ndim == 0:
+                raise ModelOutputError(f"predict returned a scalar ({type(result).__name__}), expected one row per input row")
+            if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
+                frame = pd.DataFrame({"prediction": arr.reshape(len(arr))})
+            elif arr.ndim == 2:
+                frame = pd.DataFrame(arr, columns=[f"prediction_{i}" for i in range(arr.shape[1])])
+            else:
+                raise ModelOutputError(f"predict returned an array of shape {arr.shape}; expected 1 or 2 dimensions")
+    if len(frame) != n_rows:
+        raise ModelOutputError(f"predict returned {len(frame)} rows for {n_rows} input rows")
+    return frame

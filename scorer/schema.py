@@ -1,0 +1,192 @@
+"""Input schema: which columns a model needs, and lossless coercion of incoming tables to it.
+
+A schema is an ordered mapping ``column -> type`` with types from :data:`COLUMN_TYPES`.
+It comes from the bundle manifest, else the custom class's ``input_schema``, else it is
+inferred from a scikit-learn model (``feature_names_in_`` plus what its ColumnTransformer
+does with each column). Coercion only makes changes that lose nothing: int32 -> int64,
+numeric strings -> numbers, integral floats -> ints (ints with missing values stay float
+with NaN, as pandas itself represents them), ints -> strings for string columns. Anything
+else is a :class:`~scorer.errors.SchemaError` naming the column, the row and the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scorer.errors import SchemaError
+
+COLUMN_TYPES = ("float", "int", "bool", "string", "any")
+
+
+class Schema:
+    """An ordered ``{column: type}``; ``coerce`` turns an incoming DataFrame into exactly that."""
+
+    def __init__(self, columns: Mapping[str, str], *, extra_columns: str = "drop") -> None:
+        self.columns = dict(columns)
+        self.extra_columns = extra_columns
+
+    def __repr__(self) -> str:
+        return f"Schema({self.columns!r})"
+
+    def as_json(self) -> list[dict[str, str]]:
+        return [{"name": n, "type": t} for n, t in self.columns.items()]
+
+    def coerce(self, df: pd.DataFrame) -> pd.DataFrame:
+        names = list(self.columns)
+        present = set(map(str, df.columns))
+        missing = [c for c in names if c not in present]
+        if missing:
+            raise SchemaError(f"missing required column(s): {', '.join(missing)}", columns=missing)
+        if self.extra_columns == "reject":
+            extra = [str(c) for c in df.columns if c not in self.columns]
+            if extra:
+                raise SchemaError(f"unexpected column(s): {', '.join(extra)}", columns=extra)
+        if df.columns.has_duplicates:
+            dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+            raise SchemaError(f"duplicate column(s): {', '.join(dup)}", columns=dup)
+        out = {name: _coerce_column(name, df[name], kind) for name, kind in self.columns.items()}
+        return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+
+
+def _bad(name: str, series: pd.Series, mask: np.ndarray, expected: str) -> SchemaError:
+    pos = int(np.flatnonzero(mask)[0])
+    value = series.iloc[pos]
+    return SchemaError(
+        f"column {name!r}: row {pos} has {value!r} ({type(value).__name__}), which is not a {expected}",
+        columns=[name],
+    )
+
+
+def _to_numeric(name: str, s: pd.Series, expected: str) -> pd.Series:
+    """Numbers stay numbers; strings that parse as numbers become numbers; anything else is an error."""
+    if pd.api.types.is_bool_dtype(s):
+        raise SchemaError(f"column {name!r}: got booleans, expected {expected}", columns=[name])
+    if pd.api.types.is_numeric_dtype(s):
+        return s
+    values = s.astype(object)
+    is_bool = values.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+    if is_bool.any():
+        raise _bad(name, s, is_bool, expected)
+    converted = pd.to_numeric(values.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
+    failed = converted.isna().to_numpy() & values.notna().to_numpy() & (values.map(lambda v: v != "")).to_numpy()
+    if failed.any():
+        raise _bad(name, s, failed, expected)
+    return converted
+
+
+def _coerce_column(name: str, s: pd.Series, kind: str) -> Any:
+    if kind == "any":
+        return s.to_numpy() if s.dtype == object else s.array
+    if kind == "float":
+        s = _to_numeric(name, s, "number")
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    if kind == "int":
+        s = _to_numeric(name, s, "integer")
+        if pd.api.types.is_integer_dtype(s) and not s.hasnans:
+            return s.to_numpy(dtype=np.int64)
+        as_float = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = ~np.isnan(as_float)
+        fractional = finite & (np.floor(as_float) != as_float)
+        if fractional.any():
+            raise _bad(name, s, fractional, "integer")
+        if finite.all():
+            return as_float.astype(np.int64)
+        return as_float  # ints with missing values: float64 with NaN, as pandas reads them
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(s) and not s.hasnans:
+            return s.to_numpy(dtype=bool)
+        mapping = {True: True, False: False, 1: True, 0: False, "true": True, "false": False,
+                   "True": True, "False": False, "1": True, "0": False}
+        values = s.astype(object)
+        ok = values.map(lambda v: _hashable(v) and v in mapping).to_numpy(dtype=bool)
+        if not ok.all():
+            raise _bad(name, s, ~ok, "boolean")
+        return values.map(mapping).to_numpy(dtype=bool)
+    if kind == "string":
+        values = s.to_numpy(dtype=object, na_value=None) if not s.dtype == object else s.to_numpy()
+        inferred = pd.api.types.infer_dtype(values, skipna=True)
+        if inferred in ("string", "empty"):
+            return values
+        ok = np.fromiter(
+            (v is None or isinstance(v, str) or _is_nan(v) or (isinstance(v, int | np.integer) and not isinstance(v, bool))
+             for v in values), dtype=bool, count=len(values))
+        if not ok.all():
+            raise _bad(name, s, ~ok, "string")
+        return np.array([str(v) if isinstance(v, int | np.integer) else (None if _is_nan(v) else v) for v in values],
+                        dtype=object)
+    raise SchemaError(f"column {name!r}: unknown schema type {kind!r}", columns=[name])
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float | np.floating) and np.isnan(v)
+
+
+# --- inference from scikit-learn models -------------------------------------------------------
+
+_TEXT_VECTORIZERS = ("TfidfVectorizer", "CountVectorizer", "HashingVectorizer")
+_ENCODERS = ("OneHotEncoder", "OrdinalEncoder", "TargetEncoder")
+
+
+def infer_schema(model: Any) -> dict[str, str] | None:
+    """Best-effort schema from a fitted scikit-learn estimator; None when it has no column names."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return None
+    names = [str(n) for n in names]
+    transformer = _find_column_transformer(model)
+    if transformer is None:
+        final = model.steps[-1][1] if hasattr(model, "steps") else model
+        categorical = getattr(final, "is_categorical_", None)
+        if categorical is not None and np.any(categorical):
+            return dict.fromkeys(names, "any")
+        return dict.fromkeys(names, "float")
+    kinds = dict.fromkeys(names, "any")
+    for _, trans, cols in transformer.transformers_:
+        cols = _column_names(cols, names)
+        if trans in ("drop", "passthrough"):
+            continue
+        first = trans.steps[0][1] if hasattr(trans, "steps") else trans
+        cls = type(first).__name__
+        if cls in _TEXT_VECTORIZERS:
+            kinds.update(dict.fromkeys(cols, "string"))
+        elif cls in _ENCODERS and hasattr(first, "categories_"):
+            for col, cats in zip(cols, first.categories_, strict=False):
+                kinds[col] = "string" if np.asarray(cats).dtype.kind in "OUST" else "float"
+        elif cls in _ENCODERS:
+            continue
+        else:
+            kinds.update(dict.fromkeys(cols, "float"))
+    return kinds
+
+
+def _find_column_transformer(model: Any) -> Any:
+    if type(model).__name__ == "ColumnTransformer":
+        return model
+    for _, step in getattr(model, "steps", []):
+        found = _find_column_transformer(step)
+        if found is not None:
+            return found
+    return None
+
+
+def _column_names(cols: Any, names: list[str]) -> list[str]:
+    if isinstance(cols, str):
+        return [cols]
+    if callable(cols):
+        return []
+    cols = list(np.asarray(cols).ravel()) if not isinstance(cols, list) else cols
+    if cols and isinstance(cols[0], bool | np.bool_):
+        return [n for n, keep in zip(names, cols, strict=False) if keep]
+    return [names[int(c)] if isinstance(c, int | np.integer) else str(c) for c in cols]

@@ -1,0 +1,114 @@
+"""Running the server: one process, or N worker processes sharing one listening socket.
+
+Why not ``uvicorn --workers``: its supervisor restarts a worker that exits, so a bundle
+that fails to load would restart forever instead of failing the deployment; and in
+multi-worker mode replies were seen waiting on delayed ACKs (no ``TCP_NODELAY``). Here a
+worker whose bundle fails to load exits with :data:`EXIT_LOAD_FAILED`, and the supervisor
+then stops the others and exits with that code. SIGTERM/SIGINT are forwarded to workers,
+which finish in-flight requests (uvicorn's graceful shutdown) before exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from scorer._logging import configure
+from scorer.server import create_app
+from scorer.settings import Settings
+
+log = logging.getLogger("scorer.serve")
+
+EXIT_LOAD_FAILED = 3
+
+
+class _NoDelayHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with TCP_NODELAY forced on every connection."""
+
+    def connection_made(self, transport: Any) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        super().connection_made(transport)
+
+
+def run_worker(settings: Settings, sock: socket.socket | None = None) -> int:
+    """Serve in this process until shut down; returns the exit code."""
+    configure(settings.log_level, settings.log_format)
+    failed: list[BaseException] = []
+    server: uvicorn.Server | None = None
+
+    def on_load_error(exc: BaseException) -> None:
+        failed.append(exc)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_load_error=on_load_error)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=_NoDelayHttpTools,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=25,
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock] if sock is not None else None)
+    return EXIT_LOAD_FAILED if failed else 0
+
+
+def _worker_main(settings: Settings, sock: socket.socket) -> None:
+    sys.exit(run_worker(settings, sock))
+
+
+def serve(settings: Settings) -> int:
+    if settings.workers == 1:
+        return run_worker(settings)
+    configure(settings.log_level, settings.log_format)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_worker_main, args=(settings, sock), name=f"scorer-worker-{i}") for i in range(settings.workers)]
+    for w in workers:
+        w.start()
+    log.info("started %d workers on %s:%d (pids %s)", len(workers), settings.host, settings.port, [w.pid for w in workers])
+
+    def forward(signum: int, frame: Any) -> None:
+        for w in workers:
+            if w.is_alive() and w.pid is not None:
+                os.kill(w.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    remaining = list(workers)
+    while remaining:
+        for w in list(remaining):
+            w.join(timeout=0.2)
+            if w.exitcode is None:
+                continue
+            remaining.remove(w)
+            if w.exitcode != 0 and code == 0:
+                code = w.exitcode if w.exitcode > 0 else 1
+                log.error("worker %s exited with %s; stopping the others", w.pid, w.exitcode)
+                forward(signal.SIGTERM, None)
+    sock.close()
+    return code

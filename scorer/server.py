@@ -1,0 +1,252 @@
+"""The HTTP transport: Starlette routes over the scoring core and the batcher.
+
+Routes: ``POST /predict`` and ``POST /invocations`` (same handler), ``GET /health``
+(process alive), ``GET /ready`` and ``GET /ping`` (200 once the bundle is loaded, else
+503), ``GET /metadata``, ``GET /metrics``. Every error body is ``{"error", "message",
+"request_id"}``; its status comes from :func:`scorer.errors.http_status` and nowhere else.
+
+The bundle loads in a background thread after start-up, so the port answers (and
+``/health`` is 200) while a slow bundle loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scorer import codecs
+from scorer._logging import request_id
+from scorer.batching import Batcher, BatchPolicy
+from scorer.core import Scorer
+from scorer.errors import NotReady, PayloadTooLarge, ScorerError, http_status
+from scorer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from scorer.metrics import Metrics
+from scorer.settings import Settings
+
+log = logging.getLogger("scorer.server")
+
+# Bodies bigger than this are decoded and encoded in a thread so the event loop stays responsive.
+_OFFLOAD_BYTES = 256 * 1024
+
+
+@dataclass
+class State:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    scorer: Scorer | None = None
+    batcher: Batcher | None = None
+    load_error: BaseException | None = None
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=codecs.JSON, headers=headers)
+
+
+def error_response(exc: BaseException) -> Response:
+    """The one place an exception becomes an HTTP response."""
+    status = http_status(exc)
+    if isinstance(exc, ScorerError):
+        code, message = exc.code, exc.message
+    else:
+        log.exception("unexpected error")
+        code, message = "internal_error", f"internal error: {type(exc).__name__}"
+    body: dict[str, Any] = {"error": code, "message": message, "request_id": request_id.get()}
+    columns = getattr(exc, "columns", None)
+    if columns:
+        body["columns"] = columns
+    return _json(status, body, {"Retry-After": "1"} if status == 503 else None)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _ready_scorer(state: State) -> tuple[Scorer, Batcher]:
+    if state.scorer is None or state.batcher is None:
+        raise NotReady("the bundle is not loaded yet" if state.load_error is None else "the bundle failed to load")
+    return state.scorer, state.batcher
+
+
+async def predict(request: Request) -> Response:
+    state: State = request.app.state.scorer
+    try:
+        scorer, batcher = _ready_scorer(state)
+        accept = codecs.negotiate(request.headers.get("accept"))
+        body = await _read_body(request, state.settings.max_body_bytes)
+        columns = list(scorer.schema.columns) if scorer.schema else None
+        content_type = request.headers.get("content-type")
+        if len(body) > _OFFLOAD_BYTES:
+            frame = await asyncio.to_thread(codecs.decode, body, content_type, columns)
+        else:
+            frame = codecs.decode(body, content_type, columns)
+        if len(frame) > state.settings.max_request_rows:
+            raise PayloadTooLarge(f"{len(frame)} rows exceed the limit of {state.settings.max_request_rows} per request")
+        prepared = scorer.prepare(frame)
+        result = await batcher.submit(prepared) if len(prepared) else scorer.predict(prepared)
+        if len(result) > 2000:
+            payload = await asyncio.to_thread(codecs.encode, result, accept)
+        else:
+            payload = codecs.encode(result, accept)
+        return Response(payload, media_type=accept)
+    except Exception as exc:
+        return error_response(exc)
+
+
+async def health(request: Request) -> Response:
+    return _json(200, {"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    state: State = request.app.state.scorer
+    if state.scorer is None or state.batcher is None:
+        return error_response(NotReady("the bundle is not loaded yet" if state.load_error is None else "the bundle failed to load"))
+    return _json(200, {"status": "ready"})
+
+
+async def metadata(request: Request) -> Response:
+    state: State = request.app.state.scorer
+    try:
+        scorer, _ = _ready_scorer(state)
+    except NotReady as exc:
+        return error_response(exc)
+    return _json(200, scorer.metadata())
+
+
+async def metrics(request: Request) -> Response:
+    state: State = request.app.state.scorer
+    return Response(state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _json(exc.status_code, {"error": code, "message": exc.detail, "request_id": request_id.get()}, exc.headers)
+
+
+class RequestContext:
+    """Pure ASGI middleware: request id (``X-Request-ID`` in or generated, echoed back), metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                rid = value.decode("latin-1")[:128]
+                break
+        rid = rid or uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            request_id.reset(token)
+
+
+_ROUTES = [
+    Route("/predict", predict, methods=["POST"]),
+    Route("/invocations", predict, methods=["POST"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+    Route("/ping", ready, methods=["GET"]),
+    Route("/metadata", metadata, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]
+_KNOWN_PATHS = {r.path for r in _ROUTES}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    scorer: Scorer | None = None,
+    on_load_error: Callable[[BaseException], None] | None = None,
+) -> Starlette:
+    """The ASGI app. Without ``scorer``, the bundle at ``settings.bundle`` loads in the background."""
+    state = State(settings=settings)
+    policy = BatchPolicy(max_rows=settings.max_batch_rows, max_wait=settings.max_batch_wait_ms / 1000)
+
+    def activate(loaded: Scorer) -> None:
+        batcher = Batcher(loaded.predict, policy, state.metrics.observe_batch)
+        batcher.start()
+        state.scorer, state.batcher = loaded, batcher
+        state.metrics.load_seconds.set(loaded.load_seconds)
+        state.metrics.ready.set(1)
+
+    async def load_in_background() -> None:
+        try:
+            loaded = await asyncio.to_thread(Scorer.load, settings.bundle, settings)
+        except Exception as exc:
+            state.load_error = exc
+            message = exc.message if isinstance(exc, ScorerError) else f"{type(exc).__name__}: {exc}"
+            log.error("bundle failed to load: %s", message, exc_info=not isinstance(exc, ScorerError))
+            if on_load_error is not None:
+                on_load_error(exc)
+            return
+        activate(loaded)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        loader = None
+        if scorer is not None:
+            activate(scorer)
+        else:
+            loader = asyncio.create_task(load_in_background())
+        try:
+            yield
+        finally:
+            state.metrics.ready.set(0)
+            if loader is not None and not loader.done():
+                loader.cancel()
+            if state.batcher is not None:
+                await state.batcher.stop()
+
+    app = Starlette(
+        routes=_ROUTES,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_exception},
+    )
+    app.state.scorer = state
+    app.add_middleware(RequestContext, metrics=state.metrics)
+    return app

@@ -1,0 +1,104 @@
+"""One frozen settings object. Every field is an env var ``SCORER_<NAME>`` and a CLI flag ``--<name>``.
+
+Precedence: CLI flag > environment > default. Unknown ``SCORER_*`` variables are rejected so
+that a typo (``SCORER_PROT=9000``) is an error, not a silently ignored setting. Nothing here
+reads the environment at import time: call :meth:`Settings.from_env`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "SCORER_"
+
+
+def _setting(default: Any, doc: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "choices": choices})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    bundle: str = _setting("/model", "Bundle folder or .zip to load (positional argument of the CLI).")
+    host: str = _setting("127.0.0.1", "Interface to bind. The container image passes 0.0.0.0 explicitly.")
+    port: int = _setting(8080, "TCP port to listen on.")
+    workers: int = _setting(1, "Server processes, each with its own copy of the model.")
+    max_batch_rows: int = _setting(
+        4096, "Most rows coalesced into one model call. A bigger single request still runs alone."
+    )
+    max_batch_wait_ms: float = _setting(
+        0.0,
+        "How long a model call waits for more requests to join it. 0: never wait; requests that "
+        "arrive while the model is busy are batched anyway, so idle latency costs nothing.",
+    )
+    max_body_bytes: int = _setting(64 * 1024 * 1024, "Largest request body accepted (413 above).")
+    max_request_rows: int = _setting(1_000_000, "Most rows accepted in one request (413 above).")
+    extra_columns: str = _setting(
+        "drop", "What to do with input columns not in the schema.", choices=("drop", "reject")
+    )
+    check_requirements: bool = _setting(True, "Check the bundle's requirements.txt at load time.")
+    bundle_digest: str = _setting(
+        "", "Expected sha256 content digest of the bundle, checked before any code or pickle is loaded."
+    )
+    log_level: str = _setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
+    log_format: str = _setting("json", "Log line format.", choices=("json", "text"))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"{f.name} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}")
+        positive = ("port", "workers", "max_batch_rows", "max_body_bytes", "max_request_rows")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.max_batch_wait_ms < 0:
+            raise ValueError("max_batch_wait_ms must be >= 0")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``SCORER_*`` variables, then ``overrides`` (e.g. parsed CLI flags) on top."""
+        environ = os.environ if environ is None else environ
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in environ.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in fields:
+                known = ", ".join(env_name(n) for n in fields)
+                raise ValueError(f"unknown setting {key}; known settings: {known}")
+            values[name] = parse_value(fields[name], raw, source=key)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def parse_value(f: dataclasses.Field[Any], raw: str, *, source: str) -> Any:
+    kind = type(f.default)
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{source}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(env var, flag, default, doc) for every setting: the README's configuration table."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        flag = "BUNDLE (positional)" if f.name == "bundle" else "--" + f.name.replace("_", "-")
+        rows.append((env_name(f.name), flag, repr(f.default), f.metadata["doc"]))
+    return rows
