@@ -163,14 +163,14 @@ def _extract_zip(source: Path, workdir: Path | None) -> Path:
         for info in zf.infolist():
             name = PurePosixPath(info.filename)
             mode = info.external_attr >> 16
-            if name.is_absolute() or ".." in name.parts or info.filename.startswith(("/", "\\")) or ":" in name.parts[0]:
+            if name.is_absolute() or ".." in name.parts or info.filename.startswith(("/", "\\")) or (name.parts and ":" in name.parts[0]):
                 raise BundleLayoutError(f"{source}: refusing unsafe path in zip: {info.filename!r}")
             if stat.S_ISLNK(mode):
                 raise BundleLayoutError(f"{source}: refusing symlink in zip: {info.filename!r}")
         zf.extractall(dest)
     # A zip made by zipping the folder itself has one top-level directory: use it as the root.
     entries = [p for p in dest.iterdir() if p.name != "__MACOSX"]
-    if len(entries) == 1 and entries[0].is_dir() and not (dest / "artifacts").exists():
+    if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in ("artifacts", "code"):
         return entries[0]
     return dest
 

@@ -268,10 +268,10 @@ def _encode_csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False).encode()
 
 
-def _encode_arrow(frame: pd.DataFrame) -> bytes:
+def _encode_arrow(frame: pd.DataFrame, *, file: bool = False) -> bytes:
     table = _arrow_table(frame)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    with (pa.ipc.new_file if file else pa.ipc.new_stream)(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
@@ -288,6 +288,7 @@ _ENCODERS: dict[str, Callable[[pd.DataFrame], bytes]] = {
     JSON: json_predictions,
     CSV: _encode_csv,
     ARROW_STREAM: _encode_arrow,
+    ARROW_FILE: lambda frame: _encode_arrow(frame, file=True),
     PARQUET: _encode_parquet,
 }
 
@@ -310,8 +311,6 @@ def negotiate(accept: str | None) -> str:
             return JSON
         if mt == "text/*":
             return CSV
-        if mt == ARROW_FILE:
-            return ARROW_STREAM
         if mt in _ENCODERS:
             return mt
     raise NotAcceptable(f"cannot produce any of Accept: {accept!r}; available: {', '.join(_ENCODERS)}")

@@ -79,7 +79,9 @@ class Scorer:
         return self.schema.coerce(df)
 
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Run the model on a prepared batch; one output row per input row."""
+        """Run the model on a prepared batch; one output row per input row. Zero rows never reach the model."""
+        if len(df) == 0:
+            return pd.DataFrame({c: [] for c in self.output_columns or ["prediction"]})
         model = self.model
         try:
             pre = model.preprocess(df)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -29,8 +30,7 @@ from scorer.preprocessor import CustomPreprocessor
 
 log = logging.getLogger("scorer.model")
 
-_active_paths: list[str] = []
-_active_roots: list[Path] = []
+_active_paths: list[str] = []  # absolute sys.path entries of the active bundle
 
 
 def _activate(bundle: Bundle) -> None:
@@ -38,12 +38,14 @@ def _activate(bundle: Bundle) -> None:
     for path in _active_paths:
         while path in sys.path:
             sys.path.remove(path)
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if file and any(Path(file).resolve().is_relative_to(root) for root in _active_roots):
-            del sys.modules[name]
-    _active_paths[:] = [str(bundle.code_dir), str(bundle.root)]
-    _active_roots[:] = [bundle.root.resolve()]
+    prefixes = tuple(os.path.join(p, "") for p in _active_paths)
+    if prefixes:
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if file and file.startswith(prefixes):
+                del sys.modules[name]
+    root = bundle.root.resolve()
+    _active_paths[:] = [str(root / "code"), str(root)]
     sys.path[:0] = _active_paths
     sys.modules.pop(CUSTOM_MODULE, None)
     importlib.invalidate_caches()

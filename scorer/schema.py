@@ -87,12 +87,17 @@ def _coerce_column(name: str, s: pd.Series, kind: str) -> Any:
     if kind == "int":
         s = _to_numeric(name, s, "integer")
         if pd.api.types.is_integer_dtype(s) and not s.hasnans:
+            if pd.api.types.is_unsigned_integer_dtype(s):
+                too_big = s.to_numpy() > np.iinfo(np.int64).max
+                if too_big.any():
+                    raise _bad(name, s, too_big, "64-bit integer")
             return s.to_numpy(dtype=np.int64)
         as_float = s.to_numpy(dtype=np.float64, na_value=np.nan)
         finite = ~np.isnan(as_float)
-        fractional = finite & (np.floor(as_float) != as_float)
-        if fractional.any():
-            raise _bad(name, s, fractional, "integer")
+        with np.errstate(invalid="ignore"):
+            not_int = finite & ((np.floor(as_float) != as_float) | (np.abs(as_float) >= 2.0**63))
+        if not_int.any():
+            raise _bad(name, s, not_int, "64-bit integer")
         if finite.all():
             return as_float.astype(np.int64)
         return as_float  # ints with missing values: float64 with NaN, as pandas reads them
@@ -107,6 +112,16 @@ def _coerce_column(name: str, s: pd.Series, kind: str) -> Any:
             raise _bad(name, s, ~ok, "boolean")
         return values.map(mapping).to_numpy(dtype=bool)
     if kind == "string":
+        if pd.api.types.is_float_dtype(s):
+            # JSON ints with a null arrive as float64 ([123, null] -> [123.0, NaN]): integral values
+            # are the ints the client sent; anything fractional is not a string.
+            as_float = s.to_numpy(dtype=np.float64, na_value=np.nan)
+            finite = np.isfinite(as_float)
+            with np.errstate(invalid="ignore"):
+                fractional = ~np.isnan(as_float) & (~finite | (np.floor(as_float) != as_float))
+            if fractional.any():
+                raise _bad(name, s, fractional, "string")
+            return np.array([str(int(v)) if f else None for v, f in zip(as_float, finite, strict=True)], dtype=object)
         values = s.to_numpy(dtype=object, na_value=None) if not s.dtype == object else s.to_numpy()
         inferred = pd.api.types.infer_dtype(values, skipna=True)
         if inferred in ("string", "empty"):

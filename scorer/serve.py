@@ -67,6 +67,10 @@ def run_worker(settings: Settings, sock: socket.socket | None = None) -> int:
         timeout_graceful_shutdown=25,
     )
     server = uvicorn.Server(config)
+    # uvicorn restores the previous handlers after its graceful shutdown and re-raises the signal
+    # it caught; with these no-op handlers in place that re-raise is harmless and we exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     server.run(sockets=[sock] if sock is not None else None)
     return EXIT_LOAD_FAILED if failed else 0
 

@@ -106,7 +106,7 @@ async def predict(request: Request) -> Response:
         if len(frame) > state.settings.max_request_rows:
             raise PayloadTooLarge(f"{len(frame)} rows exceed the limit of {state.settings.max_request_rows} per request")
         prepared = scorer.prepare(frame)
-        result = await batcher.submit(prepared) if len(prepared) else scorer.predict(prepared)
+        result = await batcher.submit(prepared)
         if len(result) > 2000:
             payload = await asyncio.to_thread(codecs.encode, result, accept)
         else:

@@ -1,0 +1,988 @@
+"""Serving benchmark: in-process limit vs. `scorer serve` under wrk, per example bundle.
+
+    python benchmarks/bench_serve.py [--bundle tabular|spam|all] [--duration 10] [--quick]
+
+See benchmarks/README.md for what is measured and how to read it. In short, per bundle:
+
+1. In-process (a child process pinned to core 1, like the server): ``Scorer.score(df)`` for
+   1 / 100 / 10,000 rows, the bare model call on the same rows, and the JSON decode/encode
+   the server does around it. Medians of many repeats.
+2. Served: ``scorer serve BUNDLE`` pinned to core 1, ``wrk`` (one thread) pinned to core 0
+   POSTing pandas ``to_json(orient="split")`` bodies. /metrics is scraped around the
+   64-connection run to show how many requests each model call served.
+3. ``--workers 2`` (server on both cores, wrk still on core 0): 1 and 64 connections, 1 row,
+   to look for the ~40 ms delayed-ACK trap.
+
+Only 127.0.0.1 is ever contacted. Nothing here asserts on timings: it only reports.
+Results: ``benchmarks/results/serve-<bundle>.json`` and ``benchmarks/results/serve.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as _dt
+import http.client
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BUNDLES_DIR = REPO / "bundles"
+RESULTS_DIR = HERE / "results"
+HOST = "127.0.0.1"  # the only address this script ever talks to
+
+SERVER_CPUS = "1"  # single-worker server
+CLIENT_CPUS = "0"  # wrk and this orchestrator
+MULTI_SERVER_CPUS = "0,1"  # --workers 2 server
+ROW_COUNTS = (1, 100, 10_000)
+DATA_SEED = 4242  # rows scored here are a holdout draw, not training rows
+
+# (rows per request, connections) for the single-worker runs, in this order.
+SCENARIOS = ((1, 1), (1, 64), (100, 4), (10_000, 4))
+MULTI_SCENARIOS = ((1, 1), (1, 64))
+BATCHING_SCENARIO = (1, 64)
+
+# ---------------------------------------------------------------------------------------
+# Reference numbers copied from /work/shared/design/peers.md (NOT re-measured here).
+# Their "text" model is the nearest peer of our "spam" bundle but not the same model
+# (no custom text cleaning, no numeric features).
+# ---------------------------------------------------------------------------------------
+PEERS_SOURCE = "/work/shared/design/peers.md (from peers.md, not re-measured)"
+PEERS: dict[str, dict[str, Any]] = {
+    "tabular": {
+        "model": "tabular",
+        "inproc_ms": {1: 3.1, 100: 3.9, 10_000: 100.0},
+        "parse_ms": {1: 0.15, 100: 0.23, 10_000: 22.0},
+        "served_rows_s": {
+            (1, 1): {"MLflow 3.17": 120, "MLServer default": 166, "MLServer adaptive": 65},
+            (1, 64): {"MLflow 3.17": 118, "MLServer default": 175, "MLServer adaptive": 782},
+            (100, 4): {"MLflow 3.17": 10_300, "MLServer default": 12_700, "MLServer adaptive": 17_400},
+            (10_000, 4): {"MLflow 3.17": 31_200, "MLServer default": 77_200, "MLServer adaptive": 48_900},
+        },
+        "served_p50_ms": {(1, 1): {"MLflow 3.17": 8.1, "MLServer default": 5.4, "MLServer adaptive": 12.6}},
+    },
+    "spam": {
+        "model": "text (TF-IDF+LogReg; nearest peer, not the same model)",
+        "inproc_ms": {1: 0.8, 100: 1.6, 10_000: 73.0},
+        "parse_ms": {1: 0.04, 100: 0.05, 10_000: 6.0},
+        "served_rows_s": {
+            (1, 64): {"MLflow 3.17": 386, "MLServer default": 373, "MLServer adaptive": 1_372},
+            (10_000, 4): {"MLflow 3.17": 61_200, "MLServer default": 118_900, "MLServer adaptive": 123_800},
+        },
+        "served_p50_ms": {},
+    },
+}
+PEER_NAMES = ("MLflow 3.17", "MLServer default", "MLServer adaptive")
+
+# ---------------------------------------------------------------------------------------
+# process bookkeeping: everything we start is killed on exit / ctrl-c
+# ---------------------------------------------------------------------------------------
+_children: list[subprocess.Popen] = []  # started in their own session (killpg on cleanup)
+_foreground: list[subprocess.Popen] = []  # wrk, in-process child
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=5)
+    # Workers of a multi-worker server live in the same process group: make sure none is left.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _cleanup() -> None:
+    for proc in list(_foreground):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _foreground.clear()
+    for proc in list(_children):
+        _stop_group(proc)
+    _children.clear()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load_build_module():
+    path = BUNDLES_DIR / "build.py"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: it provides the example bundles and their data generators")
+    spec = importlib.util.spec_from_file_location("bundles_build", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bundles_build"] = module  # dataclasses/pickle look modules up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def is_built(name: str, root: Path) -> bool:
+    d = root / name
+    if name == "tabular":
+        return (d / "artifacts" / "model.joblib").is_file()
+    return all((d / p).is_file() for p in ("artifacts/first_model.pkl", "artifacts/second_model.pkl", "code/custom_preprocess.py"))
+
+
+def prepare_bundle(build, name: str, tmp: Path, rebuild: bool) -> tuple[Path, str]:
+    if not rebuild and is_built(name, BUNDLES_DIR):
+        return BUNDLES_DIR / name, "bundles/ (prebuilt)"
+    log(f"building bundle {name!r} into {tmp} via bundles/build.py ...")
+    t0 = time.perf_counter()
+    build.build(name, tmp)
+    log(f"built {name} in {time.perf_counter() - t0:.1f}s")
+    return tmp / name, f"temp build via bundles/build.py ({time.perf_counter() - t0:.0f}s)"
+
+
+def features(build, name: str) -> list[str]:
+    return list(build.TABULAR_FEATURES if name == "tabular" else build.SPAM_FEATURES)
+
+
+def make_frame(build, name: str, n: int):
+    make = build.make_tabular_frame if name == "tabular" else build.make_spam_frame
+    return make(n, seed=DATA_SEED)[features(build, name)].reset_index(drop=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def http_request(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 60.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def cpu_pinning_available() -> bool:
+    return shutil.which("taskset") is not None and hasattr(os, "sched_getaffinity") and {0, 1} <= os.sched_getaffinity(0)
+
+
+def pinned(cpus: str, cmd: list[str], pin: bool) -> list[str]:
+    return ["taskset", "-c", cpus, *cmd] if pin else cmd
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for servers: no SCORER_* overrides, so defaults are what is measured."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+
+
+def tree_rss_mib(pid: int) -> float | None:
+    """RSS of a process and all its descendants (Linux /proc), in MiB."""
+
+    def children(p: int) -> list[int]:
+        out: list[int] = []
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+        return out
+
+    total_kib, stack, seen = 0, [pid], set()
+    while stack:
+        p = stack.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total_kib += int(line.split()[1])
+        except OSError:
+            continue
+        stack += children(p)
+    return round(total_kib / 1024, 1) if total_kib else None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_busy_s() -> dict[str, float]:
+    """Busy seconds (user+nice+system+irq+softirq) per CPU line of /proc/stat ('cpu' = all)."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if not line.startswith("cpu"):
+                    break
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                out[name] = (v[0] + v[1] + v[2] + v[5] + v[6]) / CLK_TCK
+    except OSError:
+        pass
+    return out
+
+
+def tree_cpu_s(pid: int | None) -> float:
+    """utime+stime of a process tree (all threads), in seconds."""
+    if pid is None:
+        return 0.0
+    total, stack, seen = 0.0, [pid], set()
+    while stack:
+        p = stack.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class CpuWatch:
+    """CPU used on the machine during a window that our own processes do not account for.
+
+    ``foreign`` = all busy CPU time − (server tree + this process + children waited for in the
+    window, e.g. wrk). It is other processes' load plus some kernel work (loopback softirq) that
+    is not charged to any process; a few % is normal, tens of % mean a busy machine.
+    """
+
+    def __init__(self, server_pid: int | None = None) -> None:
+        self.server_pid = server_pid
+        self.t0 = time.perf_counter()
+        self.busy0 = cpu_busy_s()
+        self.srv0 = tree_cpu_s(server_pid)
+        self.os0 = os.times()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        busy1, srv1, os1 = cpu_busy_s(), tree_cpu_s(self.server_pid), os.times()
+        if not busy1 or not self.busy0 or wall <= 0:
+            return {}
+        d_busy = {k: busy1[k] - self.busy0.get(k, 0.0) for k in busy1}
+        ours = (srv1 - self.srv0) + (os1.user - self.os0.user) + (os1.system - self.os0.system) + (
+            os1.children_user - self.os0.children_user) + (os1.children_system - self.os0.children_system)
+        res = {
+            "wall_s": wall,
+            "server_cpu_pct": 100 * (srv1 - self.srv0) / wall,
+            "foreign_cpu_pct": max(0.0, 100 * (d_busy.get("cpu", 0.0) - ours) / wall),
+        }
+        for k in ("cpu0", "cpu1"):
+            if k in d_busy:
+                res[f"{k}_busy_pct"] = 100 * d_busy[k] / wall
+        return res
+
+
+def idle_load(seconds: float = 2.0) -> float:
+    """% of one core busy while this script runs nothing: the machine's background load."""
+    w = CpuWatch()
+    time.sleep(seconds)
+    return w.stop().get("foreign_cpu_pct", 0.0)
+
+
+def wait_quiet(max_wait: float, threshold_pct: float = 15.0) -> float:
+    """Sample background load; if > threshold, re-sample for up to ``max_wait`` s. Returns the last sample."""
+    load = idle_load()
+    deadline = time.perf_counter() + max_wait
+    while load > threshold_pct and time.perf_counter() < deadline:
+        log(f"machine busy ({load:.0f}% of a core used by other processes); waiting for it to calm down ...")
+        time.sleep(10)
+        load = idle_load()
+    if load > threshold_pct:
+        log(f"WARNING: background load {load:.0f}% of a core: timings will be pessimistic and noisy")
+    return load
+
+
+# ---------------------------------------------------------------------------------------
+# 1. in-process (runs in a child process pinned like the server)
+# ---------------------------------------------------------------------------------------
+
+
+def time_call(fn, *, min_repeats: int, budget_s: float, max_repeats: int = 20_000) -> dict[str, float]:
+    for _ in range(3):
+        fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {
+        "median_ms": statistics.median(times) * 1e3,
+        "min_ms": times[0] * 1e3,
+        "p90_ms": times[int(0.9 * (len(times) - 1))] * 1e3,
+        "repeats": len(times),
+    }
+
+
+def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool) -> int:
+    """Child entry point: time the scoring core without HTTP and write JSON to ``out``."""
+    import joblib
+    import numpy as np
+
+    from scorer import codecs
+    from scorer.core import Scorer
+
+    build = load_build_module()
+    t0 = time.perf_counter()
+    scorer = Scorer.load(bundle)
+    load_s = time.perf_counter() - t0
+    feats = features(build, name)
+
+    if name == "tabular":
+        pipe = joblib.load(bundle / "artifacts" / "model.joblib")
+
+        def raw(df):
+            return pipe.predict_proba(df[feats])
+
+        raw_desc = "joblib-loaded Pipeline.predict_proba(df)"
+    else:
+        # What a hand-written script would do with the two pickles: the bundle's own helpers
+        # (clean_text, build_features) + vectorizer + LogisticRegression.predict_proba.
+        fc = build.load_first_code()
+        vec = joblib.load(bundle / "artifacts" / "first_model.pkl")
+        lr = joblib.load(bundle / "artifacts" / "second_model.pkl")
+
+        def raw(df):
+            clean = df.assign(feature2=fc.clean_text(df["feature2"]))
+            return lr.predict_proba(fc.build_features(clean, vec))
+
+        raw_desc = "clean_text + build_features + LogisticRegression.predict_proba (no scorer)"
+
+    frame = make_frame(build, name, max(ROW_COUNTS))
+    columns = list(scorer.schema.columns) if scorer.schema else None
+    results: dict[str, Any] = {}
+    for n in ROW_COUNTS:
+        df = frame.head(n).copy()
+        body = (bodies / f"{n}.json").read_bytes()
+        big = n >= 10_000
+        budget = (1.0 if big else 0.5) if quick else (8.0 if big else 4.0)
+        reps = (3 if big else 20) if quick else (15 if big else 200)
+        side_budget = budget / 2
+        out_frame = scorer.score(df)
+        assert len(out_frame) == n
+        assert np.asarray(raw(df)).shape[0] == n
+        row = {
+            "rows": n,
+            "body_bytes": len(body),
+            "score": time_call(lambda: scorer.score(df), min_repeats=reps, budget_s=budget),
+            "raw": time_call(lambda: raw(df), min_repeats=reps, budget_s=budget),
+            "decode": time_call(lambda: codecs.decode(body, "application/json", columns), min_repeats=reps, budget_s=side_budget),
+            "encode": time_call(lambda: codecs.encode(out_frame, codecs.JSON), min_repeats=reps, budget_s=side_budget),
+            # The server's whole per-request path minus HTTP: decode -> prepare -> predict -> encode.
+            "pipeline": time_call(
+                lambda: codecs.encode(scorer.score(codecs.decode(body, "application/json", columns)), codecs.JSON),
+                min_repeats=reps,
+                budget_s=side_budget,
+            ),
+        }
+        for key in ("score", "raw", "pipeline"):
+            row[key]["rows_s"] = n / (row[key]["median_ms"] / 1e3)
+        results[str(n)] = row
+        print(
+            f"[inproc {name}] {n:>6} rows: score {row['score']['median_ms']:.3f} ms, raw {row['raw']['median_ms']:.3f} ms, "
+            f"decode {row['decode']['median_ms']:.3f} ms, encode {row['encode']['median_ms']:.3f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
+    threads = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        threads = [{k: i.get(k) for k in ("user_api", "internal_api", "num_threads")} for i in threadpool_info()]
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    payload = {
+        "load_seconds": load_s,
+        "raw_call": raw_desc,
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "threadpools": threads,
+        "by_rows": results,
+    }
+    out.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+def run_inprocess(name: str, bundle: Path, bodies: Path, tmp: Path, quick: bool, pin: bool) -> dict[str, Any]:
+    out = tmp / f"inproc-{name}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_inproc", name, str(bundle), str(bodies), str(out)]
+    if quick:
+        cmd.append("--quick")
+    watch = CpuWatch()
+    proc = subprocess.Popen(pinned(SERVER_CPUS, cmd, pin), cwd=REPO)
+    _foreground.append(proc)
+    code = proc.wait()
+    _foreground.remove(proc)
+    if code != 0:
+        raise RuntimeError(f"in-process benchmark of {name} failed (exit {code})")
+    res = json.loads(out.read_text())
+    res["cpu"] = watch.stop()
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# 2. served
+# ---------------------------------------------------------------------------------------
+
+LUA_TEMPLATE = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open("@BODY@", "rb"))
+wrk.body = f:read("*a")
+f:close()
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '"mean_us":%.1f,"max_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.max, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9)))
+end
+"""
+
+
+class Server:
+    def __init__(self, bundle: Path, workers: int, cpus: str | None, logs: Path) -> None:
+        self.port = free_port()
+        self.workers = workers
+        self.cpus = cpus
+        self.log_path = logs / f"server-{self.port}.log"
+        scorer_bin = Path(sys.executable).with_name("scorer")
+        cmd = [str(scorer_bin), "serve", str(bundle), "--host", HOST, "--port", str(self.port),
+               "--workers", str(workers), "--log-level", "warning"]
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        self.cmd = cmd
+        self._log = open(self.log_path, "wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=clean_env(), cwd=REPO)
+        _children.append(self.proc)
+        self.ready_s: float | None = None
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                status, _ = http_request(self.port, "GET", "/ready", timeout=2)
+                if status == 200:
+                    self.ready_s = time.perf_counter() - self.started
+                    return self.ready_s
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def rss_mib(self) -> float | None:
+        return tree_rss_mib(self.proc.pid)
+
+    def metrics(self) -> dict[str, float]:
+        status, body = http_request(self.port, "GET", "/metrics")
+        if status != 200:
+            return {}
+        wanted = {
+            "scorer_batch_requests_sum", "scorer_batch_requests_count", "scorer_batch_rows_sum",
+            "scorer_batch_rows_count", "scorer_model_call_seconds_sum", "scorer_model_call_seconds_count",
+        }
+        out: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in wanted:
+                out[parts[0]] = float(parts[1])
+        return out
+
+    def wait_idle(self, timeout: float = 120.0) -> float:
+        """Wait until the server has finished work left over from the last wrk run.
+
+        wrk stops sending when its time is up, but requests already in flight (up to one per
+        connection, e.g. 4 x 10,000 rows or 64 queued rows) are still scored after it exits; the
+        next run must not start against a busy server. Idle = < 5 % CPU over 0.25 s.
+        """
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            c0 = tree_cpu_s(self.proc.pid)
+            time.sleep(0.25)
+            if tree_cpu_s(self.proc.pid) - c0 < 0.0125:
+                break
+        return time.perf_counter() - t0
+
+    def stop(self) -> None:
+        _stop_group(self.proc)
+        if self.proc in _children:
+            _children.remove(self.proc)
+        self._log.close()
+
+
+def preflight(server: Server, bodies: Path, rows_list: list[int]) -> None:
+    """Every body once through the server: 200 and one prediction per row, else stop."""
+    for n in rows_list:
+        status, body = http_request(server.port, "POST", "/predict", (bodies / f"{n}.json").read_bytes())
+        if status != 200:
+            raise RuntimeError(f"POST /predict with {n} rows -> {status}: {body[:500]!r}")
+        got = len(json.loads(body)["predictions"])
+        if got != n:
+            raise RuntimeError(f"POST /predict with {n} rows returned {got} predictions")
+
+
+def run_wrk(port: int, lua: Path, conns: int, seconds: int, pin: bool) -> dict[str, Any]:
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s", "-s", str(lua), f"http://{HOST}:{port}/predict"]
+    proc = subprocess.Popen(pinned(CLIENT_CPUS, cmd, pin), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _foreground.append(proc)
+    out, _ = proc.communicate()
+    _foreground.remove(proc)
+    line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed (exit {proc.returncode}):\n{out}")
+    return json.loads(line[len("WRKJSON "):])
+
+
+def scenario(server: Server, lua: Path, rows: int, conns: int, duration: int, warmup: int, pin: bool,
+             scrape: bool = False) -> dict[str, Any]:
+    server.wait_idle()
+    if warmup > 0:
+        run_wrk(server.port, lua, conns, warmup, pin)
+        server.wait_idle()
+    before = server.metrics() if scrape else {}
+    watch = CpuWatch(server.proc.pid)
+    w = run_wrk(server.port, lua, conns, duration, pin)
+    cpu = watch.stop()
+    after = server.metrics() if scrape else {}
+    drain_s = server.wait_idle()
+    secs = w["duration_us"] / 1e6
+    ok = w["requests"] - w["status"]
+    res: dict[str, Any] = {
+        "rows_per_request": rows,
+        "connections": conns,
+        "workers": server.workers,
+        "seconds": secs,
+        "requests": w["requests"],
+        "req_s": w["requests"] / secs,
+        "rows_s": w["requests"] * rows / secs,
+        "p50_ms": w["p50_us"] / 1e3 if w["requests"] else None,
+        "p90_ms": w["p90_us"] / 1e3,
+        "p99_ms": w["p99_us"] / 1e3 if w["requests"] else None,
+        "p999_ms": w["p999_us"] / 1e3,
+        "mean_ms": w["mean_us"] / 1e3,
+        "max_ms": w["max_us"] / 1e3,
+        "errors": {k: w[k] for k in ("connect", "read", "write", "status", "timeout")},
+        "ok_requests": ok,
+        "cpu": cpu,
+        "drain_after_s": drain_s,
+    }
+    if scrape and after:
+        d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+        calls = d.get("scorer_batch_requests_count", 0.0)
+        res["batching"] = {
+            "model_calls": calls,
+            "requests_per_call": d.get("scorer_batch_requests_sum", 0.0) / calls if calls else None,
+            "rows_per_call": d.get("scorer_batch_rows_sum", 0.0) / calls if calls else None,
+            "model_call_ms": 1e3 * d.get("scorer_model_call_seconds_sum", 0.0) / calls if calls else None,
+            "note": "delta of /metrics over the measured run" + (" (one worker's view)" if server.workers > 1 else ""),
+        }
+    errs = sum(res["errors"].values())
+    log(
+        f"  workers={server.workers} rows={rows:>5} conns={conns:>2}: {res['req_s']:9.1f} req/s {res['rows_s']:10.0f} rows/s "
+        f"p50 {f_ms(res['p50_ms']):>7} ms p99 {f_ms(res['p99_ms']):>7} ms server cpu {cpu.get('server_cpu_pct', 0):3.0f}% "
+        f"foreign cpu {cpu.get('foreign_cpu_pct', 0):3.0f}%" + (f"  ERRORS {res['errors']}" if errs else "")
+        + (f"  req/call {res['batching']['requests_per_call']:.2f}" if res.get("batching", {}).get("requests_per_call") else "")
+    )
+    return res
+
+
+def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, warmup: int, pin: bool) -> dict[str, Any]:
+    luas = {}
+    for n in ROW_COUNTS:
+        lua = tmp / f"{name}-{n}.lua"
+        lua.write_text(LUA_TEMPLATE.replace("@BODY@", str(bodies / f"{n}.json")))
+        luas[n] = lua
+    out: dict[str, Any] = {}
+
+    log(f"{name}: starting 1-worker server" + (f" pinned to core {SERVER_CPUS}" if pin else ""))
+    server = Server(bundle, 1, SERVER_CPUS if pin else None, tmp)
+    try:
+        out["ready_seconds_1w"] = server.wait_ready()
+        out["rss_mib_1w_after_load"] = server.rss_mib()
+        preflight(server, bodies, list(ROW_COUNTS))
+        runs = []
+        for rows, conns in SCENARIOS:
+            runs.append(scenario(server, luas[rows], rows, conns, duration, warmup, pin,
+                                 scrape=(rows, conns) == BATCHING_SCENARIO))
+        out["single_worker"] = runs
+        out["rss_mib_1w_after_load_test"] = server.rss_mib()
+        out["server_log_tail_1w"] = server.log_tail(10)
+    finally:
+        server.stop()
+
+    log(f"{name}: starting 2-worker server" + (f" on cores {MULTI_SERVER_CPUS}" if pin else ""))
+    server = Server(bundle, 2, MULTI_SERVER_CPUS if pin else None, tmp)
+    try:
+        out["ready_seconds_2w"] = server.wait_ready()
+        time.sleep(0.5)  # /ready answered by one worker; give the other a moment to finish loading too
+        preflight(server, bodies, [1])
+        runs = []
+        for rows, conns in MULTI_SCENARIOS:
+            runs.append(scenario(server, luas[rows], rows, conns, duration, warmup, pin, scrape=True))
+        out["two_workers"] = runs
+        out["rss_mib_2w"] = server.rss_mib()
+        out["server_log_tail_2w"] = server.log_tail(10)
+    finally:
+        server.stop()
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# 3. derived numbers and reports
+# ---------------------------------------------------------------------------------------
+
+
+def derive(name: str, inproc: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]:
+    by = inproc["by_rows"]
+    ratios = []
+    for s in served["single_worker"]:
+        n = s["rows_per_request"]
+        ip = by[str(n)]
+        ratios.append({
+            "rows_per_request": n,
+            "connections": s["connections"],
+            "served_rows_s": s["rows_s"],
+            "inproc_score_rows_s": ip["score"]["rows_s"],
+            "served_over_inproc": s["rows_s"] / ip["score"]["rows_s"],
+            "served_over_inproc_pipeline": s["rows_s"] / ip["pipeline"]["rows_s"],
+        })
+    one = next(s for s in served["single_worker"] if (s["rows_per_request"], s["connections"]) == (1, 1))
+    return {
+        "served_over_inproc": ratios,
+        "http_overhead_ms": None if one["p50_ms"] is None else one["p50_ms"] - by["1"]["score"]["median_ms"],
+        "http_overhead_beyond_codec_ms": None if one["p50_ms"] is None else one["p50_ms"] - by["1"]["pipeline"]["median_ms"],
+    }
+
+
+def f_ms(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def f_num(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.2f}" if x < 10 else f"{x:,.0f}"
+
+
+def pct(run: dict[str, Any], key: str) -> str:
+    v = (run.get("cpu") or {}).get(key)
+    return "–" if v is None else f"{v:.0f}"
+
+
+def render_bundle(r: dict[str, Any]) -> str:
+    name = r["bundle"]
+    peers = PEERS[name]
+    ip = r["inprocess"]["by_rows"]
+    L: list[str] = [f"## {name}", ""]
+    L.append(f"Bundle: `{r['bundle_path']}` ({r['bundle_source']}). Raw call: {r['inprocess']['raw_call']}.")
+    L.append(f"Peer reference model: {peers['model']}; peer columns are **from peers.md, not re-measured**.")
+    L.append("")
+    L.append("### In-process (one process, no HTTP, pinned to core 1; medians)")
+    L.append("")
+    icpu = r["inprocess"].get("cpu") or {}
+    L.append(
+        f"Background load before this bundle: {r.get('background_load_pct', 0):.0f}% of a core; during the in-process run "
+        f"{icpu.get('foreign_cpu_pct', 0):.0f}% of a core was used by other processes. "
+        f"OpenMP/BLAS threads in the pinned child: {', '.join(str(t.get('internal_api')) + '=' + str(t.get('num_threads')) for t in (r['inprocess'].get('threadpools') or [])) or 'n/a'}."
+    )
+    L.append("")
+    L.append("| rows | score() ms | score() rows/s | raw call ms | raw rows/s | core overhead ms (score−raw) | decode split JSON ms | encode ms | decode→score→encode ms | peers.md predict_proba ms | peers.md parse ms |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n in ROW_COUNTS:
+        x = ip[str(n)]
+        L.append(
+            f"| {n:,} | {f_ms(x['score']['median_ms'])} | {f_num(x['score']['rows_s'])} | {f_ms(x['raw']['median_ms'])} | "
+            f"{f_num(x['raw']['rows_s'])} | {f_ms(x['score']['median_ms'] - x['raw']['median_ms'])} | "
+            f"{f_ms(x['decode']['median_ms'])} | {f_ms(x['encode']['median_ms'])} | {f_ms(x['pipeline']['median_ms'])} | "
+            f"{f_ms(peers['inproc_ms'].get(n))} | {f_ms(peers['parse_ms'].get(n))} |"
+        )
+    L.append("")
+    s = r["served"]
+    L.append(
+        f"### Served, 1 worker pinned to core 1, wrk (1 thread) on core 0, {r['config']['duration']} s per scenario "
+        f"after {r['config']['warmup']} s warm-up"
+    )
+    L.append("")
+    L.append("| rows/req | conns | req/s | rows/s | p50 ms | p99 ms | errors | served ÷ in-process rows/s | server CPU % | foreign CPU % | "
+             + " | ".join(f"{p} rows/s (peers.md)" for p in PEER_NAMES) + " |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(PEER_NAMES))
+    ratio = {(x["rows_per_request"], x["connections"]): x for x in r["derived"]["served_over_inproc"]}
+    for x in s["single_worker"]:
+        key = (x["rows_per_request"], x["connections"])
+        pr = peers["served_rows_s"].get(key, {})
+        pp = peers["served_p50_ms"].get(key, {})
+        peer_cells = []
+        for p in PEER_NAMES:
+            v = pr.get(p)
+            cell = "–" if v is None else f"{v:,}"
+            if v is not None and p in pp:
+                cell += f" (p50 {pp[p]} ms)"
+            peer_cells.append(cell)
+        L.append(
+            f"| {x['rows_per_request']:,} | {x['connections']} | {f_num(x['req_s'])} | {f_num(x['rows_s'])} | "
+            f"{f_ms(x['p50_ms'])} | {f_ms(x['p99_ms'])} | {sum(x['errors'].values())} | "
+            f"{ratio[key]['served_over_inproc']:.2f} | {pct(x, 'server_cpu_pct')} | {pct(x, 'foreign_cpu_pct')} | " + " | ".join(peer_cells) + " |"
+        )
+    L.append("")
+    d = r["derived"]
+    one_ip = ip["1"]["score"]["median_ms"]
+    L.append(
+        f"- HTTP overhead (served 1-row p50 at 1 conn − in-process 1-row score()): **{f_ms(d['http_overhead_ms'])} ms** "
+        f"({f_ms(d['http_overhead_beyond_codec_ms'])} ms beyond in-process decode→score→encode). "
+        + (
+            "peers.md for comparison: MLflow 8.1−3.1 = 5.0 ms, MLServer 5.4−3.1 = 2.3 ms."
+            if name == "tabular" else ""
+        )
+    )
+    L.append(f"- In-process 1-row score(): {f_ms(one_ip)} ms (= {f_num(1e3 / one_ip)} rows/s).")
+    b = next((x.get("batching") for x in s["single_worker"] if (x["rows_per_request"], x["connections"]) == BATCHING_SCENARIO), None)
+    if b and b.get("model_calls"):
+        L.append(
+            f"- Batching during the 64-connection 1-row run (from /metrics deltas): **{b['requests_per_call']:.2f} requests per model call** "
+            f"(mean {b['rows_per_call']:.1f} rows/call, mean model call {f_ms(b['model_call_ms'])} ms, {b['model_calls']:,.0f} calls)."
+        )
+    L.append(
+        f"- Cold start to /ready: {s['ready_seconds_1w']:.2f} s (1 worker), {s['ready_seconds_2w']:.2f} s (2 workers). "
+        f"RSS process tree: {s['rss_mib_1w_after_load']} MiB after load, {s['rss_mib_1w_after_load_test']} MiB after the runs (1 worker); "
+        f"{s['rss_mib_2w']} MiB (2 workers)."
+    )
+    L.append("")
+    L.append("### `--workers 2` (server on cores 0,1 — it shares core 0 with wrk; 1 row/request)")
+    L.append("")
+    L.append("| conns | req/s | p50 ms | p99 ms | errors | requests per model call (one worker's /metrics) | server CPU % | foreign CPU % | 1-worker p50 ms | delayed-ACK trap? |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    single = {(x["rows_per_request"], x["connections"]): x for x in s["single_worker"]}
+    for x in s["two_workers"]:
+        key = (x["rows_per_request"], x["connections"])
+        b = x.get("batching") or {}
+        rpc = b.get("requests_per_call")
+        if x["connections"] == 1 and x["p50_ms"] is not None:
+            trap = "**looks like it (p50 ≥ 35 ms)**" if x["p50_ms"] >= 35 else "no (p50 < 35 ms)"
+        else:
+            trap = "n/a (queueing dominates; see the 1-conn row)"
+        L.append(
+            f"| {x['connections']} | {f_num(x['req_s'])} | {f_ms(x['p50_ms'])} | {f_ms(x['p99_ms'])} | {sum(x['errors'].values())} | "
+            f"{'–' if rpc is None else f'{rpc:.2f}'} | {pct(x, 'server_cpu_pct')} | {pct(x, 'foreign_cpu_pct')} | {f_ms(single[key]['p50_ms'])} | {trap} |"
+        )
+    L.append("")
+    return "\n".join(L)
+
+
+def render_summary(results: list[dict[str, Any]]) -> str:
+    names = [r["bundle"] for r in results]
+
+    def served(r, rows, conns, workers=1):
+        runs = r["served"]["single_worker" if workers == 1 else "two_workers"]
+        return next(x for x in runs if (x["rows_per_request"], x["connections"]) == (rows, conns))
+
+    rows: list[tuple[str, list[str]]] = []
+    for n in ROW_COUNTS:
+        rows.append((f"in-process score() {n:,} row{'s' if n > 1 else ''}: ms (rows/s)",
+                     [f"{f_ms(r['inprocess']['by_rows'][str(n)]['score']['median_ms'])} ({f_num(r['inprocess']['by_rows'][str(n)]['score']['rows_s'])})" for r in results]))
+        rows.append((f"in-process raw model call {n:,} row{'s' if n > 1 else ''}: ms",
+                     [f_ms(r["inprocess"]["by_rows"][str(n)]["raw"]["median_ms"]) for r in results]))
+    rows.append(("served 1 row × 1 conn: req/s, p50 / p99 ms",
+                 [f"{f_num(served(r, 1, 1)['req_s'])}, {f_ms(served(r, 1, 1)['p50_ms'])} / {f_ms(served(r, 1, 1)['p99_ms'])}" for r in results]))
+    rows.append(("served 1 row × 64 conns: rows/s, p50 / p99 ms",
+                 [f"{f_num(served(r, 1, 64)['rows_s'])}, {f_ms(served(r, 1, 64)['p50_ms'])} / {f_ms(served(r, 1, 64)['p99_ms'])}" for r in results]))
+    rows.append(("  requests per model call (64 conns)",
+                 [f"{(served(r, 1, 64).get('batching') or {}).get('requests_per_call') or 0:.2f}" for r in results]))
+    rows.append(("served 100 rows × 4 conns: rows/s (p50 ms)",
+                 [f"{f_num(served(r, 100, 4)['rows_s'])} ({f_ms(served(r, 100, 4)['p50_ms'])})" for r in results]))
+    rows.append(("served 10,000 rows × 4 conns: rows/s (p50 ms)",
+                 [f"{f_num(served(r, 10_000, 4)['rows_s'])} ({f_ms(served(r, 10_000, 4)['p50_ms'])})" for r in results]))
+    for x in ((1, 1), (1, 64), (100, 4), (10_000, 4)):
+        rows.append((f"served ÷ in-process rows/s, {x[0]:,} row{'s' if x[0] > 1 else ''} × {x[1]} conn{'s' if x[1] > 1 else ''}",
+                     [f"{next(d for d in r['derived']['served_over_inproc'] if (d['rows_per_request'], d['connections']) == x)['served_over_inproc']:.2f}" for r in results]))
+    rows.append(("HTTP overhead ms (1-row p50 − in-process 1-row score)", [f_ms(r["derived"]["http_overhead_ms"]) for r in results]))
+    rows.append(("--workers 2, 1 row × 1 conn: req/s, p50 / p99 ms",
+                 [f"{f_num(served(r, 1, 1, 2)['req_s'])}, {f_ms(served(r, 1, 1, 2)['p50_ms'])} / {f_ms(served(r, 1, 1, 2)['p99_ms'])}" for r in results]))
+    rows.append(("--workers 2, 1 row × 64 conns: rows/s, p50 / p99 ms",
+                 [f"{f_num(served(r, 1, 64, 2)['rows_s'])}, {f_ms(served(r, 1, 64, 2)['p50_ms'])} / {f_ms(served(r, 1, 64, 2)['p99_ms'])}" for r in results]))
+    rows.append(("foreign CPU % of a core: background / in-process run / max over served runs",
+                 [f"{r.get('background_load_pct', 0):.0f} / {(r['inprocess'].get('cpu') or {}).get('foreign_cpu_pct', 0):.0f} / "
+                  f"{max((x.get('cpu') or {}).get('foreign_cpu_pct', 0) for x in r['served']['single_worker'] + r['served']['two_workers']):.0f}"
+                  for r in results]))
+    rows.append(("cold start to /ready, s (1 worker)", [f"{r['served']['ready_seconds_1w']:.2f}" for r in results]))
+    rows.append(("RSS after load, MiB (1 worker)", [f"{r['served']['rss_mib_1w_after_load']}" for r in results]))
+
+    L = ["## Summary (side by side)", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    L += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    L.append("")
+    L.append("Peer reference (from peers.md, not re-measured; tabular ↔ their `tabular`, spam ↔ their `text`):")
+    L.append("")
+    L.append("| model | rows/req | conns | " + " | ".join(PEER_NAMES) + " |")
+    L.append("|---|---:|---:|" + "---:|" * len(PEER_NAMES))
+    for name in names:
+        for (rr, cc), vals in PEERS[name]["served_rows_s"].items():
+            L.append(f"| {PEERS[name]['model'].split(' ')[0]} | {rr:,} | {cc} | " + " | ".join(f"{vals[p]:,}" for p in PEER_NAMES) + " |")
+    L.append("")
+    return "\n".join(L)
+
+
+def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    head = [
+        "# scorer serving benchmark",
+        "",
+        f"Run {meta['started']} on {meta['machine']}; Python {meta['python']}; total {meta['elapsed_s']:.0f} s; "
+        f"mode: {'QUICK (smoke test, numbers are noisy)' if meta['quick'] else 'full'}; "
+        f"{meta['duration']} s per wrk scenario after {meta['warmup']} s warm-up; CPU pinning: {'yes' if meta['pinned'] else 'NO (taskset or 2 cores unavailable)'}.",
+        "",
+        "\"foreign CPU %\": CPU time used on the machine during a measurement that is not charged to the benchmark's own "
+        "processes (other processes + some un-attributed kernel network work), in % of one core. Near 0 = clean run; "
+        "tens of % = the numbers are pessimistic. Peer columns are copied from peers.md, not re-measured.",
+        "",
+    ]
+    return "\n".join(head + [render_summary(results)] + [render_bundle(r) for r in results])
+
+
+# ---------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="In-process vs served throughput/latency of the example bundles.")
+    parser.add_argument("--bundle", choices=("tabular", "spam", "all"), default="all")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk scenario (default 10)")
+    parser.add_argument("--quick", action="store_true", help="a couple of seconds per step: smoke test only")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                        help="before each bundle, wait up to S seconds for other processes to go quiet (default 0)")
+    parser.add_argument("--rebuild", action="store_true", help="always build the bundles into a temp dir, even if bundles/ has them")
+    parser.add_argument("--_inproc", nargs=4, metavar=("NAME", "BUNDLE", "BODIES", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args._inproc:
+        name, bundle, bodies, out = args._inproc
+        return inprocess_main(name, Path(bundle), Path(bodies), Path(out), args.quick)
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    duration = 3 if args.quick else max(1, args.duration)
+    warmup = 1 if args.quick else 2
+    pin = cpu_pinning_available()
+    if pin:
+        os.sched_setaffinity(0, {int(CLIENT_CPUS)})  # keep this orchestrator off the server's core
+    else:
+        log("WARNING: cannot pin to cores 0/1 (need taskset and >= 2 cores): results are not comparable")
+
+    atexit.register(_cleanup)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    started = time.time()
+    t0 = time.perf_counter()
+    build = load_build_module()
+    names = ["tabular", "spam"] if args.bundle == "all" else [args.bundle]
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    results = []
+    meta = {
+        "started": _dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs ({platform.processor() or platform.platform()})",
+        "python": platform.python_version(),
+        "quick": args.quick,
+        "duration": duration,
+        "warmup": warmup,
+        "pinned": pin,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmpdir:
+        tmp = Path(tmpdir)
+        try:
+            for name in names:
+                bt0 = time.perf_counter()
+                bundle, source = prepare_bundle(build, name, tmp / "bundles", args.rebuild)
+                background = wait_quiet(args.wait_quiet)
+                log(f"{name}: background load {background:.0f}% of a core")
+                bodies = tmp / f"bodies-{name}"
+                bodies.mkdir()
+                frame = make_frame(build, name, max(ROW_COUNTS))
+                for n in ROW_COUNTS:
+                    (bodies / f"{n}.json").write_text(frame.head(n).to_json(orient="split"))
+                log(f"{name}: in-process timings (child pinned to core {SERVER_CPUS}) ...")
+                inproc = run_inprocess(name, bundle, bodies, tmp, args.quick, pin)
+                served = run_served(name, bundle, bodies, tmp, duration, warmup, pin)
+                r = {
+                    "bundle": name,
+                    "bundle_path": str(bundle),
+                    "bundle_source": source,
+                    "background_load_pct": background,
+                    "config": {"duration": duration, "warmup": warmup, "quick": args.quick, "pinned": pin,
+                               "server_cpus": SERVER_CPUS, "client_cpus": CLIENT_CPUS,
+                               "multi_worker_server_cpus": MULTI_SERVER_CPUS, "data_seed": DATA_SEED,
+                               "body_format": "pandas DataFrame.to_json(orient='split'), Content-Type application/json"},
+                    "inprocess": inproc,
+                    "served": served,
+                    "peers_reference": {"source": PEERS_SOURCE, **{k: (v if not isinstance(v, dict) else {str(kk): vv for kk, vv in v.items()}) for k, v in PEERS[name].items()}},
+                    "elapsed_s": time.perf_counter() - bt0,
+                }
+                r["derived"] = derive(name, inproc, served)
+                (RESULTS_DIR / f"serve-{name}.json").write_text(json.dumps(r, indent=2, default=str))
+                results.append(r)
+                log(f"{name}: done in {r['elapsed_s']:.0f}s -> {RESULTS_DIR / f'serve-{name}.json'}")
+        finally:
+            _cleanup()
+    meta["elapsed_s"] = time.perf_counter() - t0
+    md = render(results, meta)
+    (RESULTS_DIR / "serve.md").write_text(md + "\n")
+    print(md)
+    log(f"total {meta['elapsed_s']:.0f}s; wrote {RESULTS_DIR / 'serve.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

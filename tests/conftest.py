@@ -1,0 +1,185 @@
+"""Shared fixtures: real bundles written to disk, the example bundles built by the repo script,
+and a real ``scorer serve`` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_build_module() -> Any:
+    spec = importlib.util.spec_from_file_location("scorer_example_bundles", REPO / "bundles" / "build.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def build_module() -> Any:
+    return load_build_module()
+
+
+@pytest.fixture(scope="session")
+def example_bundles(tmp_path_factory: pytest.TempPathFactory, build_module: Any) -> dict[str, Path]:
+    """The shipped example bundles, rebuilt by bundles/build.py into a temp dir (once per run)."""
+    out = tmp_path_factory.mktemp("examples")
+    subprocess.run([sys.executable, str(REPO / "bundles" / "build.py"), "--out", str(out)], check=True)
+    return {"tabular": out / "tabular", "spam": out / "spam"}
+
+
+# --- bundle factory --------------------------------------------------------------------------
+
+BundleFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def bundle_factory(tmp_path: Path) -> BundleFactory:
+    """Write a real bundle: ``make(name, code=..., artifacts={name: obj}, manifest=..., requirements=..., files=...)``.
+
+    ``code`` is the source of code/custom_preprocess.py (dedented); artifacts are pickled.
+    """
+
+    def make(
+        name: str = "bundle",
+        *,
+        code: str | None = None,
+        artifacts: dict[str, Any] | None = None,
+        manifest: dict[str, Any] | None = None,
+        requirements: str | None = None,
+        files: dict[str, str] | None = None,
+    ) -> Path:
+        root = tmp_path / name
+        (root / "artifacts").mkdir(parents=True)
+        (root / "code").mkdir()
+        if code is not None:
+            (root / "code" / "custom_preprocess.py").write_text(textwrap.dedent(code))
+        for fname, obj in (artifacts or {}).items():
+            with open(root / "artifacts" / fname, "wb") as fh:
+                pickle.dump(obj, fh)
+        if manifest is not None:
+            (root / "manifest.json").write_text(json.dumps(manifest))
+        if requirements is not None:
+            (root / "requirements.txt").write_text(requirements)
+        for rel, text in (files or {}).items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        return root
+
+    return make
+
+
+SUM_MODEL = """
+    import time
+    import pandas as pd
+    import scorer
+
+    class CustomPreprocessor(scorer.CustomPreprocessor):
+        input_schema = {"a": "float", "b": "float"}
+
+        def load(self, artifacts_dir):
+            self.delay = float((artifacts_dir / "delay.txt").read_text()) if (artifacts_dir / "delay.txt").exists() else 0.0
+
+        def predict(self, df):
+            if self.delay:
+                time.sleep(self.delay)
+            if (df["a"] == 666).any():
+                raise ValueError("poison row")
+            return pd.DataFrame({"sum": df["a"] + df["b"], "rows_in_call": len(df)})
+"""
+
+
+@pytest.fixture
+def sum_bundle(bundle_factory: BundleFactory) -> Callable[..., Path]:
+    """A model whose output is a + b (and how many rows its call saw); a == 666 raises."""
+
+    def make(delay: float = 0.0, name: str = "sum") -> Path:
+        root = bundle_factory(name, code=SUM_MODEL)
+        if delay:
+            (root / "artifacts" / "delay.txt").write_text(str(delay))
+        return root
+
+    return make
+
+
+# --- a real server process ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
+
+
+@contextlib.contextmanager
+def run_server(bundle: Path | str, *args: str, env: dict[str, str] | None = None, wait: bool = True,
+               log_dir: Path | None = None) -> Iterator[LiveServer]:
+    """``scorer serve BUNDLE --port <free>`` as a real process; stopped with SIGTERM afterwards."""
+    port = free_port()
+    log_path = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"scorer-{port}.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+    full_env.update(env or {})
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scorer.cli", "serve", str(bundle), "--port", str(port), "--log-format", "text", *args],
+            stdout=log_file, stderr=subprocess.STDOUT, env=full_env,
+        )
+    server = LiveServer(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        if wait:
+            server.wait_ready()
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Callable[..., contextlib.AbstractContextManager[LiveServer]]:
+    def start(bundle: Path | str, *args: str, **kwargs: Any) -> contextlib.AbstractContextManager[LiveServer]:
+        return run_server(bundle, *args, log_dir=tmp_path, **kwargs)
+
+    return start

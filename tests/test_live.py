@@ -1,0 +1,211 @@
+"""A real ``scorer serve`` process on 127.0.0.1: the vendor's own client snippets, concurrent
+batching, lifecycle (readiness, load failure, SIGTERM) and the multi-worker path."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+
+from scorer import codecs
+from scorer.core import Scorer
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def test_vendor_python_snippets_work_unchanged(example_bundles: dict[str, Path], live_server) -> None:  # type: ignore[no-untyped-def]
+    """The vendor's Python examples (to_json(orient='split') posted as json= and as data= with a token
+    header and no Content-Type) score the vendor's test.csv."""
+    bundle = example_bundles["spam"]
+    test_data = pd.read_csv(bundle / "sample.csv")
+    expected = json.loads(codecs.json_predictions(Scorer.load(bundle).score(test_data)))
+    with live_server(bundle) as server:
+        # "Score via Python"
+        http_data = test_data.to_json(orient="split")
+        json_data = json.loads(http_data)
+        response = requests.post(server.url + "/predict", json=json_data)
+        assert response.status_code == 200, response.text
+        assert response.json() == expected
+        # the mlops-monitoring snippet: data=<str>, a token header, no Content-Type
+        response = requests.post(server.url + "/predict", data=http_data, headers={"token": "xxxxxxxxx"})
+        assert response.status_code == 200, response.text
+        assert response.json() == expected
+
+
+def test_vendor_curl_examples(example_bundles: dict[str, Path], live_server) -> None:  # type: ignore[no-untyped-def]
+    """The vendor's curl line as printed (its shell quoting strips the JSON quotes) gets a 400 that says why;
+    with JSON quoting it scores 'this is spam' as spam."""
+    with live_server(example_bundles["spam"]) as server:
+        broken = subprocess.run(
+            ["curl", "-s", "-X", "POST", "-H", "Content-Type: application/json", "-d",
+             "{feature1: 1.0,feature2: this is spam,feature3: 2.0}", server.url + "/predict", "-w", "\n%{http_code}"],
+            capture_output=True, text=True, check=True).stdout
+        body, status = broken.rsplit("\n", 1)
+        assert status == "400"
+        assert "not valid JSON" in json.loads(body)["message"]
+        fixed = subprocess.run(
+            ["curl", "-s", "-X", "POST", "-H", "Content-Type: application/json", "-d",
+             '{"feature1": 1.0, "feature2": "this is spam", "feature3": 2.0}', server.url + "/predict"],
+            capture_output=True, text=True, check=True).stdout
+        assert json.loads(fixed)["predictions"][0]["prediction"] == "spam"
+
+
+def test_concurrent_requests_coalesce_and_match_unbatched(sum_bundle, live_server) -> None:  # type: ignore[no-untyped-def]
+    """64 parallel one-row requests against a model that takes 50 ms per call: with default settings
+    (no batch wait) they are coalesced into few model calls, and every answer is its own a + b."""
+    with live_server(sum_bundle(delay=0.05)) as server:
+        def call(i: int) -> dict[str, float]:
+            r = requests.post(server.url + "/predict", json={"a": i, "b": 0.5}, timeout=30)
+            assert r.status_code == 200, r.text
+            return r.json()["predictions"][0]
+
+        with ThreadPoolExecutor(64) as pool:
+            results = list(pool.map(call, range(64)))
+        metrics = requests.get(server.url + "/metrics").text
+    assert [r["sum"] for r in results] == [i + 0.5 for i in range(64)]
+    assert max(r["rows_in_call"] for r in results) > 1
+    calls = metric(metrics, "scorer_batch_requests_count")
+    assert metric(metrics, "scorer_batch_requests_sum") == 64
+    assert calls < 64, f"no batching: {calls} model calls for 64 requests"
+
+
+@pytest.mark.parametrize("bundle", ["spam", "tabular"])
+def test_batched_results_equal_unbatched_on_real_models(bundle: str, example_bundles: dict[str, Path], build_module,  # type: ignore[no-untyped-def]
+                                                        live_server) -> None:
+    """64 different rows sent concurrently (coalesced, proven by metrics) get exactly the predictions each
+    row gets when scored alone in-process."""
+    path = example_bundles[bundle]
+    scorer = Scorer.load(path)
+    maker = build_module.make_spam_frame if bundle == "spam" else build_module.make_tabular_frame
+    rows = maker(64, 7)[list(scorer.schema.columns)].reset_index(drop=True)
+    alone = [json.loads(codecs.json_predictions(scorer.score(rows.iloc[[i]])))["predictions"][0] for i in range(64)]
+    with live_server(path, "--max-batch-wait-ms", "20") as server:
+        def call(i: int) -> object:
+            r = requests.post(server.url + "/predict", data=rows.iloc[[i]].to_json(orient="records"),
+                              headers={"Content-Type": "application/json"}, timeout=30)
+            assert r.status_code == 200, r.text
+            return r.json()["predictions"][0]
+
+        with ThreadPoolExecutor(64) as pool:
+            served = list(pool.map(call, range(64)))
+        metrics = requests.get(server.url + "/metrics").text
+    assert served == alone
+    assert metric(metrics, "scorer_batch_requests_count") < 64
+
+
+def test_one_poison_request_fails_alone(sum_bundle, live_server) -> None:  # type: ignore[no-untyped-def]
+    """Among 64 concurrent requests one raises inside the model: it alone gets 500, the 63 others are right."""
+    with live_server(sum_bundle(delay=0.05)) as server:
+        def call(i: int) -> requests.Response:
+            return requests.post(server.url + "/predict", json={"a": 666 if i == 17 else i, "b": 1}, timeout=30)
+
+        with ThreadPoolExecutor(64) as pool:
+            responses = list(pool.map(call, range(64)))
+        metrics = requests.get(server.url + "/metrics").text
+    assert responses[17].status_code == 500
+    assert "poison row" in responses[17].json()["message"]
+    for i, r in enumerate(responses):
+        if i != 17:
+            assert r.status_code == 200, r.text
+            assert r.json()["predictions"][0]["sum"] == i + 1
+    assert metric(metrics, "scorer_batch_requests_count") < 64
+
+
+def test_port_answers_while_loading_and_ready_only_after(bundle_factory, live_server) -> None:  # type: ignore[no-untyped-def]
+    """While a slow bundle loads, /health is 200 and /ready, /ping are 503; once loaded they are 200."""
+    slow = bundle_factory("slow", code="""
+        import time, scorer
+        class CustomPreprocessor(scorer.CustomPreprocessor):
+            def load(self, artifacts_dir):
+                time.sleep(4)
+            def predict(self, df):
+                return [1] * len(df)
+    """)
+    with live_server(slow, wait=False) as server:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = requests.get(server.url + "/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.05)
+        assert health.status_code == 200
+        assert requests.get(server.url + "/ready").status_code == 503
+        assert requests.get(server.url + "/ping").status_code == 503
+        server.wait_ready()
+        assert requests.get(server.url + "/ping").status_code == 200
+        assert requests.post(server.url + "/predict", json={"x": 1}).json() == {"predictions": [1]}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_load_failure_exits_nonzero_naming_the_file(bundle_factory, live_server, workers: str) -> None:  # type: ignore[no-untyped-def]
+    """A bundle whose load() raises: the server never becomes ready and exits 3 within seconds, and its
+    log names custom_preprocess.py and the error."""
+    broken = bundle_factory("broken", code="""
+        import scorer
+        class CustomPreprocessor(scorer.CustomPreprocessor):
+            def load(self, artifacts_dir):
+                raise FileNotFoundError("weights.bin is missing")
+            def predict(self, df):
+                return [0] * len(df)
+    """)
+    with live_server(broken, "--workers", workers, wait=False) as server:
+        code = server.proc.wait(timeout=60)
+        log = server.log()
+    assert code == 3, log
+    assert "custom_preprocess.py" in log and "weights.bin is missing" in log
+
+
+def test_two_workers_serve_and_stop_cleanly(example_bundles: dict[str, Path], live_server) -> None:  # type: ignore[no-untyped-def]
+    """--workers 2 serves correct predictions from both processes and exits 0 on SIGTERM."""
+    with live_server(example_bundles["spam"], "--workers", "2") as server:
+        row = {"feature1": 1.0, "feature2": "this is spam", "feature3": 2.0}
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: requests.post(server.url + "/predict", json=row).json(), range(32)))
+        assert all(r == results[0] for r in results)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0, server.log()
+
+
+def test_sigterm_exits_zero(sum_bundle, live_server) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM stops a single-process server with exit code 0."""
+    with live_server(sum_bundle()) as server:
+        assert requests.post(server.url + "/predict", json={"a": 1, "b": 2}).json()["predictions"][0]["sum"] == 3
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0, server.log()
+
+
+def test_chunked_body_over_limit_is_413(sum_bundle, live_server) -> None:  # type: ignore[no-untyped-def]
+    """A chunked upload (no Content-Length) is cut off with 413 once it passes the limit."""
+    with live_server(sum_bundle(), "--max-body-bytes", "10000") as server:
+        def chunks():  # type: ignore[no-untyped-def]
+            yield b'[{"a": 1, "b": 2}'
+            for _ in range(2000):
+                yield b', {"a": 1, "b": 2}'
+            yield b"]"
+
+        response = requests.post(server.url + "/predict", data=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+
+
+def test_env_settings_apply(sum_bundle, live_server) -> None:  # type: ignore[no-untyped-def]
+    """SCORER_* variables configure the server like flags (here the body limit), and the bundle path
+    may come from SCORER_BUNDLE."""
+    bundle = sum_bundle()
+    with live_server(bundle, env={"SCORER_MAX_BODY_BYTES": "20"}) as server:
+        response = requests.post(server.url + "/predict", json={"a": 1.0, "b": 2.0, "c": "padding-padding"})
+    assert response.status_code == 413

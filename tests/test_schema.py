@@ -1,0 +1,267 @@
+"""Schema.coerce (lossless coercion to the input schema) and infer_schema on real fitted models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from scorer.codecs import decode
+from scorer.errors import SchemaError
+from scorer.schema import Schema, infer_schema
+
+
+def coerce_one(kind: str, values: list, dtype: object = None) -> pd.Series:
+    """Coerce a one-column frame ``x`` to ``kind`` and return the column."""
+    return Schema({"x": kind}).coerce(pd.DataFrame({"x": pd.Series(values, dtype=dtype)}))["x"]
+
+
+# --- columns ---------------------------------------------------------------------------------
+
+
+def test_missing_columns_are_all_listed() -> None:
+    """Every missing column is named in one SchemaError, in schema order, and in ``.columns``."""
+    schema = Schema({"a": "float", "b": "float", "c": "string"})
+    with pytest.raises(SchemaError) as info:
+        schema.coerce(pd.DataFrame({"b": [1.0]}))
+    assert info.value.columns == ["a", "c"]
+    assert "a" in info.value.message and "c" in info.value.message
+
+
+def test_extra_columns_dropped_by_default() -> None:
+    """Columns not in the schema are dropped silently by default."""
+    out = Schema({"a": "float"}).coerce(pd.DataFrame({"zzz": ["junk"], "a": [1.0]}))
+    assert list(out.columns) == ["a"]
+
+
+def test_extra_columns_rejected_when_configured() -> None:
+    """extra_columns="reject" names every unexpected column."""
+    schema = Schema({"a": "float"}, extra_columns="reject")
+    with pytest.raises(SchemaError) as info:
+        schema.coerce(pd.DataFrame({"a": [1.0], "x": [1], "y": [2]}))
+    assert info.value.columns == ["x", "y"]
+
+
+def test_duplicate_columns_rejected() -> None:
+    """A table with the same column twice is refused, naming it."""
+    df = pd.DataFrame([[1.0, 2.0, 3.0]], columns=["a", "a", "b"])
+    with pytest.raises(SchemaError) as info:
+        Schema({"a": "float", "b": "float"}).coerce(df)
+    assert info.value.columns == ["a"]
+
+
+def test_output_in_schema_order_with_range_index() -> None:
+    """Output columns follow the schema order and the index is a fresh RangeIndex."""
+    df = pd.DataFrame({"c": ["x", "y"], "b": [1, 2], "a": [0.5, 1.5]}, index=[10, 20])
+    out = Schema({"a": "float", "b": "int", "c": "string"}).coerce(df)
+    assert list(out.columns) == ["a", "b", "c"]
+    assert isinstance(out.index, pd.RangeIndex)
+    assert list(out.index) == [0, 1]
+    assert out["b"].tolist() == [1, 2]
+
+
+# --- float -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "float32"])
+def test_float_from_numeric_dtypes(dtype: str) -> None:
+    """Integer and float32 inputs become float64 with the same values."""
+    s = coerce_one("float", [1, 2, 3], dtype=dtype)
+    assert s.dtype == np.float64
+    assert s.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_float_from_numeric_strings() -> None:
+    """Numeric strings, with surrounding whitespace, parse as numbers."""
+    s = coerce_one("float", ["1.5", " 2 ", "-3e2"])
+    assert s.dtype == np.float64
+    assert s.tolist() == [1.5, 2.0, -300.0]
+
+
+def test_float_rejects_text_naming_column_row_value() -> None:
+    """A non-numeric string is refused; the message names the column, the row and the value."""
+    df = pd.DataFrame({"price": ["1.0", "2.0", "abc"]})
+    with pytest.raises(SchemaError) as info:
+        Schema({"price": "float"}).coerce(df)
+    msg = info.value.message
+    assert "'price'" in msg and "row 2" in msg and "'abc'" in msg
+    assert info.value.columns == ["price"]
+
+
+def test_float_rejects_boolean_column() -> None:
+    """A boolean column is not silently turned into 0.0/1.0."""
+    with pytest.raises(SchemaError, match="boolean"):
+        coerce_one("float", [True, False])
+
+
+def test_float_rejects_boolean_mixed_in_objects() -> None:
+    """A boolean hidden among numbers in an object column is refused, naming its row."""
+    with pytest.raises(SchemaError, match="row 1"):
+        coerce_one("float", [1.0, True], dtype=object)
+
+
+def test_float_keeps_missing_as_nan() -> None:
+    """None among numeric strings becomes NaN, not an error."""
+    s = coerce_one("float", ["1", None])
+    assert s.iloc[0] == 1.0 and np.isnan(s.iloc[1])
+
+
+# --- int -------------------------------------------------------------------------------------
+
+
+def test_int_from_int32() -> None:
+    """int32 becomes int64."""
+    s = coerce_one("int", [1, 2], dtype="int32")
+    assert s.dtype == np.int64 and s.tolist() == [1, 2]
+
+
+def test_int_from_integral_floats_and_strings() -> None:
+    """Integral floats and integer strings become int64."""
+    assert coerce_one("int", [1.0, 2.0]).dtype == np.int64
+    s = coerce_one("int", ["7", " 8 "])
+    assert s.dtype == np.int64 and s.tolist() == [7, 8]
+
+
+@pytest.mark.parametrize("missing", [None, np.nan])
+def test_int_with_missing_values_stays_float_nan(missing: object) -> None:
+    """Ints with a missing value become float64 with NaN, as pandas represents them."""
+    s = coerce_one("int", [1, missing, 3], dtype=object)
+    assert s.dtype == np.float64
+    assert s.iloc[0] == 1.0 and np.isnan(s.iloc[1]) and s.iloc[2] == 3.0
+
+
+def test_int_rejects_fraction() -> None:
+    """1.5 is not an integer: refused, naming the row and value."""
+    with pytest.raises(SchemaError) as info:
+        coerce_one("int", [1.0, 1.5])
+    assert "row 1" in info.value.message and "1.5" in info.value.message
+
+
+@pytest.mark.parametrize("value", [1e20, 1e19, np.inf, -np.inf])
+def test_int_rejects_out_of_range_float(value: float) -> None:
+    """An integral float outside int64 (or infinity) is refused, not wrapped to a different integer."""
+    with pytest.raises(SchemaError, match="row 0"):
+        coerce_one("int", [value, 2.0])
+
+
+def test_int_rejects_uint64_overflow() -> None:
+    """A uint64 value above int64's range is refused, not wrapped to a negative number."""
+    with pytest.raises(SchemaError):
+        coerce_one("int", np.array([2**64 - 1, 1], dtype=np.uint64))
+
+
+def test_int_from_json_float_literals_via_decode() -> None:
+    """A JSON body with integral float literals for an int column gives the same integers."""
+    df = decode(b'{"x": [1.0, 2e3, -7.0]}', "application/json")
+    s = Schema({"x": "int"}).coerce(df)["x"]
+    assert s.dtype == np.int64 and s.tolist() == [1, 2000, -7]
+
+
+# --- string ----------------------------------------------------------------------------------
+
+
+def test_string_from_ints() -> None:
+    """Integers in a string column become their decimal text."""
+    s = coerce_one("string", [123, 7], dtype=object)
+    assert s.tolist() == ["123", "7"]
+
+
+def test_string_rejects_floats() -> None:
+    """Floats are not turned into strings (1.5 -> '1.5' would guess a format)."""
+    with pytest.raises(SchemaError, match="not a string"):
+        coerce_one("string", [1.5, 2.0])
+
+
+def test_string_keeps_none_as_missing() -> None:
+    """None in a string column stays missing (not the text 'None')."""
+    s = coerce_one("string", ["a", None], dtype=object)
+    assert s.iloc[0] == "a"
+    assert pd.isna(s.iloc[1])
+    s = coerce_one("string", [5, None], dtype=object)
+    assert s.iloc[0] == "5" and pd.isna(s.iloc[1])
+
+
+def test_string_from_json_ints_with_null() -> None:
+    """JSON records with ints and a null in a string column give '123' and a missing value."""
+    df = decode(b'[{"s": 123}, {"s": null}]', "application/json")
+    s = Schema({"s": "string"}).coerce(df)["s"]
+    assert s.iloc[0] == "123" and pd.isna(s.iloc[1])
+
+
+# --- bool and any ----------------------------------------------------------------------------
+
+
+def test_bool_accepts_true_false_0_1_text() -> None:
+    """true/false, 0/1 and "true"/"false" map to booleans."""
+    s = coerce_one("bool", [True, False, 0, 1, "true", "false", "1", "0"], dtype=object)
+    assert s.dtype == bool
+    assert s.tolist() == [True, False, False, True, True, False, True, False]
+
+
+def test_bool_rejects_other_text() -> None:
+    """'yes' is not a boolean: refused naming the value."""
+    with pytest.raises(SchemaError, match="'yes'"):
+        coerce_one("bool", ["true", "yes"])
+
+
+def test_any_passes_through() -> None:
+    """An "any" column is handed on unchanged, whatever it holds."""
+    values = [1, "two", {"three": 3}, None]
+    s = coerce_one("any", values, dtype=object)
+    assert s.tolist() == values
+
+
+# --- infer_schema ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frame() -> tuple[pd.DataFrame, list[int]]:
+    X = pd.DataFrame({
+        "age": [20.0, 30.0, 40.0, 50.0],
+        "n": [1, 2, 3, 4],
+        "city": ["a", "b", "a", "c"],
+        "text": ["spam eggs", "ham", "spam", "eggs ham"],
+    })
+    return X, [0, 1, 0, 1]
+
+
+def test_infer_scaler_and_onehot(frame: tuple[pd.DataFrame, list[int]]) -> None:
+    """Scaled numeric columns infer float, one-hot encoded text columns infer string."""
+    X, y = frame
+    model = Pipeline([
+        ("ct", ColumnTransformer([
+            ("num", StandardScaler(), ["age", "n"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+        ])),
+        ("lr", LogisticRegression()),
+    ]).fit(X[["age", "n", "city"]], y)
+    assert infer_schema(model) == {"age": "float", "n": "float", "city": "string"}
+
+
+def test_infer_tfidf_in_column_transformer(frame: tuple[pd.DataFrame, list[int]]) -> None:
+    """A TfidfVectorizer column infers string."""
+    X, y = frame
+    model = Pipeline([
+        ("ct", ColumnTransformer([("txt", TfidfVectorizer(), "text"), ("num", StandardScaler(), ["age"])])),
+        ("lr", LogisticRegression()),
+    ]).fit(X[["text", "age"]], y)
+    assert infer_schema(model) == {"text": "string", "age": "float"}
+
+
+def test_infer_bare_estimator_on_dataframe(frame: tuple[pd.DataFrame, list[int]]) -> None:
+    """A bare estimator fitted on a DataFrame infers float for every column, in order."""
+    X, y = frame
+    schema = infer_schema(LogisticRegression().fit(X[["n", "age"]], y))
+    assert schema == {"n": "float", "age": "float"}
+    assert list(schema) == ["n", "age"]
+
+
+def test_infer_none_without_feature_names(frame: tuple[pd.DataFrame, list[int]]) -> None:
+    """A model fitted on a numpy array has no column names: no schema."""
+    X, y = frame
+    assert infer_schema(LogisticRegression().fit(X[["age", "n"]].to_numpy(), y)) is None
