@@ -319,17 +319,53 @@ def idle_load(seconds: float = 2.0) -> float:
     return w.stop().get("foreign_cpu_pct", 0.0)
 
 
-def wait_quiet(max_wait: float, threshold_pct: float = 15.0) -> float:
-    """Sample background load; if > threshold, re-sample for up to ``max_wait`` s. Returns the last sample."""
-    load = idle_load()
-    deadline = time.perf_counter() + max_wait
-    while load > threshold_pct and time.perf_counter() < deadline:
-        log(f"machine busy ({load:.0f}% of a core used by other processes); waiting for it to calm down ...")
-        time.sleep(10)
-        load = idle_load()
-    if load > threshold_pct:
-        log(f"WARNING: background load {load:.0f}% of a core: timings will be pessimistic and noisy")
+# Shared-machine protection (``--wait-quiet S``): until QUIET["deadline"] (a time.time() value, also
+# handed to the in-process child), each measurement first waits for the machine to be quiet and
+# is repeated (up to MAX_ATTEMPTS, best kept) if other processes used > ACCEPT_FOREIGN_PCT of a
+# core while it ran. After the deadline, measurements are taken once, as they come.
+QUIET = {"deadline": 0.0}
+QUIET_THRESHOLD_PCT = 15.0
+ACCEPT_FOREIGN_PCT = 25.0
+MAX_ATTEMPTS = 3
+
+
+def wait_quiet() -> float | None:
+    """Wait (until the deadline) for background load <= threshold. Returns the last sample."""
+    if time.time() >= QUIET["deadline"]:
+        return None
+    load = idle_load(1.0)
+    warned = False
+    while load > QUIET_THRESHOLD_PCT and time.time() < QUIET["deadline"]:
+        if not warned:
+            log(f"machine busy ({load:.0f}% of a core used by other processes); waiting for it to calm down ...")
+            warned = True
+        time.sleep(3)
+        load = idle_load(1.0)
+    if load > QUIET_THRESHOLD_PCT:
+        log(f"WARNING: --wait-quiet deadline passed with background load {load:.0f}% of a core; measuring anyway")
     return load
+
+
+def foreign_pct(res: dict[str, Any]) -> float:
+    return (res.get("cpu") or {}).get("foreign_cpu_pct", 0.0)
+
+
+def with_retries(run, label: str) -> dict[str, Any]:
+    """``run()`` -> result with ``cpu.foreign_cpu_pct``; repeated while contaminated (see QUIET)."""
+    best: dict[str, Any] | None = None
+    seen: list[float] = []
+    for _ in range(MAX_ATTEMPTS):
+        wait_quiet()
+        res = run()
+        seen.append(round(foreign_pct(res), 1))
+        if best is None or foreign_pct(res) < foreign_pct(best):
+            best = res
+        if foreign_pct(res) <= ACCEPT_FOREIGN_PCT or time.time() >= QUIET["deadline"]:
+            break
+        log(f"{label}: other processes used {foreign_pct(res):.0f}% of a core during the measurement; repeating it")
+    assert best is not None
+    best["foreign_cpu_pct_per_attempt"] = seen
+    return best
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,9 +373,14 @@ def wait_quiet(max_wait: float, threshold_pct: float = 15.0) -> float:
 # ---------------------------------------------------------------------------------------
 
 
-def time_call(fn, *, min_repeats: int, budget_s: float, max_repeats: int = 20_000) -> dict[str, float]:
+def time_call(fn, *, min_repeats: int, budget_s: float, max_repeats: int = 20_000) -> dict[str, Any]:
+    return with_retries(lambda: _time_call(fn, min_repeats=min_repeats, budget_s=budget_s, max_repeats=max_repeats), "in-process timing")
+
+
+def _time_call(fn, *, min_repeats: int, budget_s: float, max_repeats: int) -> dict[str, Any]:
     for _ in range(3):
         fn()
+    watch = CpuWatch()
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
     while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() < deadline):
@@ -352,10 +393,11 @@ def time_call(fn, *, min_repeats: int, budget_s: float, max_repeats: int = 20_00
         "min_ms": times[0] * 1e3,
         "p90_ms": times[int(0.9 * (len(times) - 1))] * 1e3,
         "repeats": len(times),
+        "cpu": watch.stop(),
     }
 
 
-def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool) -> int:
+def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool, deadline: float) -> int:
     """Child entry point: time the scoring core without HTTP and write JSON to ``out``."""
     import joblib
     import numpy as np
@@ -363,6 +405,7 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
     from scorer import codecs
     from scorer.core import Scorer
 
+    QUIET["deadline"] = deadline
     build = load_build_module()
     t0 = time.perf_counter()
     scorer = Scorer.load(bundle)
@@ -445,7 +488,8 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
 
 def run_inprocess(name: str, bundle: Path, bodies: Path, tmp: Path, quick: bool, pin: bool) -> dict[str, Any]:
     out = tmp / f"inproc-{name}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_inproc", name, str(bundle), str(bodies), str(out)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_inproc", name, str(bundle), str(bodies), str(out),
+           "--_quiet-deadline", repr(QUIET["deadline"])]
     if quick:
         cmd.append("--quick")
     watch = CpuWatch()
@@ -655,8 +699,9 @@ def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, 
         preflight(server, bodies, list(ROW_COUNTS))
         runs = []
         for rows, conns in SCENARIOS:
-            runs.append(scenario(server, luas[rows], rows, conns, duration, warmup, pin,
-                                 scrape=(rows, conns) == BATCHING_SCENARIO))
+            runs.append(with_retries(
+                lambda: scenario(server, luas[rows], rows, conns, duration, warmup, pin, scrape=(rows, conns) == BATCHING_SCENARIO),
+                f"{name} {rows} rows x {conns} conns"))
         out["single_worker"] = runs
         out["rss_mib_1w_after_load_test"] = server.rss_mib()
         out["server_log_tail_1w"] = server.log_tail(10)
@@ -671,7 +716,9 @@ def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, 
         preflight(server, bodies, [1])
         runs = []
         for rows, conns in MULTI_SCENARIOS:
-            runs.append(scenario(server, luas[rows], rows, conns, duration, warmup, pin, scrape=True))
+            runs.append(with_retries(
+                lambda: scenario(server, luas[rows], rows, conns, duration, warmup, pin, scrape=True),
+                f"{name} --workers 2 {rows} rows x {conns} conns"))
         out["two_workers"] = runs
         out["rss_mib_2w"] = server.rss_mib()
         out["server_log_tail_2w"] = server.log_tail(10)
@@ -736,19 +783,20 @@ def render_bundle(r: dict[str, Any]) -> str:
     L.append("")
     icpu = r["inprocess"].get("cpu") or {}
     L.append(
-        f"Background load before this bundle: {r.get('background_load_pct', 0):.0f}% of a core; during the in-process run "
-        f"{icpu.get('foreign_cpu_pct', 0):.0f}% of a core was used by other processes. "
+        f"Background load before this bundle: {r.get('background_load_pct', 0):.0f}% of a core; over the whole in-process run "
+        f"(including any waiting for quiet) {icpu.get('foreign_cpu_pct', 0):.0f}%. "
         f"OpenMP/BLAS threads in the pinned child: {', '.join(str(t.get('internal_api')) + '=' + str(t.get('num_threads')) for t in (r['inprocess'].get('threadpools') or [])) or 'n/a'}."
     )
     L.append("")
-    L.append("| rows | score() ms | score() rows/s | raw call ms | raw rows/s | core overhead ms (score−raw) | decode split JSON ms | encode ms | decode→score→encode ms | peers.md predict_proba ms | peers.md parse ms |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| rows | score() ms | score() rows/s | raw call ms | raw rows/s | core overhead ms (score−raw) | decode split JSON ms | encode ms | decode→score→encode ms | foreign CPU % (max) | peers.md predict_proba ms | peers.md parse ms |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in ROW_COUNTS:
         x = ip[str(n)]
         L.append(
             f"| {n:,} | {f_ms(x['score']['median_ms'])} | {f_num(x['score']['rows_s'])} | {f_ms(x['raw']['median_ms'])} | "
             f"{f_num(x['raw']['rows_s'])} | {f_ms(x['score']['median_ms'] - x['raw']['median_ms'])} | "
             f"{f_ms(x['decode']['median_ms'])} | {f_ms(x['encode']['median_ms'])} | {f_ms(x['pipeline']['median_ms'])} | "
+            f"{max(foreign_pct(x[k]) for k in ('score', 'raw', 'decode', 'encode', 'pipeline')):.0f} | "
             f"{f_ms(peers['inproc_ms'].get(n))} | {f_ms(peers['parse_ms'].get(n))} |"
         )
     L.append("")
@@ -902,14 +950,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk scenario (default 10)")
     parser.add_argument("--quick", action="store_true", help="a couple of seconds per step: smoke test only")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
-                        help="before each bundle, wait up to S seconds for other processes to go quiet (default 0)")
+                        help="shared machine: for the first S seconds of the run, wait for other processes to go quiet "
+                             f"before each measurement and repeat (up to {MAX_ATTEMPTS}x) measurements during which they "
+                             f"used > {ACCEPT_FOREIGN_PCT:.0f}%% of a core (default 0: measure once, just report the load)")
     parser.add_argument("--rebuild", action="store_true", help="always build the bundles into a temp dir, even if bundles/ has them")
     parser.add_argument("--_inproc", nargs=4, metavar=("NAME", "BUNDLE", "BODIES", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--_quiet-deadline", dest="quiet_deadline", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args._inproc:
         name, bundle, bodies, out = args._inproc
-        return inprocess_main(name, Path(bundle), Path(bodies), Path(out), args.quick)
+        return inprocess_main(name, Path(bundle), Path(bodies), Path(out), args.quick, args.quiet_deadline)
 
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
@@ -926,6 +977,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
 
     started = time.time()
+    QUIET["deadline"] = started + args.wait_quiet if args.wait_quiet > 0 else 0.0
     t0 = time.perf_counter()
     build = load_build_module()
     names = ["tabular", "spam"] if args.bundle == "all" else [args.bundle]
@@ -946,7 +998,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 bt0 = time.perf_counter()
                 bundle, source = prepare_bundle(build, name, tmp / "bundles", args.rebuild)
-                background = wait_quiet(args.wait_quiet)
+                background = idle_load()
                 log(f"{name}: background load {background:.0f}% of a core")
                 bodies = tmp / f"bodies-{name}"
                 bodies.mkdir()

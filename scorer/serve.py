@@ -6,6 +6,10 @@ multi-worker mode replies were seen waiting on delayed ACKs (no ``TCP_NODELAY``)
 worker whose bundle fails to load exits with :data:`EXIT_LOAD_FAILED`, and the supervisor
 then stops the others and exits with that code. SIGTERM/SIGINT are forwarded to workers,
 which finish in-flight requests (uvicorn's graceful shutdown) before exiting.
+
+Readiness with N workers: worker 0 accepts at once and loads in the background (``/health``
+answers while loading, ``/ready`` is 503 until it has loaded); workers 1..N-1 load before they
+accept and also wait until worker 0 is ready, so a request never lands on a worker that is not.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import os
 import signal
 import socket
 import sys
+from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from scorer._logging import configure
+from scorer.core import Scorer
+from scorer.errors import ScorerError
 from scorer.server import create_app
 from scorer.settings import Settings
 
@@ -43,8 +50,20 @@ class _NoDelayHttpTools(HttpToolsProtocol):
         super().connection_made(transport)
 
 
-def run_worker(settings: Settings, sock: socket.socket | None = None) -> int:
-    """Serve in this process until shut down; returns the exit code."""
+def run_worker(
+    settings: Settings,
+    sock: socket.socket | None = None,
+    *,
+    first_ready: EventType | None = None,
+    preload: bool = False,
+) -> int:
+    """Serve in this process until shut down; returns the exit code.
+
+    Without ``preload`` the port answers at once and the bundle loads in the background
+    (``/ready`` is 503 until it has), then ``first_ready`` is set. With ``preload`` (the extra
+    workers sharing a socket) the bundle loads first and the worker waits for ``first_ready``
+    before accepting, so no request ever reaches a worker that is not ready.
+    """
     configure(settings.log_level, settings.log_format)
     failed: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -54,7 +73,18 @@ def run_worker(settings: Settings, sock: socket.socket | None = None) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_load_error=on_load_error)
+    loaded = None
+    if preload:
+        try:
+            loaded = Scorer.load(settings.bundle, settings)
+        except ScorerError as exc:
+            log.error("bundle failed to load: %s", exc.message)
+            return EXIT_LOAD_FAILED
+        while first_ready is not None and not first_ready.wait(1.0):
+            if os.getppid() == 1:  # the supervisor is gone
+                return 1
+    on_ready = first_ready.set if first_ready is not None and not preload else None
+    app = create_app(settings, scorer=loaded, on_load_error=on_load_error, on_ready=on_ready)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -75,8 +105,8 @@ def run_worker(settings: Settings, sock: socket.socket | None = None) -> int:
     return EXIT_LOAD_FAILED if failed else 0
 
 
-def _worker_main(settings: Settings, sock: socket.socket) -> None:
-    sys.exit(run_worker(settings, sock))
+def _worker_main(settings: Settings, sock: socket.socket, first_ready: EventType, preload: bool) -> None:
+    sys.exit(run_worker(settings, sock, first_ready=first_ready, preload=preload))
 
 
 def serve(settings: Settings) -> int:
@@ -90,7 +120,13 @@ def serve(settings: Settings) -> int:
     sock.listen(2048)
     sock.set_inheritable(True)
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_worker_main, args=(settings, sock), name=f"scorer-worker-{i}") for i in range(settings.workers)]
+    # Worker 0 answers at once (health while loading); the others load in parallel and join
+    # once both they and worker 0 are ready.
+    first_ready = ctx.Event()
+    workers = [
+        ctx.Process(target=_worker_main, args=(settings, sock, first_ready, i > 0), name=f"scorer-worker-{i}")
+        for i in range(settings.workers)
+    ]
     for w in workers:
         w.start()
     log.info("started %d workers on %s:%d (pids %s)", len(workers), settings.host, settings.port, [w.pid for w in workers])

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pandas as pd
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -61,6 +62,8 @@ def error_response(exc: BaseException) -> Response:
     status = http_status(exc)
     if isinstance(exc, ScorerError):
         code, message = exc.code, exc.message
+        if status >= 500:
+            log.warning("%s: %s", code, message)
     else:
         log.exception("unexpected error")
         code, message = "internal_error", f"internal error: {type(exc).__name__}"
@@ -91,21 +94,26 @@ def _ready_scorer(state: State) -> tuple[Scorer, Batcher]:
     return state.scorer, state.batcher
 
 
+def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Settings) -> pd.DataFrame:
+    """Decode a request body and check it against the input schema."""
+    columns = list(scorer.schema.columns) if scorer.schema else None
+    frame = codecs.decode(body, content_type, columns)
+    if len(frame) > settings.max_request_rows:
+        raise PayloadTooLarge(f"{len(frame)} rows exceed the limit of {settings.max_request_rows} per request")
+    return scorer.prepare(frame)
+
+
 async def predict(request: Request) -> Response:
     state: State = request.app.state.scorer
     try:
         scorer, batcher = _ready_scorer(state)
         accept = codecs.negotiate(request.headers.get("accept"))
         body = await _read_body(request, state.settings.max_body_bytes)
-        columns = list(scorer.schema.columns) if scorer.schema else None
         content_type = request.headers.get("content-type")
         if len(body) > _OFFLOAD_BYTES:
-            frame = await asyncio.to_thread(codecs.decode, body, content_type, columns)
+            prepared = await asyncio.to_thread(_table, body, content_type, scorer, state.settings)
         else:
-            frame = codecs.decode(body, content_type, columns)
-        if len(frame) > state.settings.max_request_rows:
-            raise PayloadTooLarge(f"{len(frame)} rows exceed the limit of {state.settings.max_request_rows} per request")
-        prepared = scorer.prepare(frame)
+            prepared = _table(body, content_type, scorer, state.settings)
         result = await batcher.submit(prepared)
         if len(result) > 2000:
             payload = await asyncio.to_thread(codecs.encode, result, accept)
@@ -202,6 +210,7 @@ def create_app(
     *,
     scorer: Scorer | None = None,
     on_load_error: Callable[[BaseException], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> Starlette:
     """The ASGI app. Without ``scorer``, the bundle at ``settings.bundle`` loads in the background."""
     state = State(settings=settings)
@@ -213,6 +222,8 @@ def create_app(
         state.scorer, state.batcher = loaded, batcher
         state.metrics.load_seconds.set(loaded.load_seconds)
         state.metrics.ready.set(1)
+        if on_ready is not None:
+            on_ready()
 
     async def load_in_background() -> None:
         try:

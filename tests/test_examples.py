@@ -1,0 +1,57 @@
+"""The shipped example bundles: rebuilt deterministically by bundles/build.py, and loadable."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from scorer.core import Scorer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def test_build_is_byte_identical_across_processes(example_bundles: dict[str, Path], tmp_path: Path) -> None:
+    """A second build in a fresh process (different hash seed, one thread) writes byte-identical files."""
+    env = {"PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, str(REPO / "bundles" / "build.py"), "--out", str(tmp_path)], check=True, env=env)
+    for name, first in example_bundles.items():
+        second = _hashes(tmp_path / name)
+        assert any(k.startswith("artifacts/") for k in second)
+        assert second == _hashes(first), name
+        assert Scorer.load(first).bundle.digest == Scorer.load(tmp_path / name).bundle.digest
+
+
+def test_spam_bundle_has_the_vendor_layout(example_bundles: dict[str, Path]) -> None:
+    """artifacts/first_model.pkl + second_model.pkl, code/first_code.py + custom_preprocess.py, requirements.txt."""
+    root = example_bundles["spam"]
+    for rel in ("artifacts/first_model.pkl", "artifacts/second_model.pkl", "code/first_code.py",
+                "code/custom_preprocess.py", "requirements.txt"):
+        assert (root / rel).is_file(), rel
+
+
+def test_example_predictions_make_sense(example_bundles: dict[str, Path]) -> None:
+    """The vendor's curl row is spam, an ordinary message is ham; the tabular bundle (no custom code)
+    gives prediction + one probability per class that sum to one."""
+    spam = Scorer.load(example_bundles["spam"])
+    out = spam.score(pd.DataFrame({"feature1": [1.0, 1.0], "feature2": ["this is spam", "are we still meeting for lunch tomorrow"],
+                                   "feature3": [2.0, 2.0]}))
+    assert out["prediction"].tolist() == ["spam", "ham"]
+    tabular = Scorer.load(example_bundles["tabular"])
+    assert tabular.bundle.custom_code() is None
+    sample = tabular.bundle.manifest.sample_input
+    assert sample is not None
+    result = tabular.score(pd.DataFrame(sample["data"], columns=sample["columns"]))
+    assert list(result.columns) == ["prediction", "probability_no", "probability_yes"]
+    assert ((result["probability_no"] + result["probability_yes"]).round(9) == 1).all()
