@@ -777,7 +777,9 @@ def render_bundle(r: dict[str, Any]) -> str:
     ip = r["inprocess"]["by_rows"]
     L: list[str] = [f"## {name}", ""]
     L.append(f"Bundle: `{r['bundle_path']}` ({r['bundle_source']}). Raw call: {r['inprocess']['raw_call']}.")
-    L.append(f"Peer reference model: {peers['model']}; peer columns are **from peers.md, not re-measured**.")
+    L.append(f"Peer reference model: {peers['model']}; peer columns are **from peers.md, not re-measured**. "
+             "In the served table, a peer cell's (n×) is its rows/s divided by peers.md's in-process predict_proba rows/s "
+             "for the same rows per call: the like-for-like counterpart of our served ÷ in-process ratio.")
     L.append("")
     L.append("### In-process (one process, no HTTP, pinned to core 1; medians)")
     L.append("")
@@ -807,7 +809,7 @@ def render_bundle(r: dict[str, Any]) -> str:
     )
     L.append("")
     L.append("| rows/req | conns | req/s | rows/s | p50 ms | p99 ms | errors | served ÷ in-process rows/s | server CPU % | foreign CPU % | "
-             + " | ".join(f"{p} rows/s (peers.md)" for p in PEER_NAMES) + " |")
+             + " | ".join(f"{p} rows/s (peers.md; ×their in-process)" for p in PEER_NAMES) + " |")
     L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(PEER_NAMES))
     ratio = {(x["rows_per_request"], x["connections"]): x for x in r["derived"]["served_over_inproc"]}
     for x in s["single_worker"]:
@@ -818,6 +820,9 @@ def render_bundle(r: dict[str, Any]) -> str:
         for p in PEER_NAMES:
             v = pr.get(p)
             cell = "–" if v is None else f"{v:,}"
+            their_inproc = peers["inproc_ms"].get(key[0])
+            if v is not None and their_inproc:
+                cell += f" ({v / (key[0] / (their_inproc / 1e3)):.2f}×)"
             if v is not None and p in pp:
                 cell += f" (p50 {pp[p]} ms)"
             peer_cells.append(cell)

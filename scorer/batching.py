@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from scorer.errors import NotReady
+from scorer.table import Table
 
 log = logging.getLogger("scorer.batching")
 
-Predict = Callable[[pd.DataFrame], pd.DataFrame]
+Predict = Callable[[Table], pd.DataFrame]
 Observer = Callable[[int, int, float], None]
 
 
@@ -39,8 +40,9 @@ class BatchPolicy:
 
 @dataclass
 class _Item:
-    frame: pd.DataFrame
+    table: Table
     future: asyncio.Future[pd.DataFrame]
+    signature: tuple[tuple[str, str], ...]
 
 
 class Batcher:
@@ -67,11 +69,11 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, frame: pd.DataFrame) -> pd.DataFrame:
+    async def submit(self, table: Table) -> pd.DataFrame:
         if self._closing or self._task is None:
             raise NotReady("the model is not accepting requests (starting or shutting down)")
         future: asyncio.Future[pd.DataFrame] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(frame, future))
+        self._queue.append(_Item(table, future, table.signature()))
         self._wakeup.set()
         return await future
 
@@ -80,17 +82,27 @@ class Batcher:
         return len(self._queue)
 
     def _take(self) -> tuple[list[_Item], int]:
+        """The oldest request plus every queued request with the same column types, up to max_rows.
+
+        Requests with other column types stay queued, in order, for the next call: batching
+        never changes the dtypes a request's rows are scored with.
+        """
         items: list[_Item] = []
+        skipped: list[_Item] = []
         rows = 0
         while self._queue:
-            head = self._queue[0]
+            head = self._queue.popleft()
             if head.future.cancelled():
-                self._queue.popleft()
                 continue
-            if items and rows + len(head.frame) > self._policy.max_rows:
+            if items and rows + len(head.table) > self._policy.max_rows:
+                skipped.append(head)
                 break
-            items.append(self._queue.popleft())
-            rows += len(head.frame)
+            if items and head.signature != items[0].signature:
+                skipped.append(head)
+                continue
+            items.append(head)
+            rows += len(head.table)
+        self._queue.extendleft(reversed(skipped))
         return items, rows
 
     async def _run(self) -> None:
@@ -104,7 +116,7 @@ class Batcher:
                 continue
             if self._policy.max_wait > 0:
                 deadline = loop.time() + self._policy.max_wait
-                while sum(len(i.frame) for i in self._queue) < self._policy.max_rows and not self._closing:
+                while sum(len(i.table) for i in self._queue) < self._policy.max_rows and not self._closing:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
@@ -117,7 +129,7 @@ class Batcher:
             if not items:
                 continue
             started = time.perf_counter()
-            results = await loop.run_in_executor(self._executor, self._score, [i.frame for i in items])
+            results = await loop.run_in_executor(self._executor, self._score, [i.table for i in items])
             self._observe(rows, len(items), time.perf_counter() - started)
             for item, result in zip(items, results, strict=True):
                 if item.future.done():
@@ -127,24 +139,24 @@ class Batcher:
                 else:
                     item.future.set_result(result)
 
-    def _score(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame | BaseException]:
-        """Runs in the model thread: one call for all frames, or each alone if that fails."""
-        if len(frames) == 1:
-            return [self._call(frames[0])]
+    def _score(self, tables: list[Table]) -> list[pd.DataFrame | BaseException]:
+        """Runs in the model thread: one call for all tables, or each alone if that fails."""
+        if len(tables) == 1:
+            return [self._call(tables[0])]
         try:
-            out = self._predict(pd.concat(frames, ignore_index=True))
+            out = self._predict(Table.concat(tables))
         except Exception as exc:
-            log.info("batch of %d requests failed (%s); retrying each alone", len(frames), type(exc).__name__)
-            return [self._call(f) for f in frames]
+            log.info("batch of %d requests failed (%s); retrying each alone", len(tables), type(exc).__name__)
+            return [self._call(t) for t in tables]
         results: list[pd.DataFrame | BaseException] = []
         start = 0
-        for f in frames:
-            results.append(out.iloc[start : start + len(f)].reset_index(drop=True))
-            start += len(f)
+        for t in tables:
+            results.append(out.iloc[start : start + len(t)].reset_index(drop=True))
+            start += len(t)
         return results
 
-    def _call(self, frame: pd.DataFrame) -> pd.DataFrame | BaseException:
+    def _call(self, table: Table) -> pd.DataFrame | BaseException:
         try:
-            return self._predict(frame)
+            return self._predict(table)
         except Exception as exc:
             return exc

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from scorer.errors import MalformedBody, NotAcceptable, UnsupportedMediaType
+from scorer.table import Table
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -62,8 +63,8 @@ def media_type(header: str | None) -> tuple[str, dict[str, str]]:
     return mt, parsed
 
 
-def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Parse a request body into a DataFrame. ``columns`` (the schema's order) serve headerless rows."""
+def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None = None) -> Table:
+    """Parse a request body into a Table. ``columns`` (the schema's order) serve headerless rows."""
     mt, params = media_type(content_type)
     if mt in _SNIFF:
         mt = _sniff(body)
@@ -94,7 +95,7 @@ def _sniff(body: bytes) -> str:
 # --- JSON ---------------------------------------------------------------------------------
 
 
-def _decode_json(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> pd.DataFrame:
+def _decode_json(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> Table:
     if not body.strip():
         raise MalformedBody("request body is empty; send a JSON table")
     try:
@@ -107,8 +108,8 @@ def _decode_json(body: bytes, params: dict[str, str], columns: Sequence[str] | N
     return table_from_json(obj, columns)
 
 
-def table_from_json(obj: Any, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Any of the accepted JSON shapes (already parsed) to a DataFrame."""
+def table_from_json(obj: Any, columns: Sequence[str] | None = None) -> Table:
+    """Any of the accepted JSON shapes (already parsed) to a Table of plain lists."""
     if isinstance(obj, dict):
         envelope = [k for k in _ENVELOPES if k in obj]
         if envelope:
@@ -133,9 +134,9 @@ def table_from_json(obj: Any, columns: Sequence[str] | None = None) -> pd.DataFr
             lengths = {len(v) for v in values}
             if len(lengths) != 1:
                 raise MalformedBody(f"columnar JSON: columns have different lengths {sorted(lengths)}")
-            return pd.DataFrame(obj)
+            return Table(obj, lengths.pop())
         if not any(isinstance(v, dict | list) for v in values):
-            return pd.DataFrame({k: [v] for k, v in obj.items()})
+            return Table({k: [v] for k, v in obj.items()}, 1)
         raise MalformedBody(
             "JSON object mixes scalars, lists and objects; send one row {col: value}, columns "
             '{col: [values]}, records [{col: value}, ...] or pandas split {"columns": [...], "data": [[...]]}'
@@ -145,41 +146,50 @@ def table_from_json(obj: Any, columns: Sequence[str] | None = None) -> pd.DataFr
     raise MalformedBody(f"JSON body must be an object or an array, not {type(obj).__name__}")
 
 
-def _from_split(obj: Any) -> pd.DataFrame:
+def _from_rows(names: list[Any], rows: list[Any]) -> Table:
+    width = len(names)
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != width:
+            got = len(row) if isinstance(row, list) else type(row).__name__
+            raise MalformedBody(f"row {i} has {got} values for {width} columns")
+    keys = [str(c) for c in names]
+    if len(set(keys)) != len(keys):
+        raise MalformedBody(f"duplicate column names: {sorted({k for k in keys if keys.count(k) > 1})}")
+    transposed = list(zip(*rows, strict=True)) if rows else [() for _ in keys]
+    return Table({k: list(col) for k, col in zip(keys, transposed, strict=True)}, len(rows))
+
+
+def _from_split(obj: Any) -> Table:
     if not isinstance(obj, dict) or not isinstance(obj.get("columns"), list) or not isinstance(obj.get("data"), list):
         raise MalformedBody('split JSON must be {"columns": [...], "data": [[...], ...]}')
-    cols, data = obj["columns"], obj["data"]
-    width = len(cols)
-    for i, row in enumerate(data):
-        if not isinstance(row, list) or len(row) != width:
-            raise MalformedBody(f"split JSON: row {i} has {len(row) if isinstance(row, list) else 'no'} values for {width} columns")
-    return pd.DataFrame(data, columns=[str(c) for c in cols]) if data else pd.DataFrame(columns=[str(c) for c in cols])
+    return _from_rows(obj["columns"], obj["data"])
 
 
-def _from_records(rows: Any, columns: Sequence[str] | None) -> pd.DataFrame:
+def _from_records(rows: Any, columns: Sequence[str] | None) -> Table:
     if not isinstance(rows, list):
         raise MalformedBody("records must be a JSON array of objects")
     if not rows:
-        return pd.DataFrame(columns=list(columns or []))
+        return Table({c: [] for c in columns or []}, 0)
     if all(isinstance(r, dict) for r in rows):
-        return pd.DataFrame.from_records(rows)
+        names = dict.fromkeys(k for r in rows for k in r)  # union of keys, first-seen order
+        return Table({str(n): [r.get(n) for r in rows] for n in names}, len(rows))
     if all(isinstance(r, list) for r in rows):
         if not columns:
             raise MalformedBody("rows without column names need a model with a known input schema; send objects instead")
         for i, r in enumerate(rows):
             if len(r) != len(columns):
                 raise MalformedBody(f"row {i} has {len(r)} values; the input schema has {len(columns)} columns")
-        return pd.DataFrame(rows, columns=list(columns))
+        return _from_rows(list(columns), rows)
     raise MalformedBody("a JSON array must hold only objects (records) or only arrays (rows)")
 
 
-def _from_columns_orient(obj: dict[str, Any]) -> pd.DataFrame:
+def _from_columns_orient(obj: dict[str, Any]) -> Table:
     first = next(iter(obj.values()))
     index = list(first)
     for name, col in obj.items():
         if list(col) != index:
             raise MalformedBody(f"columns-oriented JSON: column {name!r} has different row keys than the first column")
-    return pd.DataFrame({name: list(col.values()) for name, col in obj.items()})
+    return Table({str(name): list(col.values()) for name, col in obj.items()}, len(index))
 
 
 # --- binary and CSV -------------------------------------------------------------------------
@@ -199,29 +209,39 @@ def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | No
         table = csv.read_csv(io.BytesIO(body), read_options=read)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise MalformedBody(f"CSV could not be parsed: {exc}") from None
-    return table.to_pandas()
+    return _from_arrow(table)
 
 
-def _decode_parquet(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> pd.DataFrame:
+def _decode_parquet(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> Table:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(pa.BufferReader(body)).to_pandas()
+        table = pq.read_table(pa.BufferReader(body))
     except (pa.ArrowException, OSError) as exc:
         raise MalformedBody(f"Parquet body could not be read: {exc}") from None
+    return _from_arrow(table)
 
 
-def _decode_arrow(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> pd.DataFrame:
+def _decode_arrow(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> Table:
     errors = []
     for opener in (pa.ipc.open_stream, pa.ipc.open_file):
         try:
-            return opener(pa.BufferReader(body)).read_all().to_pandas()
+            table = opener(pa.BufferReader(body)).read_all()
         except (pa.ArrowException, OSError) as exc:
             errors.append(str(exc))
+            continue
+        return _from_arrow(table)
     raise MalformedBody(f"Arrow IPC body could not be read: {errors[0]}")
 
 
-_DECODERS: dict[str, Callable[[bytes, dict[str, str], Sequence[str] | None], pd.DataFrame]] = {
+def _from_arrow(table: pa.Table) -> Table:
+    names = table.column_names
+    if len(set(names)) != len(names):
+        raise MalformedBody(f"duplicate column names: {sorted({n for n in names if names.count(n) > 1})}")
+    return Table.from_frame(table.to_pandas())
+
+
+_DECODERS: dict[str, Callable[[bytes, dict[str, str], Sequence[str] | None], Table]] = {
     JSON: _decode_json,
     CSV: _decode_csv,
     PARQUET: _decode_parquet,

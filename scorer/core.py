@@ -22,6 +22,7 @@ from scorer.model import load_model, to_frame
 from scorer.preprocessor import CustomPreprocessor
 from scorer.schema import Schema
 from scorer.settings import Settings
+from scorer.table import Table
 
 log = logging.getLogger("scorer.core")
 
@@ -72,14 +73,15 @@ class Scorer:
                 f"but the bundle declares output_columns {self.output_columns}"
             )
 
-    def prepare(self, df: pd.DataFrame) -> pd.DataFrame:
+    def prepare(self, data: Table | pd.DataFrame) -> Table:
         """Check and coerce one request's table to the input schema (raises SchemaError)."""
         if self.schema is None:
-            return df.reset_index(drop=True)
-        return self.schema.coerce(df)
+            return Table.from_frame(data.to_frame() if isinstance(data, Table) else data)
+        return self.schema.coerce(data)
 
-    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, data: Table | pd.DataFrame) -> pd.DataFrame:
         """Run the model on a prepared batch; one output row per input row. Zero rows never reach the model."""
+        df = data.to_frame() if isinstance(data, Table) else data
         if len(df) == 0:
             return pd.DataFrame({c: [] for c in self.output_columns or ["prediction"]})
         model = self.model
@@ -97,6 +99,7 @@ class Scorer:
         return out
 
     def score(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The whole scoring function on a table: schema check, then the model."""
         return self.predict(self.prepare(df))
 
     def metadata(self) -> dict[str, Any]:

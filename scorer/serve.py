@@ -131,7 +131,10 @@ def serve(settings: Settings) -> int:
         w.start()
     log.info("started %d workers on %s:%d (pids %s)", len(workers), settings.host, settings.port, [w.pid for w in workers])
 
+    stopping: list[int] = []
+
     def forward(signum: int, frame: Any) -> None:
+        stopping.append(signum)
         for w in workers:
             if w.is_alive() and w.pid is not None:
                 os.kill(w.pid, signum)
@@ -146,7 +149,9 @@ def serve(settings: Settings) -> int:
             if w.exitcode is None:
                 continue
             remaining.remove(w)
-            if w.exitcode != 0 and code == 0:
+            # A worker still loading when asked to stop dies of the signal itself: that is a clean stop.
+            stopped_by_us = w.exitcode < 0 and -w.exitcode in stopping
+            if w.exitcode != 0 and not stopped_by_us and code == 0:
                 code = w.exitcode if w.exitcode > 0 else 1
                 log.error("worker %s exited with %s; stopping the others", w.pid, w.exitcode)
                 forward(signal.SIGTERM, None)

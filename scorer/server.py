@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import pandas as pd
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -37,6 +36,7 @@ from scorer.errors import NotReady, PayloadTooLarge, ScorerError, http_status
 from scorer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from scorer.metrics import Metrics
 from scorer.settings import Settings
+from scorer.table import Table
 
 log = logging.getLogger("scorer.server")
 
@@ -94,7 +94,7 @@ def _ready_scorer(state: State) -> tuple[Scorer, Batcher]:
     return state.scorer, state.batcher
 
 
-def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Settings) -> pd.DataFrame:
+def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Settings) -> Table:
     """Decode a request body and check it against the input schema."""
     columns = list(scorer.schema.columns) if scorer.schema else None
     frame = codecs.decode(body, content_type, columns)

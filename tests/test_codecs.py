@@ -17,12 +17,17 @@ from scorer.codecs import (
     CSV,
     JSON,
     PARQUET,
-    decode,
     encode,
     json_predictions,
     negotiate,
 )
+from scorer.codecs import decode as decode_table
 from scorer.errors import MalformedBody, NotAcceptable, UnsupportedMediaType
+
+
+def decode(*args: object) -> pd.DataFrame:
+    """The decoded request as a DataFrame (decode itself returns the light columnar Table)."""
+    return decode_table(*args).to_frame()  # type: ignore[arg-type]
 
 FRAME = pd.DataFrame({"a": [1.0, 2.5], "s": ["x", "y"]})
 

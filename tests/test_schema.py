@@ -11,9 +11,22 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from scorer.codecs import decode
+from scorer.codecs import decode as decode_table
 from scorer.errors import SchemaError
-from scorer.schema import Schema, infer_schema
+from scorer.schema import Schema as _Schema
+from scorer.schema import infer_schema
+from scorer.table import Table
+
+
+class Schema(_Schema):
+    """The real Schema, with the coerced Table returned as a DataFrame for the assertions below."""
+
+    def coerce(self, data):  # type: ignore[no-untyped-def, override]
+        return super().coerce(data).to_frame()
+
+
+def decode(*args: object) -> pd.DataFrame:
+    return decode_table(*args).to_frame()  # type: ignore[arg-type]
 
 
 def coerce_one(kind: str, values: list, dtype: object = None) -> pd.Series:
@@ -265,3 +278,38 @@ def test_infer_none_without_feature_names(frame: tuple[pd.DataFrame, list[int]])
     """A model fitted on a numpy array has no column names: no schema."""
     X, y = frame
     assert infer_schema(LogisticRegression().fit(X[["age", "n"]].to_numpy(), y)) is None
+
+
+# --- the JSON fast path agrees with the careful path -------------------------------------------
+
+_EQUIVALENCE_CASES = [
+    ("float", [1.0, 2.5]), ("float", [1, 2]), ("float", [1.0, None]), ("float", ["1.5", " 2 "]), ("float", ["abc"]),
+    ("float", [True, 1.0]), ("float", [10**30, 1]), ("float", [None, None]),
+    ("int", [1, 2]), ("int", [1, None]), ("int", [1.0, 2.0]), ("int", [1.5]), ("int", [2**70]), ("int", [True]),
+    ("int", ["7", "8"]),
+    ("string", ["a", "b"]), ("string", ["a", None]), ("string", [123, "x"]), ("string", [123, None]), ("string", [1.5]),
+    ("string", [{"a": 1}]), ("bool", [True, False]), ("bool", [0, 1]), ("bool", ["true", "false"]), ("bool", ["maybe"]),
+    ("any", [1, "x", None]),
+]
+
+
+@pytest.mark.parametrize(("kind", "values"), _EQUIVALENCE_CASES, ids=[f"{k}-{v!r}" for k, v in _EQUIVALENCE_CASES])
+def test_json_lists_coerce_like_dataframes(kind: str, values: list) -> None:
+    """A column straight from JSON (a list) gives the same values, dtype and errors as the same column
+    in a DataFrame: the microsecond fast path never changes semantics."""
+    schema = _Schema({"x": kind})
+
+    def run(data: object) -> object:
+        try:
+            out = schema.coerce(data).columns["x"]  # type: ignore[arg-type]
+            return np.asarray(out)
+        except SchemaError as exc:
+            return ("error", exc.message)
+
+    from_list = run(Table({"x": values}, len(values)))
+    from_frame = run(pd.DataFrame({"x": pd.Series(values, dtype=object)}))
+    if isinstance(from_list, tuple) or isinstance(from_frame, tuple):
+        assert from_list == from_frame
+    else:
+        assert from_list.dtype == from_frame.dtype
+        np.testing.assert_array_equal(from_list, from_frame)

@@ -144,7 +144,7 @@ def test_accept_returns_the_table_in_that_format(accept: str, tabular_client: Te
                                    headers={"Content-Type": "application/json", "Accept": accept})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith(accept)
-    got = codecs.decode(response.content, accept)
+    got = codecs.decode(response.content, accept).to_frame()
     want = tabular.score(df)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False)
 
