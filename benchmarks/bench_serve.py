@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as _dt
+import hashlib
 import http.client
 import importlib.util
 import json
@@ -194,6 +195,28 @@ def http_request(port: int, method: str, path: str, body: bytes | None = None, t
         conn.close()
 
 
+def code_state() -> dict[str, Any]:
+    """What was measured: git HEAD, uncommitted changes under scorer/ and bundles/, a digest of scorer/*.py.
+
+    Other people may be editing scorer/ while this runs (the package is installed editable, so
+    every server start picks up the files as they are at that moment)."""
+    h = hashlib.sha256()
+    for f in sorted((REPO / "scorer").rglob("*.py")):
+        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "git_head": git("rev-parse", "--short", "HEAD"),
+        "uncommitted": git("status", "--porcelain", "--", "scorer", "bundles").splitlines(),
+        "scorer_py_sha256": h.hexdigest()[:16],
+    }
+
+
 def cpu_pinning_available() -> bool:
     return shutil.which("taskset") is not None and hasattr(os, "sched_getaffinity") and {0, 1} <= os.sched_getaffinity(0)
 
@@ -251,6 +274,7 @@ def cpu_busy_s() -> dict[str, float]:
                 name, *vals = line.split()
                 v = [int(x) for x in vals]
                 out[name] = (v[0] + v[1] + v[2] + v[5] + v[6]) / CLK_TCK
+                out[name + "_steal"] = (v[7] if len(v) > 7 else 0) / CLK_TCK
     except OSError:
         pass
     return out
@@ -305,6 +329,8 @@ class CpuWatch:
             "wall_s": wall,
             "server_cpu_pct": 100 * (srv1 - self.srv0) / wall,
             "foreign_cpu_pct": max(0.0, 100 * (d_busy.get("cpu", 0.0) - ours) / wall),
+            # Time the hypervisor ran something else while this VM wanted the CPU.
+            "steal_pct": 100 * d_busy.get("cpu_steal", 0.0) / wall,
         }
         for k in ("cpu0", "cpu1"):
             if k in d_busy:
@@ -527,8 +553,18 @@ end
 """
 
 
+METRIC_KEYS = {
+    "scorer_batch_requests_sum", "scorer_batch_requests_count", "scorer_batch_rows_sum", "scorer_batch_rows_count",
+    "scorer_model_call_seconds_sum", "scorer_model_call_seconds_count",
+}
+LABELLED_METRIC_KEYS = {
+    'scorer_request_duration_seconds_sum{path="/predict"}': "predict_seconds_sum",
+    'scorer_request_duration_seconds_count{path="/predict"}': "predict_seconds_count",
+}
+
+
 class Server:
-    def __init__(self, bundle: Path, workers: int, cpus: str | None, logs: Path) -> None:
+    def __init__(self, bundle: Path, workers: int, cpus: str | None, logs: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.workers = workers
         self.cpus = cpus
@@ -542,7 +578,7 @@ class Server:
         self._log = open(self.log_path, "wb")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env=clean_env(), cwd=REPO)
+                                     env={**clean_env(), **(env or {})}, cwd=REPO)
         _children.append(self.proc)
         self.ready_s: float | None = None
 
@@ -561,6 +597,20 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.log_tail()}")
 
+    def wait_all_ready(self, timeout: float = 120.0) -> float:
+        """With several workers /ready is answered by whichever accepts: wait for 20 200s in a row."""
+        deadline = time.perf_counter() + timeout
+        streak = 0
+        while time.perf_counter() < deadline and streak < 20:
+            try:
+                status, _ = http_request(self.port, "GET", "/ready", timeout=2)
+            except OSError:
+                status = 0
+            streak = streak + 1 if status == 200 else 0
+            if streak == 0:
+                time.sleep(0.05)
+        return time.perf_counter() - self.started
+
     def log_tail(self, n: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -570,20 +620,42 @@ class Server:
     def rss_mib(self) -> float | None:
         return tree_rss_mib(self.proc.pid)
 
-    def metrics(self) -> dict[str, float]:
+    def _scrape(self) -> dict[str, float] | None:
         status, body = http_request(self.port, "GET", "/metrics")
         if status != 200:
-            return {}
-        wanted = {
-            "scorer_batch_requests_sum", "scorer_batch_requests_count", "scorer_batch_rows_sum",
-            "scorer_batch_rows_count", "scorer_model_call_seconds_sum", "scorer_model_call_seconds_count",
-        }
+            return None
         out: dict[str, float] = {}
         for line in body.decode().splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] in wanted:
-                out[parts[0]] = float(parts[1])
+            if line.startswith("#") or not line.strip():
+                continue
+            key, _, value = line.rpartition(" ")
+            if key in METRIC_KEYS or key in LABELLED_METRIC_KEYS:
+                out[LABELLED_METRIC_KEYS.get(key, key)] = float(value)
         return out
+
+    def metrics(self) -> dict[str, Any]:
+        """Batching/latency counters summed over all workers.
+
+        Each worker has its own registry and a scrape reaches whichever worker accepts the
+        connection, so with N workers we scrape (fresh connection each time) until N distinct
+        snapshots were seen. Call it only while the server is idle, so snapshots are stable.
+        """
+        seen: list[dict[str, float]] = []
+        for _ in range(1 if self.workers == 1 else 60):
+            snap = self._scrape()
+            if snap is None:
+                continue
+            # Our own /metrics scrapes bump the request counters of /metrics only, not these.
+            if snap not in seen:
+                seen.append(snap)
+            if len(seen) >= self.workers:
+                break
+        total: dict[str, Any] = {}
+        for snap in seen:
+            for k, v in snap.items():
+                total[k] = total.get(k, 0.0) + v
+        total["_workers_seen"] = len(seen)
+        return total
 
     def wait_idle(self, timeout: float = 120.0) -> float:
         """Wait until the server has finished work left over from the last wrk run.
@@ -630,18 +702,17 @@ def run_wrk(port: int, lua: Path, conns: int, seconds: int, pin: bool) -> dict[s
     return json.loads(line[len("WRKJSON "):])
 
 
-def scenario(server: Server, lua: Path, rows: int, conns: int, duration: int, warmup: int, pin: bool,
-             scrape: bool = False) -> dict[str, Any]:
+def scenario(server: Server, lua: Path, rows: int, conns: int, duration: int, warmup: int, pin: bool) -> dict[str, Any]:
     server.wait_idle()
     if warmup > 0:
         run_wrk(server.port, lua, conns, warmup, pin)
         server.wait_idle()
-    before = server.metrics() if scrape else {}
+    before = server.metrics()
     watch = CpuWatch(server.proc.pid)
     w = run_wrk(server.port, lua, conns, duration, pin)
     cpu = watch.stop()
-    after = server.metrics() if scrape else {}
     drain_s = server.wait_idle()
+    after = server.metrics()
     secs = w["duration_us"] / 1e6
     ok = w["requests"] - w["status"]
     res: dict[str, Any] = {
@@ -663,24 +734,38 @@ def scenario(server: Server, lua: Path, rows: int, conns: int, duration: int, wa
         "cpu": cpu,
         "drain_after_s": drain_s,
     }
-    if scrape and after:
-        d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-        calls = d.get("scorer_batch_requests_count", 0.0)
-        res["batching"] = {
-            "model_calls": calls,
-            "requests_per_call": d.get("scorer_batch_requests_sum", 0.0) / calls if calls else None,
-            "rows_per_call": d.get("scorer_batch_rows_sum", 0.0) / calls if calls else None,
-            "model_call_ms": 1e3 * d.get("scorer_model_call_seconds_sum", 0.0) / calls if calls else None,
-            "note": "delta of /metrics over the measured run" + (" (one worker's view)" if server.workers > 1 else ""),
-        }
+    complete = before.get("_workers_seen") == server.workers == after.get("_workers_seen")
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after if not k.startswith("_")}
+    calls = d.get("scorer_batch_requests_count", 0.0)
+    served = d.get("predict_seconds_count", 0.0)
+    res["server_side"] = {
+        # Includes the requests still in flight when wrk stopped (scored while draining).
+        "model_calls": calls,
+        "requests_per_call": d.get("scorer_batch_requests_sum", 0.0) / calls if calls else None,
+        "rows_per_call": d.get("scorer_batch_rows_sum", 0.0) / calls if calls else None,
+        "model_call_ms": 1e3 * d.get("scorer_model_call_seconds_sum", 0.0) / calls if calls else None,
+        "request_mean_ms": 1e3 * d.get("predict_seconds_sum", 0.0) / served if served else None,
+        "complete": complete,
+        "note": "deltas of /metrics over the measured run (+ drain), summed over "
+        + (f"all {server.workers} workers" if complete else f"the workers seen ({before.get('_workers_seen')}/{after.get('_workers_seen')} of {server.workers}): INCOMPLETE"),
+    }
     errs = sum(res["errors"].values())
     log(
         f"  workers={server.workers} rows={rows:>5} conns={conns:>2}: {res['req_s']:9.1f} req/s {res['rows_s']:10.0f} rows/s "
         f"p50 {f_ms(res['p50_ms']):>7} ms p99 {f_ms(res['p99_ms']):>7} ms server cpu {cpu.get('server_cpu_pct', 0):3.0f}% "
         f"foreign cpu {cpu.get('foreign_cpu_pct', 0):3.0f}%" + (f"  ERRORS {res['errors']}" if errs else "")
-        + (f"  req/call {res['batching']['requests_per_call']:.2f}" if res.get("batching", {}).get("requests_per_call") else "")
+        + (f"  req/call {res['server_side']['requests_per_call']:.2f}" if res["server_side"].get("requests_per_call") else "")
     )
     return res
+
+
+# The multi-worker variants: (key, label, extra environment). The OMP_NUM_THREADS=1 variant is a
+# diagnostic: with 2 workers on 2 cores, each worker's OpenMP pool (HistGradientBoosting) still
+# starts one thread per core, so worker threads + wrk oversubscribe the cores.
+MULTI_VARIANTS = (
+    ("two_workers", "--workers 2", {}),
+    ("two_workers_omp1", "--workers 2, OMP_NUM_THREADS=1", {"OMP_NUM_THREADS": "1"}),
+)
 
 
 def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, warmup: int, pin: bool) -> dict[str, Any]:
@@ -700,7 +785,7 @@ def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, 
         runs = []
         for rows, conns in SCENARIOS:
             runs.append(with_retries(
-                lambda: scenario(server, luas[rows], rows, conns, duration, warmup, pin, scrape=(rows, conns) == BATCHING_SCENARIO),
+                lambda: scenario(server, luas[rows], rows, conns, duration, warmup, pin),
                 f"{name} {rows} rows x {conns} conns"))
         out["single_worker"] = runs
         out["rss_mib_1w_after_load_test"] = server.rss_mib()
@@ -708,22 +793,24 @@ def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, 
     finally:
         server.stop()
 
-    log(f"{name}: starting 2-worker server" + (f" on cores {MULTI_SERVER_CPUS}" if pin else ""))
-    server = Server(bundle, 2, MULTI_SERVER_CPUS if pin else None, tmp)
-    try:
-        out["ready_seconds_2w"] = server.wait_ready()
-        time.sleep(0.5)  # /ready answered by one worker; give the other a moment to finish loading too
-        preflight(server, bodies, [1])
-        runs = []
-        for rows, conns in MULTI_SCENARIOS:
-            runs.append(with_retries(
-                lambda: scenario(server, luas[rows], rows, conns, duration, warmup, pin, scrape=True),
-                f"{name} --workers 2 {rows} rows x {conns} conns"))
-        out["two_workers"] = runs
-        out["rss_mib_2w"] = server.rss_mib()
-        out["server_log_tail_2w"] = server.log_tail(10)
-    finally:
-        server.stop()
+    for key, label, env in MULTI_VARIANTS:
+        log(f"{name}: starting server {label}" + (f" on cores {MULTI_SERVER_CPUS}" if pin else ""))
+        server = Server(bundle, 2, MULTI_SERVER_CPUS if pin else None, tmp, env=env)
+        try:
+            ready = server.wait_ready()
+            out[f"ready_seconds_{key}"] = server.wait_all_ready()
+            out[f"first_ready_seconds_{key}"] = ready
+            preflight(server, bodies, [1])
+            runs = []
+            for rows, conns in MULTI_SCENARIOS:
+                runs.append(with_retries(
+                    lambda: scenario(server, luas[rows], rows, conns, duration, warmup, pin),
+                    f"{name} {label} {rows} rows x {conns} conns"))
+            out[key] = runs
+            out[f"rss_mib_{key}"] = server.rss_mib()
+            out[f"server_log_tail_{key}"] = server.log_tail(10)
+        finally:
+            server.stop()
     return out
 
 
@@ -777,6 +864,14 @@ def render_bundle(r: dict[str, Any]) -> str:
     ip = r["inprocess"]["by_rows"]
     L: list[str] = [f"## {name}", ""]
     L.append(f"Bundle: `{r['bundle_path']}` ({r['bundle_source']}). Raw call: {r['inprocess']['raw_call']}.")
+    cs = r.get("code_state") or {}
+    if cs:
+        st = cs["start"]
+        L.append(
+            f"Code measured: git {st['git_head']}, scorer/*.py digest {st['scorer_py_sha256']}, uncommitted: "
+            f"{', '.join(x.strip() for x in st['uncommitted']) or 'none'}."
+            + (" **WARNING: scorer/ or bundles/ changed during this bundle's measurements.**" if cs.get("changed_during_run") else "")
+        )
     L.append(f"Peer reference model: {peers['model']}; peer columns are **from peers.md, not re-measured**. "
              "In the served table, a peer cell's (n×) is its rows/s divided by peers.md's in-process predict_proba rows/s "
              "for the same rows per call: the like-for-like counterpart of our served ÷ in-process ratio.")
@@ -808,9 +903,10 @@ def render_bundle(r: dict[str, Any]) -> str:
         f"after {r['config']['warmup']} s warm-up"
     )
     L.append("")
-    L.append("| rows/req | conns | req/s | rows/s | p50 ms | p99 ms | errors | served ÷ in-process rows/s | server CPU % | foreign CPU % | "
+    L.append("| rows/req | conns | req/s | rows/s | p50 ms | p99 ms | errors | served ÷ in-process rows/s | requests per model call | "
+             "model call ms | server-side request ms | server CPU % | foreign CPU % | "
              + " | ".join(f"{p} rows/s (peers.md; ×their in-process)" for p in PEER_NAMES) + " |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(PEER_NAMES))
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(PEER_NAMES))
     ratio = {(x["rows_per_request"], x["connections"]): x for x in r["derived"]["served_over_inproc"]}
     for x in s["single_worker"]:
         key = (x["rows_per_request"], x["connections"])
@@ -826,11 +922,16 @@ def render_bundle(r: dict[str, Any]) -> str:
             if v is not None and p in pp:
                 cell += f" (p50 {pp[p]} ms)"
             peer_cells.append(cell)
+        ss = x.get("server_side") or {}
         L.append(
             f"| {x['rows_per_request']:,} | {x['connections']} | {f_num(x['req_s'])} | {f_num(x['rows_s'])} | "
             f"{f_ms(x['p50_ms'])} | {f_ms(x['p99_ms'])} | {sum(x['errors'].values())} | "
-            f"{ratio[key]['served_over_inproc']:.2f} | {pct(x, 'server_cpu_pct')} | {pct(x, 'foreign_cpu_pct')} | " + " | ".join(peer_cells) + " |"
+            f"{ratio[key]['served_over_inproc']:.2f} | {f_num(ss.get('requests_per_call'))} | {f_ms(ss.get('model_call_ms'))} | "
+            f"{f_ms(ss.get('request_mean_ms'))} | {pct(x, 'server_cpu_pct')} | {pct(x, 'foreign_cpu_pct')} | " + " | ".join(peer_cells) + " |"
         )
+    L.append("")
+    L.append("Model call ms and server-side request ms are means from /metrics (`scorer_model_call_seconds`, "
+             "`scorer_request_duration_seconds{path=\"/predict\"}`); p50/p99 are wrk's, client-side.")
     L.append("")
     d = r["derived"]
     one_ip = ip["1"]["score"]["median_ms"]
@@ -843,35 +944,39 @@ def render_bundle(r: dict[str, Any]) -> str:
         )
     )
     L.append(f"- In-process 1-row score(): {f_ms(one_ip)} ms (= {f_num(1e3 / one_ip)} rows/s).")
-    b = next((x.get("batching") for x in s["single_worker"] if (x["rows_per_request"], x["connections"]) == BATCHING_SCENARIO), None)
+    b = next((x.get("server_side") for x in s["single_worker"] if (x["rows_per_request"], x["connections"]) == BATCHING_SCENARIO), None)
     if b and b.get("model_calls"):
         L.append(
             f"- Batching during the 64-connection 1-row run (from /metrics deltas): **{b['requests_per_call']:.2f} requests per model call** "
             f"(mean {b['rows_per_call']:.1f} rows/call, mean model call {f_ms(b['model_call_ms'])} ms, {b['model_calls']:,.0f} calls)."
         )
+    multi = "; ".join(
+        f"{label}: {s.get(f'ready_seconds_{key}', 0):.2f} s (first worker {s.get(f'first_ready_seconds_{key}', 0):.2f} s), RSS {s.get(f'rss_mib_{key}')} MiB"
+        for key, label, _ in MULTI_VARIANTS if key in s
+    )
     L.append(
-        f"- Cold start to /ready: {s['ready_seconds_1w']:.2f} s (1 worker), {s['ready_seconds_2w']:.2f} s (2 workers). "
-        f"RSS process tree: {s['rss_mib_1w_after_load']} MiB after load, {s['rss_mib_1w_after_load_test']} MiB after the runs (1 worker); "
-        f"{s['rss_mib_2w']} MiB (2 workers)."
+        f"- Cold start to /ready: {s['ready_seconds_1w']:.2f} s (1 worker). RSS process tree: {s['rss_mib_1w_after_load']} MiB after load, "
+        f"{s['rss_mib_1w_after_load_test']} MiB after the runs (1 worker). All workers ready / RSS: {multi}."
     )
     L.append("")
-    L.append("### `--workers 2` (server on cores 0,1 — it shares core 0 with wrk; 1 row/request)")
+    L.append("### Multiple workers (server on cores 0,1 — it shares core 0 with wrk; 1 row/request)")
     L.append("")
-    L.append("| conns | req/s | p50 ms | p99 ms | errors | requests per model call (one worker's /metrics) | server CPU % | foreign CPU % | 1-worker p50 ms | delayed-ACK trap? |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    L.append("| server | conns | req/s | p50 ms | p99 ms | errors | requests per model call | model call ms | server-side request ms | server CPU % | foreign CPU % | 1-worker p50 ms | delayed-ACK trap? |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     single = {(x["rows_per_request"], x["connections"]): x for x in s["single_worker"]}
-    for x in s["two_workers"]:
-        key = (x["rows_per_request"], x["connections"])
-        b = x.get("batching") or {}
-        rpc = b.get("requests_per_call")
-        if x["connections"] == 1 and x["p50_ms"] is not None:
-            trap = "**looks like it (p50 ≥ 35 ms)**" if x["p50_ms"] >= 35 else "no (p50 < 35 ms)"
-        else:
-            trap = "n/a (queueing dominates; see the 1-conn row)"
-        L.append(
-            f"| {x['connections']} | {f_num(x['req_s'])} | {f_ms(x['p50_ms'])} | {f_ms(x['p99_ms'])} | {sum(x['errors'].values())} | "
-            f"{'–' if rpc is None else f'{rpc:.2f}'} | {pct(x, 'server_cpu_pct')} | {pct(x, 'foreign_cpu_pct')} | {f_ms(single[key]['p50_ms'])} | {trap} |"
-        )
+    for key_, label, _ in MULTI_VARIANTS:
+        for x in s.get(key_, []):
+            key = (x["rows_per_request"], x["connections"])
+            ss = x.get("server_side") or {}
+            if x["connections"] == 1 and x["p50_ms"] is not None:
+                trap = "**looks like it (p50 ≥ 35 ms)**" if x["p50_ms"] >= 35 else "no (p50 < 35 ms)"
+            else:
+                trap = "n/a (queueing dominates; see the 1-conn row)"
+            L.append(
+                f"| {label} | {x['connections']} | {f_num(x['req_s'])} | {f_ms(x['p50_ms'])} | {f_ms(x['p99_ms'])} | {sum(x['errors'].values())} | "
+                f"{f_num(ss.get('requests_per_call'))}{'' if ss.get('complete', True) else ' (incomplete)'} | {f_ms(ss.get('model_call_ms'))} | "
+                f"{f_ms(ss.get('request_mean_ms'))} | {pct(x, 'server_cpu_pct')} | {pct(x, 'foreign_cpu_pct')} | {f_ms(single[key]['p50_ms'])} | {trap} |"
+            )
     L.append("")
     return "\n".join(L)
 
@@ -879,8 +984,8 @@ def render_bundle(r: dict[str, Any]) -> str:
 def render_summary(results: list[dict[str, Any]]) -> str:
     names = [r["bundle"] for r in results]
 
-    def served(r, rows, conns, workers=1):
-        runs = r["served"]["single_worker" if workers == 1 else "two_workers"]
+    def served(r, rows, conns, key="single_worker"):
+        runs = r["served"][key]
         return next(x for x in runs if (x["rows_per_request"], x["connections"]) == (rows, conns))
 
     rows: list[tuple[str, list[str]]] = []
@@ -894,7 +999,7 @@ def render_summary(results: list[dict[str, Any]]) -> str:
     rows.append(("served 1 row × 64 conns: rows/s, p50 / p99 ms",
                  [f"{f_num(served(r, 1, 64)['rows_s'])}, {f_ms(served(r, 1, 64)['p50_ms'])} / {f_ms(served(r, 1, 64)['p99_ms'])}" for r in results]))
     rows.append(("  requests per model call (64 conns)",
-                 [f"{(served(r, 1, 64).get('batching') or {}).get('requests_per_call') or 0:.2f}" for r in results]))
+                 [f"{(served(r, 1, 64).get('server_side') or {}).get('requests_per_call') or 0:.2f}" for r in results]))
     rows.append(("served 100 rows × 4 conns: rows/s (p50 ms)",
                  [f"{f_num(served(r, 100, 4)['rows_s'])} ({f_ms(served(r, 100, 4)['p50_ms'])})" for r in results]))
     rows.append(("served 10,000 rows × 4 conns: rows/s (p50 ms)",
@@ -903,13 +1008,17 @@ def render_summary(results: list[dict[str, Any]]) -> str:
         rows.append((f"served ÷ in-process rows/s, {x[0]:,} row{'s' if x[0] > 1 else ''} × {x[1]} conn{'s' if x[1] > 1 else ''}",
                      [f"{next(d for d in r['derived']['served_over_inproc'] if (d['rows_per_request'], d['connections']) == x)['served_over_inproc']:.2f}" for r in results]))
     rows.append(("HTTP overhead ms (1-row p50 − in-process 1-row score)", [f_ms(r["derived"]["http_overhead_ms"]) for r in results]))
-    rows.append(("--workers 2, 1 row × 1 conn: req/s, p50 / p99 ms",
-                 [f"{f_num(served(r, 1, 1, 2)['req_s'])}, {f_ms(served(r, 1, 1, 2)['p50_ms'])} / {f_ms(served(r, 1, 1, 2)['p99_ms'])}" for r in results]))
-    rows.append(("--workers 2, 1 row × 64 conns: rows/s, p50 / p99 ms",
-                 [f"{f_num(served(r, 1, 64, 2)['rows_s'])}, {f_ms(served(r, 1, 64, 2)['p50_ms'])} / {f_ms(served(r, 1, 64, 2)['p99_ms'])}" for r in results]))
+    for key, label, _ in MULTI_VARIANTS:
+        rows.append((f"{label}, 1 row × 1 conn: req/s, p50 / p99 ms",
+                     [f"{f_num(served(r, 1, 1, key)['req_s'])}, {f_ms(served(r, 1, 1, key)['p50_ms'])} / {f_ms(served(r, 1, 1, key)['p99_ms'])}" for r in results]))
+        rows.append((f"{label}, 1 row × 64 conns: rows/s, p50 / p99 ms",
+                     [f"{f_num(served(r, 1, 64, key)['rows_s'])}, {f_ms(served(r, 1, 64, key)['p50_ms'])} / {f_ms(served(r, 1, 64, key)['p99_ms'])}" for r in results]))
     rows.append(("foreign CPU % of a core: background / in-process run / max over served runs",
                  [f"{r.get('background_load_pct', 0):.0f} / {(r['inprocess'].get('cpu') or {}).get('foreign_cpu_pct', 0):.0f} / "
-                  f"{max((x.get('cpu') or {}).get('foreign_cpu_pct', 0) for x in r['served']['single_worker'] + r['served']['two_workers']):.0f}"
+                  f"{max((x.get('cpu') or {}).get('foreign_cpu_pct', 0) for k in ['single_worker'] + [v[0] for v in MULTI_VARIANTS] for x in r['served'].get(k, [])):.0f}"
+                  for r in results]))
+    rows.append(("hypervisor steal % (max over served runs)",
+                 [f"{max((x.get('cpu') or {}).get('steal_pct', 0) for k in ['single_worker'] + [v[0] for v in MULTI_VARIANTS] for x in r['served'].get(k, [])):.0f}"
                   for r in results]))
     rows.append(("cold start to /ready, s (1 worker)", [f"{r['served']['ready_seconds_1w']:.2f}" for r in results]))
     rows.append(("RSS after load, MiB (1 worker)", [f"{r['served']['rss_mib_1w_after_load']}" for r in results]))
@@ -1002,6 +1111,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name in names:
                 bt0 = time.perf_counter()
+                state0 = code_state()
                 bundle, source = prepare_bundle(build, name, tmp / "bundles", args.rebuild)
                 background = idle_load()
                 log(f"{name}: background load {background:.0f}% of a core")
@@ -1028,6 +1138,10 @@ def main(argv: list[str] | None = None) -> int:
                     "elapsed_s": time.perf_counter() - bt0,
                 }
                 r["derived"] = derive(name, inproc, served)
+                state1 = code_state()
+                r["code_state"] = {"start": state0, "end": state1, "changed_during_run": state0 != state1}
+                if state0 != state1:
+                    log(f"WARNING: scorer/ or bundles/ changed while {name} was measured: {state0} -> {state1}")
                 (RESULTS_DIR / f"serve-{name}.json").write_text(json.dumps(r, indent=2, default=str))
                 results.append(r)
                 log(f"{name}: done in {r['elapsed_s']:.0f}s -> {RESULTS_DIR / f'serve-{name}.json'}")
