@@ -122,7 +122,8 @@ def serve(settings: Settings) -> int:
     # N workers each running an OpenMP model (HistGradientBoosting, LightGBM, ...) with one thread per
     # core oversubscribe the CPU: measured here, 2 workers halved 1-connection throughput. Give each
     # worker its share of the cores unless the operator chose otherwise.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // settings.workers)))
+    cores = len(os.sched_getaffinity(0))  # respects taskset / cpusets, unlike os.cpu_count()
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // settings.workers)))
     ctx = multiprocessing.get_context("spawn")
     # Worker 0 answers at once (health while loading); the others load in parallel and join
     # once both they and worker 0 are ready.

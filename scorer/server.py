@@ -129,16 +129,16 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    state: State = request.app.state.scorer
-    if state.scorer is None or state.batcher is None:
-        return error_response(NotReady("the bundle is not loaded yet" if state.load_error is None else "the bundle failed to load"))
+    try:
+        _ready_scorer(request.app.state.scorer)
+    except NotReady as exc:
+        return error_response(exc)
     return _json(200, {"status": "ready"})
 
 
 async def metadata(request: Request) -> Response:
-    state: State = request.app.state.scorer
     try:
-        scorer, _ = _ready_scorer(state)
+        scorer, _ = _ready_scorer(request.app.state.scorer)
     except NotReady as exc:
         return error_response(exc)
     return _json(200, scorer.metadata())
