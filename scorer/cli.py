@@ -33,8 +33,12 @@ def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
     return Settings.from_env(**overrides)
 
 
-SERVE_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings))
-INFO_SETTINGS = ("bundle", "extra_columns", "check_requirements", "bundle_digest", "log_level", "log_format")
+_BATCH_ONLY = ("input", "output", "output_format", "chunk_rows", "keep_columns", "bad_rows", "max_rejected_rows",
+               "overwrite")
+_LOADING = ("bundle", "extra_columns", "check_requirements", "bundle_digest", "log_level", "log_format")
+SERVE_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in _BATCH_ONLY)
+BATCH_SETTINGS = (*_LOADING, "workers", *_BATCH_ONLY)
+INFO_SETTINGS = _LOADING
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="Serve a bundle over HTTP (POST /predict).")
     _add_settings(serve, SERVE_SETTINGS)
+    batch = sub.add_parser(
+        "batch", help="Score a file or a directory of files (CSV, Parquet, JSON Lines, Arrow) into an output directory.",
+        epilog="exit codes: 0 all rows scored; 2 usage or input error (nothing written); 3 bundle failed to load; "
+               "4 all files committed but some rows rejected; 5 one or more files failed",
+    )
+    _add_settings(batch, BATCH_SETTINGS)
     info = sub.add_parser("info", help="Load a bundle, score its sample input, and print its metadata as JSON.")
     _add_settings(info, INFO_SETTINGS)
     return parser
@@ -51,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    names = SERVE_SETTINGS if args.command == "serve" else INFO_SETTINGS
+    names = {"serve": SERVE_SETTINGS, "batch": BATCH_SETTINGS, "info": INFO_SETTINGS}[args.command]
     try:
         settings = _settings(args, names)
     except ValueError as exc:
@@ -61,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(settings)
     from scorer._logging import configure
+
+    if args.command == "batch":
+        from scorer.offline import run_batch
+
+        configure(settings.log_level, settings.log_format)
+        return run_batch(settings)
     from scorer.core import Scorer
     from scorer.errors import ScorerError
 

@@ -110,7 +110,7 @@ def _worker_main(settings: Settings, sock: socket.socket, first_ready: EventType
 
 
 def serve(settings: Settings) -> int:
-    if settings.workers == 1:
+    if settings.workers <= 1:
         return run_worker(settings)
     configure(settings.log_level, settings.log_format)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET

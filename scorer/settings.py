@@ -25,7 +25,9 @@ class Settings:
     bundle: str = _setting("/model", "Bundle folder or .zip to load (positional argument of the CLI).")
     host: str = _setting("127.0.0.1", "Interface to bind. The container image passes 0.0.0.0 explicitly.")
     port: int = _setting(8080, "TCP port to listen on.")
-    workers: int = _setting(1, "Server processes, each with its own copy of the model.")
+    workers: int = _setting(
+        0, "Processes, each with its own copy of the model. 0: serve uses 1, batch uses every core."
+    )
     max_batch_rows: int = _setting(
         4096, "Most rows coalesced into one model call. A bigger single request still runs alone."
     )
@@ -43,6 +45,21 @@ class Settings:
     bundle_digest: str = _setting(
         "", "Expected sha256 content digest of the bundle, checked before any code or pickle is loaded."
     )
+    input: str = _setting("", "batch: input file, or a directory walked recursively.")
+    output: str = _setting("", "batch: output directory (mirrors the input's relative paths).")
+    output_format: str = _setting(
+        "same", "batch: output format.", choices=("same", "csv", "csv.gz", "parquet", "jsonl", "arrow")
+    )
+    chunk_rows: int = _setting(65536, "batch: rows per chunk (per model call); bounds memory.")
+    keep_columns: str = _setting(
+        "all", "batch: input columns kept beside the predictions: all, none, or a comma-separated list (ids)."
+    )
+    bad_rows: str = _setting(
+        "fail", "batch: a bad row fails its file, or is written to <output>.rejects.jsonl.",
+        choices=("fail", "reject"),
+    )
+    max_rejected_rows: int = _setting(1000, "batch: with bad_rows=reject, a file with more rejected rows fails.")
+    overwrite: bool = _setting(False, "batch: replace an output written with another bundle or settings.")
     log_level: str = _setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
     log_format: str = _setting("json", "Log line format.", choices=("json", "text"))
 
@@ -51,12 +68,13 @@ class Settings:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}")
-        positive = ("port", "workers", "max_batch_rows", "max_body_bytes", "max_request_rows")
+        positive = ("port", "max_batch_rows", "max_body_bytes", "max_request_rows", "chunk_rows")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        if self.max_batch_wait_ms < 0:
-            raise ValueError("max_batch_wait_ms must be >= 0")
+        for name in ("workers", "max_rejected_rows", "max_batch_wait_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

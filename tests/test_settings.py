@@ -73,7 +73,7 @@ def test_bad_choice_rejected(env: dict[str, str]) -> None:
         Settings.from_env(env)
 
 
-@pytest.mark.parametrize("kwargs", [{"port": 0}, {"max_body_bytes": -1}, {"workers": 0}, {"max_batch_wait_ms": -1.0}])
+@pytest.mark.parametrize("kwargs", [{"port": 0}, {"max_body_bytes": -1}, {"workers": -1}, {"chunk_rows": 0}, {"max_batch_wait_ms": -1.0}])
 def test_limits_must_be_positive(kwargs: dict[str, float]) -> None:
     """Zero or negative limits are rejected."""
     with pytest.raises(ValueError):
@@ -106,7 +106,7 @@ def test_every_field_documented() -> None:
 
 @pytest.mark.parametrize("name", [n for n in FIELDS if n != "bundle"])
 def test_cli_has_flag_for_every_setting(name: str) -> None:
-    """``scorer serve`` accepts --<name> for every Settings field and it reaches Settings unchanged."""
+    """The subcommand that uses a setting (serve, else batch) accepts --<name>, and it parses unchanged."""
     f = next(f for f in dataclasses.fields(Settings) if f.name == name)
     flag = "--" + name.replace("_", "-")
     if isinstance(f.default, bool):
@@ -119,7 +119,11 @@ def test_cli_has_flag_for_every_setting(name: str) -> None:
     else:
         expected = type(f.default)(7)
         argv = [flag, "7"]
-    args = build_parser().parse_args(["serve", "some/bundle", *argv])
+    from scorer.cli import BATCH_SETTINGS, SERVE_SETTINGS
+
+    assert name in SERVE_SETTINGS or name in BATCH_SETTINGS
+    command = "serve" if name in SERVE_SETTINGS else "batch"
+    args = build_parser().parse_args([command, "some/bundle", *argv])
     assert getattr(args, name) == expected
     assert args.bundle == "some/bundle"
 

@@ -1,0 +1,272 @@
+"""Streaming table files in and out: CSV (.csv, .csv.gz), Parquet, JSON Lines, Arrow IPC/Feather.
+
+Readers yield :class:`Chunk` s of exactly ``chunk_rows`` rows (the last may be shorter), each
+with the 0-based data-row number of every row in its file, so a bad row can be reported by
+file and row (and line, for CSV and JSON Lines) and chunk boundaries never depend on the
+reader's block sizes. Malformed records (a CSV row with the wrong number of fields, a JSON
+line that does not parse) are not dropped silently: they come back as :class:`BadRow` s.
+
+CSV is read with every column as text: the scoring core converts model columns losslessly
+(and reports the rows it cannot convert), and other columns (ids) pass through exactly as
+written. Writers are deterministic: the same rows give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv as pycsv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+FORMATS = ("csv", "csv.gz", "parquet", "jsonl", "arrow")
+_SUFFIXES = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+             ".ndjson": "jsonl", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
+_OUT_SUFFIX = {"csv": ".csv", "csv.gz": ".csv.gz", "parquet": ".parquet", "jsonl": ".jsonl", "arrow": ".arrow"}
+
+
+class ReadError(Exception):
+    """A file (not a row) cannot be read: not the format its name says, truncated, unreadable."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    row: int  # 0-based data row in the file
+    reason: str
+    line: int | None = None  # 1-based physical line, for text formats
+    values: dict[str, Any] | None = None
+
+    def as_json(self, file: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"file": file, "row": self.row}
+        if self.line is not None:
+            entry["line"] = self.line
+        entry["reason"] = self.reason
+        entry["values"] = self.values
+        return entry
+
+
+@dataclass
+class Chunk:
+    table: pa.Table
+    rows: np.ndarray  # file row number of each row of ``table``
+    bad: list[BadRow] = field(default_factory=list)  # malformed records met while reading this chunk
+
+
+def detect_format(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix, fmt in sorted(_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def output_name(rel: Path, in_fmt: str, out_fmt: str) -> Path:
+    """``a/b.csv.gz`` scored to parquet -> ``a/b.parquet``; the same format keeps the name."""
+    if in_fmt == out_fmt:
+        return rel
+    name = rel.name
+    for suffix, fmt in _SUFFIXES.items():
+        if fmt == in_fmt and name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return rel.with_name(name + _OUT_SUFFIX[out_fmt])
+
+
+# --- readers --------------------------------------------------------------------------------------
+
+
+def read_chunks(path: Path, fmt: str, chunk_rows: int) -> Iterator[Chunk]:
+    """Stream ``path`` as chunks of ``chunk_rows`` rows."""
+    reader = {"csv": _read_csv, "csv.gz": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl,
+              "arrow": _read_arrow}[fmt]
+    try:
+        yield from _rechunk(reader(path, chunk_rows), chunk_rows)
+    except (pa.ArrowException, OSError, UnicodeDecodeError, pycsv.Error) as exc:
+        raise ReadError(f"{path.name}: cannot be read as {fmt}: {exc}") from exc
+
+
+def _rechunk(pieces: Iterator[Chunk], chunk_rows: int) -> Iterator[Chunk]:
+    tables: list[pa.Table] = []
+    rows: list[np.ndarray] = []
+    bad: list[BadRow] = []
+    held = 0
+    for piece in pieces:
+        bad.extend(piece.bad)
+        if piece.table.num_rows:
+            tables.append(piece.table)
+            rows.append(piece.rows)
+            held += piece.table.num_rows
+        while held >= chunk_rows:
+            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            all_rows = np.concatenate(rows)
+            yield Chunk(table.slice(0, chunk_rows), all_rows[:chunk_rows], bad)
+            tables, rows, bad = [table.slice(chunk_rows)], [all_rows[chunk_rows:]], []
+            held -= chunk_rows
+    if held or bad:
+        table = pa.concat_tables(tables) if len(tables) > 1 else (tables[0] if tables else pa.table({}))
+        yield Chunk(table, np.concatenate(rows) if rows else np.empty(0, dtype=np.int64), bad)
+
+
+def _csv_header(path: Path) -> list[str]:
+    with pa.input_stream(str(path), compression="detect") as raw:
+        first = io.TextIOWrapper(raw, encoding="utf-8", newline="").readline()
+    if not first.strip():
+        raise ReadError(f"{path.name}: empty CSV file (no header line)")
+    return next(pycsv.reader([first]))
+
+
+def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    names = _csv_header(path)
+    skipped: list[BadRow] = []
+
+    def on_invalid(row: Any) -> str:
+        line = row.number
+        skipped.append(BadRow(row=(line - 2) if line else -1, line=line,
+                              reason=f"malformed CSV row: expected {row.expected_columns} fields, got {row.actual_columns}",
+                              values={"text": row.text[:1000]}))
+        return "skip"
+
+    stream = pa.input_stream(str(path), compression="detect")
+    reader = pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=8 << 20),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
+                                             strings_can_be_null=True, quoted_strings_can_be_null=False),
+    )
+    next_line = 2  # the first data row is physical line 2
+    with reader:
+        for batch in reader:
+            bad, skipped[:] = list(skipped), []
+            total = batch.num_rows + len(bad)
+            lines = np.arange(next_line, next_line + total, dtype=np.int64)
+            if bad:
+                lines = lines[~np.isin(lines, [b.line for b in bad])]
+            next_line += total
+            yield Chunk(pa.Table.from_batches([batch]), lines - 2, bad)
+        if skipped:
+            yield Chunk(pa.table({n: pa.array([], pa.string()) for n in names}), np.empty(0, dtype=np.int64), list(skipped))
+
+
+def _read_parquet(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    start = 0
+    with pq.ParquetFile(path) as pf:
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            yield Chunk(pa.Table.from_batches([batch]), np.arange(start, start + batch.num_rows), [])
+            start += batch.num_rows
+
+
+def _read_arrow(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    start = 0
+    with pa.memory_map(str(path)) as source:
+        try:
+            reader = pa.ipc.open_file(source)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:
+            source.seek(0)
+            batches = iter(pa.ipc.open_stream(source))
+        for batch in batches:
+            yield Chunk(pa.Table.from_batches([batch]), np.arange(start, start + batch.num_rows), [])
+            start += batch.num_rows
+
+
+def _read_jsonl(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    records: list[dict[str, Any]] = []
+    rows: list[int] = []
+    bad: list[BadRow] = []
+    row = 0
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"a JSON Lines record must be an object, not {type(record).__name__}")
+            except ValueError as exc:
+                bad.append(BadRow(row=row, line=lineno, reason=f"malformed JSON line: {exc}",
+                                  values={"text": line[:1000].decode("utf-8", "replace")}))
+            else:
+                records.append(record)
+                rows.append(row)
+            row += 1
+            if len(records) >= chunk_rows:
+                yield Chunk(_records_table(records), np.asarray(rows, dtype=np.int64), bad)
+                records, rows, bad = [], [], []
+    if records or bad:
+        yield Chunk(_records_table(records), np.asarray(rows, dtype=np.int64), bad)
+
+
+def _records_table(records: list[dict[str, Any]]) -> pa.Table:
+    names = list(dict.fromkeys(k for r in records for k in r))
+    columns = {n: [r.get(n) for r in records] for n in names}
+    try:
+        return pa.table(columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # mixed types in a column (e.g. 1 and "x"): keep the values as Python objects via pandas
+        import pandas as pd
+
+        return pa.Table.from_pandas(pd.DataFrame({n: pd.Series(v, dtype=object).astype(str).where(
+            pd.Series(v, dtype=object).notna(), None) for n, v in columns.items()}), preserve_index=False)
+
+
+# --- writers --------------------------------------------------------------------------------------
+
+
+class Writer:
+    """Writes tables of one schema to ``path`` in ``fmt``; the first table fixes the schema."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.schema: pa.Schema | None = None
+        self._sink: Any = None
+        self._writer: Any = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.schema is None:
+            self._open(table.schema)
+        elif table.schema != self.schema:
+            table = table.cast(self.schema)
+        if self.fmt == "jsonl":
+            self._sink.write(_jsonl_bytes(table))
+        else:
+            self._writer.write_table(table)
+
+    def _open(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        if self.fmt == "parquet":
+            self._writer = pq.ParquetWriter(str(self.path), schema)
+        elif self.fmt == "arrow":
+            self._sink = pa.OSFile(str(self.path), "wb")
+            self._writer = pa.ipc.new_file(self._sink, schema)
+        elif self.fmt in ("csv", "csv.gz"):
+            self._sink = (pa.CompressedOutputStream(str(self.path), "gzip") if self.fmt == "csv.gz"
+                          else pa.OSFile(str(self.path), "wb"))
+            self._writer = pacsv.CSVWriter(self._sink, schema)
+        elif self.fmt == "jsonl":
+            self._sink = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        else:
+            raise ValueError(f"unknown output format {self.fmt!r}")
+
+    def close(self, empty_schema: pa.Schema | None = None) -> None:
+        if self.schema is None:  # no rows at all: still a valid (empty) file
+            self._open(empty_schema or pa.schema([]))
+        if self._writer is not None:
+            self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
+
+
+def _jsonl_bytes(table: pa.Table) -> bytes:
+    columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    names = table.column_names
+    return b"".join(orjson.dumps(dict(zip(names, row, strict=True)), default=str) + b"\n"
+                    for row in zip(*columns, strict=True))

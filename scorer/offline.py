@@ -1,0 +1,571 @@
+"""``scorer batch``: score a file or a directory of files into an output directory.
+
+Guarantees:
+
+* **Bounded memory**: files stream through in chunks of ``chunk_rows``; at most a small
+  window of chunks is in flight.
+* **Every core**: chunks (of one file or the next) are scored in worker processes, each
+  loading the bundle once; the main process reads and writes in order.
+* **Nothing partial**: each output is written under a hidden temporary name and renamed into
+  place when complete, then a commit marker is written; ``manifest.json`` and ``_SUCCESS``
+  come last. A ``kill -9`` at any moment leaves only complete files under final names.
+* **Resume**: a re-run skips files committed for the same bundle digest, input file and
+  settings; output bytes do not depend on scheduling, so the result equals a clean run.
+* **Bad input**: malformed records and rows the schema or model refuse fail their file
+  (``--bad-rows fail``) or go to ``<output>.rejects.jsonl`` with file, row, line and reason
+  (``--bad-rows reject``, up to ``--max-rejected-rows``). Other files still complete.
+
+Exit codes: :data:`EXIT_OK`, :data:`EXIT_USAGE` (nothing written), :data:`EXIT_LOAD_FAILED`,
+:data:`EXIT_REJECTED`, :data:`EXIT_FAILED`.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import hashlib
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from scorer._version import __version__
+from scorer.core import Scorer
+from scorer.errors import ScorerError
+from scorer.fileio import FORMATS, BadRow, Chunk, ReadError, Writer, detect_format, output_name, read_chunks
+from scorer.settings import Settings
+
+log = logging.getLogger("scorer.batch")
+
+EXIT_OK, EXIT_USAGE, EXIT_LOAD_FAILED, EXIT_REJECTED, EXIT_FAILED = 0, 2, 3, 4, 5
+STATE_DIR = "_scorer"
+
+
+class UsageError(Exception):
+    """The command cannot run as given; nothing has been written."""
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path  # input file
+    rel: Path  # its path relative to the input root
+    in_fmt: str
+    out_fmt: str
+    output: Path  # final output path
+
+    @property
+    def label(self) -> str:
+        return self.rel.as_posix()
+
+
+# --- planning: every check before anything is written ---------------------------------------------
+
+
+def plan(settings: Settings) -> list[Job]:
+    if not settings.input:
+        raise UsageError("--input is required")
+    if not settings.output:
+        raise UsageError("--output is required")
+    source = Path(settings.input)
+    out_root = Path(settings.output).resolve()
+    if not source.exists():
+        raise UsageError(f"input not found: {source}")
+    root = source.resolve()
+    if source.is_dir():
+        if out_root == root or out_root.is_relative_to(root):
+            raise UsageError(f"output {out_root} is inside the input {root}: choose an output outside it")
+        files = _walk(root)
+        if not files:
+            raise UsageError(f"no input files ({', '.join(FORMATS)}) under {source}")
+    else:
+        files = [root]
+        root = root.parent
+    if settings.output_format not in ("same", *FORMATS):
+        raise UsageError(f"unknown output format {settings.output_format!r}; use one of: same, {', '.join(FORMATS)}")
+    jobs = []
+    for path in files:
+        in_fmt = detect_format(path)
+        if in_fmt is None:
+            raise UsageError(f"{path}: unknown file type; expected one of {', '.join(FORMATS)}")
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"{path}: not readable")
+        out_fmt = in_fmt if settings.output_format == "same" else settings.output_format
+        rel = path.relative_to(root)
+        output = out_root / output_name(rel, in_fmt, out_fmt)
+        if output.resolve() == path or path.is_relative_to(out_root):
+            raise UsageError(f"{path} is inside the output {out_root}: scoring would overwrite or mix with its input")
+        jobs.append(Job(path, rel, in_fmt, out_fmt, output))
+    return jobs
+
+
+def _walk(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if name.startswith(".") or name.startswith("_"):
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                log.warning("skipping %s: symlink out of the input tree", path)
+                continue
+            if detect_format(path) is None:
+                log.warning("skipping %s: not a %s file", path, "/".join(FORMATS))
+                continue
+            found.append(path)
+    return found
+
+
+# --- scoring one chunk (in a worker process, or inline) -------------------------------------------
+
+_scorer: Scorer | None = None
+
+
+def _init_worker(bundle: str, settings: Settings) -> None:
+    global _scorer
+    logging.getLogger("scorer").setLevel(logging.WARNING)
+    _scorer = Scorer.load(bundle, settings)
+
+
+@dataclass
+class ChunkResult:
+    table: pa.Table | None  # scored rows: kept input columns, then predictions
+    bad: list[BadRow] = field(default_factory=list)
+
+
+def score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
+    scorer = _scorer
+    assert scorer is not None, "worker not initialised"
+    table = chunk.table
+    frame = _model_frame(table, scorer)
+    good, outputs, bad = _score_bisect(scorer, frame, np.arange(len(frame)), first_error_only)
+    bad_rows = [BadRow(row=int(chunk.rows[p]), reason=reason, values=_row_values(table, p),
+                       line=None) for p, reason in bad]
+    if not len(good):
+        return ChunkResult(None, bad_rows)
+    predictions = pd.concat(outputs, ignore_index=True) if len(outputs) > 1 else outputs[0]
+    kept = table if len(good) == len(frame) else table.take(pa.array(good))
+    return ChunkResult(_output_table(kept, predictions, keep), bad_rows)
+
+
+def _model_frame(table: pa.Table, scorer: Scorer) -> pd.DataFrame:
+    """Text columns the schema wants as numbers are converted in Arrow (fast) where every value
+    parses; anything else is left to the core's careful coercion, which names the bad rows."""
+    if scorer.schema is not None:
+        targets = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
+        for name, kind in scorer.schema.columns.items():
+            if kind in targets and name in table.column_names and pa.types.is_string(table.schema.field(name).type):
+                try:
+                    converted = pc.cast(table.column(name), targets[kind])
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    continue
+                table = table.set_column(table.schema.get_field_index(name), name, converted)
+    return table.to_pandas()
+
+
+def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, first_only: bool,
+                  ) -> tuple[np.ndarray, list[pd.DataFrame], list[tuple[int, str]]]:
+    """Score ``frame``; if it fails, split it in halves until the failing rows are isolated."""
+    if len(frame) == 0:
+        return positions, [scorer.score(frame)] if frame.columns.size else [], []
+    try:
+        return positions, [scorer.score(frame)], []
+    except ScorerError as exc:
+        if len(frame) == 1:
+            return positions[:0], [], [(int(positions[0]), exc.message)]
+    mid = len(frame) // 2
+    good_a, out_a, bad_a = _score_bisect(scorer, frame.iloc[:mid], positions[:mid], first_only)
+    if bad_a and first_only:
+        return good_a, out_a, bad_a
+    good_b, out_b, bad_b = _score_bisect(scorer, frame.iloc[mid:], positions[mid:], first_only)
+    return np.concatenate([good_a, good_b]), out_a + out_b, bad_a + bad_b
+
+
+def _row_values(table: pa.Table, position: int) -> dict[str, Any]:
+    return {k: v[0] for k, v in table.slice(position, 1).to_pydict().items()}
+
+
+def _output_table(kept: pa.Table, predictions: pd.DataFrame, keep: str) -> pa.Table:
+    if keep == "none":
+        columns: list[str] = []
+    elif keep == "all":
+        columns = [c for c in kept.column_names if c not in predictions.columns]
+    else:
+        columns = [c.strip() for c in keep.split(",") if c.strip()]
+    out = kept.select(columns)
+    pred = pa.Table.from_pandas(predictions, preserve_index=False)
+    for name in pred.column_names:
+        out = out.append_column(name, pred.column(name))
+    return out
+
+
+# --- the job ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileState:
+    job: Job
+    writer: Writer
+    tmp: Path
+    rejects_tmp: Path
+    started: float = field(default_factory=time.perf_counter)
+    rows_in: int = 0
+    rows_out: int = 0
+    rejected: int = 0
+    error: str | None = None
+    rejects: Any = None
+
+
+class BatchRun:
+    def __init__(self, settings: Settings, jobs: list[Job], scorer: Scorer) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.scorer = scorer
+        self.out_root = Path(settings.output).resolve()
+        self.state_dir = self.out_root / STATE_DIR
+        self.key = self._job_key()
+        self.entries: dict[Path, dict[str, Any]] = {}
+        self.failed: set[Path] = set()
+        self.progress = Progress(len(jobs))
+
+    def _job_key(self) -> str:
+        s = self.settings
+        material = {"bundle": self.scorer.bundle.digest, "scorer": __version__, "format": s.output_format,
+                    "keep": s.keep_columns, "bad_rows": s.bad_rows, "max_rejected": s.max_rejected_rows,
+                    "chunk_rows": s.chunk_rows}
+        return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    # state: refuse to mix, resume what is committed
+    def prepare_output(self) -> list[Job]:
+        job_file = self.state_dir / "job.json"
+        if job_file.exists():
+            previous = orjson.loads(job_file.read_bytes())
+            if previous.get("key") != self.key and not self.settings.overwrite:
+                what = ("a different bundle (sha256:%s)" % previous.get("bundle_digest", "?")[:12]
+                        if previous.get("bundle_digest") != self.scorer.bundle.digest else "different settings")
+                raise UsageError(f"{self.out_root} holds output written with {what}; use --overwrite to replace it")
+            if previous.get("key") != self.key:
+                shutil.rmtree(self.state_dir)
+        elif self.out_root.exists() and any(self.out_root.iterdir()) and not self.settings.overwrite:
+            raise UsageError(f"{self.out_root} is not empty and was not written by scorer batch; use --overwrite")
+        (self.state_dir / "commits").mkdir(parents=True, exist_ok=True)
+        _write_atomic(job_file, orjson.dumps({"key": self.key, "bundle_digest": self.scorer.bundle.digest}))
+        for name in ("_SUCCESS", "manifest.json"):
+            (self.out_root / name).unlink(missing_ok=True)
+        for stale in self.out_root.rglob(".*.scorer-tmp"):
+            stale.unlink(missing_ok=True)
+        todo = []
+        for job in self.jobs:
+            entry = self._committed(job)
+            if entry is None:
+                todo.append(job)
+            else:
+                self.entries[job.rel] = entry
+        if len(todo) < len(self.jobs):
+            log.info("resuming: %d of %d files already committed for this bundle and settings, skipped",
+                     len(self.jobs) - len(todo), len(self.jobs))
+        return todo
+
+    def _marker(self, job: Job) -> Path:
+        return self.state_dir / "commits" / (job.output.relative_to(self.out_root).as_posix() + ".json")
+
+    def _committed(self, job: Job) -> dict[str, Any] | None:
+        marker = self._marker(job)
+        if not marker.exists() or not job.output.exists():
+            return None
+        data = orjson.loads(marker.read_bytes())
+        stat = job.source.stat()
+        if data.get("key") != self.key or data.get("input_fingerprint") != [stat.st_size, stat.st_mtime_ns]:
+            return None
+        if data["entry"]["output_bytes"] != job.output.stat().st_size:
+            return None
+        return dict(data["entry"], skipped=True)
+
+    # the pipeline
+    def run(self, todo: list[Job]) -> int:
+        keep, first_only = self.settings.keep_columns, self.settings.bad_rows == "fail"
+        states: dict[Path, FileState] = {}
+        for job, event, payload in self._pipeline(todo, keep, first_only):
+            if event == "start":
+                states[job.rel] = self._start(job)
+            elif job.rel in self.failed:
+                continue
+            elif event == "error":
+                self._fail(states[job.rel], str(payload))
+            elif event == "chunk":
+                self._consume(states[job.rel], payload)
+            elif event == "end":
+                self._commit(states[job.rel])
+        self.progress.done()
+        return self._finish()
+
+    def _pipeline(self, todo: list[Job], keep: str, first_only: bool) -> Iterator[tuple[Job, str, Any]]:
+        """Events in input order; chunk events carry their scored result. At most ``window`` chunks in flight."""
+        workers = self.settings.workers or len(os.sched_getaffinity(0))
+        events = self._read_events(todo)
+        if workers == 1:
+            global _scorer
+            _scorer = self.scorer
+            for job, event, payload in events:
+                if event == "chunk":
+                    payload = (payload, score_chunk(payload, keep, first_only))
+                yield job, event, payload
+            return
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // workers)))
+        window = 2 * workers
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                                    initargs=(str(self.scorer.bundle.source), self.settings)) as pool:
+            pending: collections.deque[tuple[Job, str, Any, Any]] = collections.deque()
+            in_flight = 0
+            exhausted = False
+            while pending or not exhausted:
+                if not exhausted and in_flight < window:
+                    try:
+                        job, event, payload = next(events)
+                    except StopIteration:
+                        exhausted = True
+                    else:
+                        future = pool.submit(score_chunk, payload, keep, first_only) if event == "chunk" else None
+                        pending.append((job, event, payload, future))
+                        in_flight += future is not None
+                # hand back, in order, everything at the head that is ready (or wait when the window is full)
+                while pending:
+                    j, e, p, f = pending[0]
+                    if f is not None and not f.done() and in_flight < window and not exhausted:
+                        break
+                    pending.popleft()
+                    in_flight -= f is not None
+                    yield j, e, ((p, f.result()) if f is not None else p)
+
+    def _read_events(self, todo: list[Job]) -> Iterator[tuple[Job, str, Any]]:
+        for job in todo:
+            yield job, "start", None
+            try:
+                for chunk in read_chunks(job.source, job.in_fmt, self.settings.chunk_rows):
+                    if job.rel in self.failed:
+                        break
+                    yield job, "chunk", chunk
+            except ReadError as exc:
+                yield job, "error", exc
+                continue
+            yield job, "end", None
+
+    def _start(self, job: Job) -> FileState:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = job.output.with_name(f".{job.output.name}.scorer-tmp")
+        rejects_tmp = job.output.with_name(f".{job.output.name}.rejects.jsonl.scorer-tmp")
+        return FileState(job, Writer(tmp, job.out_fmt), tmp, rejects_tmp)
+
+    def _consume(self, state: FileState, payload: tuple[Chunk, ChunkResult]) -> None:
+        chunk, result = payload
+        bad = sorted(chunk.bad + _with_lines(result.bad, state.job.in_fmt, chunk), key=lambda b: b.row)
+        state.rows_in += chunk.table.num_rows + len(chunk.bad)
+        if bad and self.settings.bad_rows == "fail":
+            first = bad[0]
+            where = f"row {first.row}" + (f" (line {first.line})" if first.line else "")
+            self._fail(state, f"{state.job.label}: {where}: {first.reason}")
+            return
+        if bad:
+            state.rejected += len(bad)
+            if state.rejected > self.settings.max_rejected_rows:
+                self._fail(state, f"{state.job.label}: more than {self.settings.max_rejected_rows} rejected rows "
+                                  f"(first: row {bad[0].row}: {bad[0].reason})")
+                return
+            if state.rejects is None:
+                state.rejects = open(state.rejects_tmp, "wb")  # noqa: SIM115 - closed at commit/fail
+            for b in bad:
+                state.rejects.write(orjson.dumps(b.as_json(state.job.label), default=str) + b"\n")
+        if result.table is not None:
+            try:
+                state.writer.write(result.table)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                self._fail(state, f"{state.job.label}: columns changed type between chunks: {exc}")
+                return
+            state.rows_out += result.table.num_rows
+        self.progress.rows(chunk.table.num_rows + len(chunk.bad))
+
+    def _fail(self, state: FileState, error: str) -> None:
+        log.error("file failed: %s", error)
+        self.failed.add(state.job.rel)
+        state.error = error
+        for f in (state.writer, state.rejects):
+            try:
+                if f is not None:
+                    f.close()
+            except Exception:  # noqa: BLE001 - closing a half-written temp file we are deleting anyway
+                pass
+        for p in (state.tmp, state.rejects_tmp):
+            p.unlink(missing_ok=True)
+        self._marker(state.job).unlink(missing_ok=True)
+        state.job.output.unlink(missing_ok=True)  # never leave a stale output of an earlier run
+        self.entries[state.job.rel] = self._entry(state, status="failed")
+        self.progress.file_done()
+
+    def _commit(self, state: FileState) -> None:
+        job = state.job
+        state.writer.close(empty_schema=None)
+        _fsync(state.tmp)
+        os.replace(state.tmp, job.output)
+        rejects_out = job.output.with_name(job.output.name + ".rejects.jsonl")
+        if state.rejects is not None:
+            state.rejects.close()
+            _fsync(state.rejects_tmp)
+            os.replace(state.rejects_tmp, rejects_out)
+        else:
+            rejects_out.unlink(missing_ok=True)
+        entry = self._entry(state, status="ok")
+        stat = job.source.stat()
+        marker = {"key": self.key, "input_fingerprint": [stat.st_size, stat.st_mtime_ns], "entry": entry}
+        marker_path = self._marker(job)
+        marker_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(marker_path, orjson.dumps(marker))
+        self.entries[job.rel] = entry
+        self.progress.file_done()
+
+    def _entry(self, state: FileState, *, status: str) -> dict[str, Any]:
+        job = state.job
+        entry: dict[str, Any] = {
+            "input": job.rel.as_posix(), "output": job.output.relative_to(self.out_root).as_posix(),
+            "status": status, "rows_in": state.rows_in, "rows_out": state.rows_out if status == "ok" else 0,
+            "rows_rejected": state.rejected, "seconds": round(time.perf_counter() - state.started, 3),
+        }
+        if status == "ok":
+            entry["sha256"] = _sha256(job.output)
+            entry["output_bytes"] = job.output.stat().st_size
+            if state.rejects is not None:
+                entry["rejects"] = entry["output"] + ".rejects.jsonl"
+        else:
+            entry["error"] = state.error
+        return entry
+
+    def _finish(self) -> int:
+        files = [self.entries[j.rel] for j in self.jobs if j.rel in self.entries]
+        totals = {k: sum(f[k] for f in files) for k in ("rows_in", "rows_out", "rows_rejected")}
+        totals["files"] = len(files)
+        totals["files_failed"] = sum(f["status"] == "failed" for f in files)
+        manifest = {
+            "scorer_version": __version__,
+            "bundle": {"name": self.scorer.bundle.name, "digest": f"sha256:{self.scorer.bundle.digest}"},
+            "settings": {k: v for k, v in asdict(self.settings).items()
+                         if k in ("input", "output", "output_format", "chunk_rows", "keep_columns", "bad_rows",
+                                  "max_rejected_rows", "workers")},
+            "files": files,
+            "totals": totals,
+        }
+        _write_atomic(self.out_root / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        if totals["files_failed"]:
+            log.error("%d of %d files failed; see manifest.json", totals["files_failed"], len(files))
+            return EXIT_FAILED
+        _write_atomic(self.out_root / "_SUCCESS", b"")
+        if totals["rows_rejected"]:
+            log.warning("all files committed; %d rows rejected (see *.rejects.jsonl)", totals["rows_rejected"])
+            return EXIT_REJECTED
+        log.info("all %d files committed: %d rows scored", len(files), totals["rows_out"])
+        return EXIT_OK
+
+
+def _with_lines(bad: list[BadRow], fmt: str, chunk: Chunk) -> list[BadRow]:
+    if fmt not in ("csv", "csv.gz"):
+        return bad
+    return [BadRow(row=b.row, reason=b.reason, line=b.row + 2, values=b.values) for b in bad]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.scorer-tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Progress:
+    """A progress line on a terminal; a log line every ~10 s otherwise."""
+
+    def __init__(self, files: int) -> None:
+        self.files_total = files
+        self.files_done = 0
+        self.rows_done = 0
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def rows(self, n: int) -> None:
+        self.rows_done += n
+        self._maybe_report()
+
+    def file_done(self) -> None:
+        self.files_done += 1
+        self._maybe_report(force=self.tty)
+
+    def _maybe_report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < (0.5 if self.tty else 10.0):
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.rows_done / elapsed
+        eta = ""
+        if 0 < self.files_done < self.files_total:
+            eta = f", ETA {elapsed / self.files_done * (self.files_total - self.files_done):.0f}s"
+        line = f"{self.files_done}/{self.files_total} files, {self.rows_done:,} rows, {rate:,.0f} rows/s{eta}"
+        if self.tty:
+            sys.stderr.write("\r" + line + " " * 8)
+            sys.stderr.flush()
+        else:
+            log.info("progress: %s", line)
+
+    def done(self) -> None:
+        if self.tty:
+            self._maybe_report(force=True)
+            sys.stderr.write("\n")
+
+
+def run_batch(settings: Settings) -> int:
+    """The whole command: plan and check, load the bundle, score, commit. Returns the exit code."""
+    try:
+        jobs = plan(settings)
+    except UsageError as exc:
+        print(f"scorer batch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        scorer = Scorer.load(settings.bundle, settings)
+    except ScorerError as exc:
+        print(f"scorer batch: bundle failed to load: {exc.message}", file=sys.stderr)
+        return EXIT_LOAD_FAILED
+    batch = BatchRun(settings, jobs, scorer)
+    try:
+        todo = batch.prepare_output()
+    except UsageError as exc:
+        print(f"scorer batch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return batch.run(todo)
