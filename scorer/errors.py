@@ -82,9 +82,10 @@ class UnsupportedMediaType(RequestError):
 class SchemaError(RequestError):
     code = "schema_error"
 
-    def __init__(self, message: str, *, columns: list[str] | None = None) -> None:
+    def __init__(self, message: str, *, columns: list[str] | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.columns = columns or []
+        self.detail = detail  # the problem without its row number, e.g. "'abc' (str) is not a number"
 
 
 class ModelError(ScorerError):

@@ -184,7 +184,9 @@ def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, fi
         return positions, [scorer.score(frame)], []
     except ScorerError as exc:
         if len(frame) == 1:
-            return positions[:0], [], [(int(positions[0]), exc.message)]
+            detail = getattr(exc, "detail", None)
+            reason = f"column {exc.columns[0]!r}: {detail}" if detail and getattr(exc, "columns", None) else exc.message
+            return positions[:0], [], [(int(positions[0]), reason)]
     mid = len(frame) // 2
     good_a, out_a, bad_a = _score_bisect(scorer, frame.iloc[:mid], positions[:mid], first_only)
     if bad_a and first_only:

@@ -102,6 +102,7 @@ def _bad(name: str, series: pd.Series, mask: np.ndarray, expected: str) -> Schem
     return SchemaError(
         f"column {name!r}: row {pos} has {value!r} ({type(value).__name__}), which is not a {expected}",
         columns=[name],
+        detail=f"{value!r} ({type(value).__name__}) is not a {expected}",
     )
 
 
