@@ -57,6 +57,10 @@ class Chunk:
     table: pa.Table
     rows: np.ndarray  # file row number of each row of ``table``
     bad: list[BadRow] = field(default_factory=list)  # malformed records met while reading this chunk
+    lines: np.ndarray | None = None  # 1-based physical line of each row, for text formats
+
+    def line_of(self, position: int) -> int | None:
+        return None if self.lines is None else int(self.lines[position])
 
 
 def detect_format(path: Path) -> str | None:
@@ -95,6 +99,7 @@ def read_chunks(path: Path, fmt: str, chunk_rows: int) -> Iterator[Chunk]:
 def _rechunk(pieces: Iterator[Chunk], chunk_rows: int) -> Iterator[Chunk]:
     tables: list[pa.Table] = []
     rows: list[np.ndarray] = []
+    lines: list[np.ndarray] | None = []
     bad: list[BadRow] = []
     held = 0
     for piece in pieces:
@@ -102,16 +107,47 @@ def _rechunk(pieces: Iterator[Chunk], chunk_rows: int) -> Iterator[Chunk]:
         if piece.table.num_rows:
             tables.append(piece.table)
             rows.append(piece.rows)
+            lines = None if lines is None or piece.lines is None else [*lines, piece.lines]
             held += piece.table.num_rows
         while held >= chunk_rows:
-            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            table = _concat(tables)
             all_rows = np.concatenate(rows)
-            yield Chunk(table.slice(0, chunk_rows), all_rows[:chunk_rows], bad)
+            all_lines = np.concatenate(lines) if lines else None
+            yield Chunk(table.slice(0, chunk_rows), all_rows[:chunk_rows], bad,
+                        None if all_lines is None else all_lines[:chunk_rows])
             tables, rows, bad = [table.slice(chunk_rows)], [all_rows[chunk_rows:]], []
+            lines = None if all_lines is None else [all_lines[chunk_rows:]]
             held -= chunk_rows
     if held or bad:
-        table = pa.concat_tables(tables) if len(tables) > 1 else (tables[0] if tables else pa.table({}))
-        yield Chunk(table, np.concatenate(rows) if rows else np.empty(0, dtype=np.int64), bad)
+        table = _concat(tables) if tables else pa.table({})
+        yield Chunk(table, np.concatenate(rows) if rows else np.empty(0, dtype=np.int64), bad,
+                    np.concatenate(lines) if lines else None)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """Pieces of one file may differ in inferred types (JSON Lines: null vs string, int vs double);
+    types that cannot be promoted (a string in a float column) make that column text everywhere."""
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        names = dict.fromkeys(n for t in tables for n in t.column_names)
+        conflicting = [n for n in names if len({t.schema.field(n).type for t in tables if n in t.column_names}) > 1]
+        return pa.concat_tables([_as_text(t, conflicting) for t in tables], promote_options="permissive")
+
+
+def _as_text(table: pa.Table, names: list[str]) -> pa.Table:
+    for name in names:
+        if name in table.column_names and not pa.types.is_string(table.schema.field(name).type):
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, _json_column_text(table.column(name).to_pylist()))
+    return table
+
+
+def _json_column_text(values: list[Any]) -> pa.Array:
+    # orjson writes floats in their shortest round-trip form: the text parses back to the same number
+    return pa.array([v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values], pa.string())
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -150,7 +186,7 @@ def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
             if bad:
                 lines = lines[~np.isin(lines, [b.line for b in bad])]
             next_line += total
-            yield Chunk(pa.Table.from_batches([batch]), lines - 2, bad)
+            yield Chunk(pa.Table.from_batches([batch]), lines - 2, bad, lines)
         if skipped:
             yield Chunk(pa.table({n: pa.array([], pa.string()) for n in names}), np.empty(0, dtype=np.int64), list(skipped))
 
@@ -180,6 +216,7 @@ def _read_arrow(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 def _read_jsonl(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     records: list[dict[str, Any]] = []
     rows: list[int] = []
+    lines: list[int] = []
     bad: list[BadRow] = []
     row = 0
     with open(path, "rb") as fh:
@@ -196,25 +233,25 @@ def _read_jsonl(path: Path, chunk_rows: int) -> Iterator[Chunk]:
             else:
                 records.append(record)
                 rows.append(row)
+                lines.append(lineno)
             row += 1
             if len(records) >= chunk_rows:
-                yield Chunk(_records_table(records), np.asarray(rows, dtype=np.int64), bad)
-                records, rows, bad = [], [], []
+                yield Chunk(_records_table(records), np.asarray(rows, dtype=np.int64), bad, np.asarray(lines))
+                records, rows, lines, bad = [], [], [], []
     if records or bad:
-        yield Chunk(_records_table(records), np.asarray(rows, dtype=np.int64), bad)
+        yield Chunk(_records_table(records), np.asarray(rows, dtype=np.int64), bad, np.asarray(lines, dtype=np.int64))
 
 
 def _records_table(records: list[dict[str, Any]]) -> pa.Table:
     names = list(dict.fromkeys(k for r in records for k in r))
-    columns = {n: [r.get(n) for r in records] for n in names}
-    try:
-        return pa.table(columns)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        # mixed types in a column (e.g. 1 and "x"): keep the values as Python objects via pandas
-        import pandas as pd
+    return pa.table({n: _json_column([r.get(n) for r in records]) for n in names})
 
-        return pa.Table.from_pandas(pd.DataFrame({n: pd.Series(v, dtype=object).astype(str).where(
-            pd.Series(v, dtype=object).notna(), None) for n, v in columns.items()}), preserve_index=False)
+
+def _json_column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _json_column_text(values)  # mixed types in one column (1 and "x"): that column, only, as text
 
 
 # --- writers --------------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
     frame = _model_frame(table, scorer)
     good, outputs, bad = _score_bisect(scorer, frame, np.arange(len(frame)), first_error_only)
     bad_rows = [BadRow(row=int(chunk.rows[p]), reason=reason, values=_row_values(table, p),
-                       line=None) for p, reason in bad]
+                       line=chunk.line_of(p)) for p, reason in bad]
     if not len(good):
         return ChunkResult(None, bad_rows)
     predictions = pd.concat(outputs, ignore_index=True) if len(outputs) > 1 else outputs[0]
@@ -373,7 +373,7 @@ class BatchRun:
 
     def _consume(self, state: FileState, payload: tuple[Chunk, ChunkResult]) -> None:
         chunk, result = payload
-        bad = sorted(chunk.bad + _with_lines(result.bad, state.job.in_fmt, chunk), key=lambda b: b.row)
+        bad = sorted(chunk.bad + result.bad, key=lambda b: b.row)
         state.rows_in += chunk.table.num_rows + len(chunk.bad)
         if bad and self.settings.bad_rows == "fail":
             first = bad[0]
@@ -417,10 +417,12 @@ class BatchRun:
         self.progress.file_done()
 
     def _commit(self, state: FileState) -> None:
+        """Temp file complete -> marker (describing it) -> rename into place. A final-named output
+        therefore always has its marker: a kill between the steps leaves either nothing final
+        (rescored on resume) or a committed file (skipped on resume)."""
         job = state.job
         state.writer.close(empty_schema=None)
         _fsync(state.tmp)
-        os.replace(state.tmp, job.output)
         rejects_out = job.output.with_name(job.output.name + ".rejects.jsonl")
         if state.rejects is not None:
             state.rejects.close()
@@ -428,25 +430,26 @@ class BatchRun:
             os.replace(state.rejects_tmp, rejects_out)
         else:
             rejects_out.unlink(missing_ok=True)
-        entry = self._entry(state, status="ok")
+        entry = self._entry(state, status="ok", written=state.tmp)
         stat = job.source.stat()
         marker = {"key": self.key, "input_fingerprint": [stat.st_size, stat.st_mtime_ns], "entry": entry}
         marker_path = self._marker(job)
         marker_path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(marker_path, orjson.dumps(marker))
+        os.replace(state.tmp, job.output)
         self.entries[job.rel] = entry
         self.progress.file_done()
 
-    def _entry(self, state: FileState, *, status: str) -> dict[str, Any]:
+    def _entry(self, state: FileState, *, status: str, written: Path | None = None) -> dict[str, Any]:
         job = state.job
         entry: dict[str, Any] = {
             "input": job.rel.as_posix(), "output": job.output.relative_to(self.out_root).as_posix(),
             "status": status, "rows_in": state.rows_in, "rows_out": state.rows_out if status == "ok" else 0,
             "rows_rejected": state.rejected, "seconds": round(time.perf_counter() - state.started, 3),
         }
-        if status == "ok":
-            entry["sha256"] = _sha256(job.output)
-            entry["output_bytes"] = job.output.stat().st_size
+        if written is not None:
+            entry["sha256"] = _sha256(written)
+            entry["output_bytes"] = written.stat().st_size
             if state.rejects is not None:
                 entry["rejects"] = entry["output"] + ".rejects.jsonl"
         else:
@@ -477,12 +480,6 @@ class BatchRun:
             return EXIT_REJECTED
         log.info("all %d files committed: %d rows scored", len(files), totals["rows_out"])
         return EXIT_OK
-
-
-def _with_lines(bad: list[BadRow], fmt: str, chunk: Chunk) -> list[BadRow]:
-    if fmt not in ("csv", "csv.gz"):
-        return bad
-    return [BadRow(row=b.row, reason=b.reason, line=b.row + 2, values=b.values) for b in bad]
 
 
 def _sha256(path: Path) -> str:
