@@ -58,6 +58,7 @@ class Chunk:
     rows: np.ndarray  # file row number of each row of ``table``
     bad: list[BadRow] = field(default_factory=list)  # malformed records met while reading this chunk
     lines: np.ndarray | None = None  # 1-based physical line of each row, for text formats
+    json_columns: frozenset[str] = frozenset()  # JSON Lines columns of mixed types, held as JSON text
 
     def line_of(self, position: int) -> int | None:
         return None if self.lines is None else int(self.lines[position])
@@ -96,6 +97,25 @@ def read_chunks(path: Path, fmt: str, chunk_rows: int) -> Iterator[Chunk]:
         raise ReadError(f"{path.name}: cannot be read as {fmt}: {exc}") from exc
 
 
+def input_schema(path: Path, fmt: str) -> pa.Schema:
+    """The columns of a file, without reading its rows (CSV columns are text, as read_chunks reads them)."""
+    try:
+        if fmt in ("csv", "csv.gz"):
+            return pa.schema([(n, pa.string()) for n in _csv_header(path)])
+        if fmt == "parquet":
+            return pq.read_schema(path)
+        if fmt == "arrow":
+            with pa.memory_map(str(path)) as source:
+                try:
+                    return pa.ipc.open_file(source).schema
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    return pa.ipc.open_stream(source).schema
+        return pa.schema([])  # JSON Lines: columns come from records; an empty file has none
+    except (pa.ArrowException, OSError) as exc:
+        raise ReadError(f"{path.name}: cannot be read as {fmt}: {exc}") from exc
+
+
 def _rechunk(pieces: Iterator[Chunk], chunk_rows: int) -> Iterator[Chunk]:
     tables: list[pa.Table] = []
     rows: list[np.ndarray] = []
@@ -105,7 +125,7 @@ def _rechunk(pieces: Iterator[Chunk], chunk_rows: int) -> Iterator[Chunk]:
     for piece in pieces:
         bad.extend(piece.bad)
         if piece.table.num_rows:
-            tables.append(piece.table)
+            tables.append(_as_json_text(piece.table, piece.json_columns))
             rows.append(piece.rows)
             lines = None if lines is None or piece.lines is None else [*lines, piece.lines]
             held += piece.table.num_rows
@@ -114,40 +134,68 @@ def _rechunk(pieces: Iterator[Chunk], chunk_rows: int) -> Iterator[Chunk]:
             all_rows = np.concatenate(rows)
             all_lines = np.concatenate(lines) if lines else None
             yield Chunk(table.slice(0, chunk_rows), all_rows[:chunk_rows], bad,
-                        None if all_lines is None else all_lines[:chunk_rows])
+                        None if all_lines is None else all_lines[:chunk_rows], _json_fields(table))
             tables, rows, bad = [table.slice(chunk_rows)], [all_rows[chunk_rows:]], []
             lines = None if all_lines is None else [all_lines[chunk_rows:]]
             held -= chunk_rows
     if held or bad:
         table = _concat(tables) if tables else pa.table({})
         yield Chunk(table, np.concatenate(rows) if rows else np.empty(0, dtype=np.int64), bad,
-                    np.concatenate(lines) if lines else None)
+                    np.concatenate(lines) if lines else None, _json_fields(table))
+
+
+_JSON_TEXT = {b"scorer.json_text": b"1"}
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
     """Pieces of one file may differ in inferred types (JSON Lines: null vs string, int vs double);
-    types that cannot be promoted (a string in a float column) make that column text everywhere."""
+    a column whose types cannot be promoted (a string in a float column) becomes JSON text everywhere."""
     if len(tables) == 1:
         return tables[0]
+    names = dict.fromkeys(n for t in tables for n in t.column_names)
+    json_names = {n for t in tables for n in _json_fields(t)}
+    conflicting = {n for n in names if len({t.schema.field(n).type for t in tables if n in t.column_names}) > 1}
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        if not json_names:
+            return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        names = dict.fromkeys(n for t in tables for n in t.column_names)
-        conflicting = [n for n in names if len({t.schema.field(n).type for t in tables if n in t.column_names}) > 1]
-        return pa.concat_tables([_as_text(t, conflicting) for t in tables], promote_options="permissive")
+        pass
+    to_text = frozenset(json_names | conflicting)
+    return pa.concat_tables([_as_json_text(t, to_text) for t in tables], promote_options="permissive")
 
 
-def _as_text(table: pa.Table, names: list[str]) -> pa.Table:
+def _json_fields(table: pa.Table) -> frozenset[str]:
+    return frozenset(f.name for f in table.schema if f.metadata and f.metadata.get(b"scorer.json_text"))
+
+
+def _as_json_text(table: pa.Table, names: frozenset[str]) -> pa.Table:
+    """Columns ``names`` as JSON text (strings quoted), marked so they can be decoded back exactly."""
     for name in names:
-        if name in table.column_names and not pa.types.is_string(table.schema.field(name).type):
+        if name in table.column_names and name not in _json_fields(table):
             i = table.schema.get_field_index(name)
-            table = table.set_column(i, name, _json_column_text(table.column(name).to_pylist()))
+            table = table.set_column(i, pa.field(name, pa.string(), metadata=_JSON_TEXT),
+                                     _json_text(table.column(name).to_pylist()))
     return table
 
 
-def _json_column_text(values: list[Any]) -> pa.Array:
-    # orjson writes floats in their shortest round-trip form: the text parses back to the same number
-    return pa.array([v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values], pa.string())
+def _json_text(values: list[Any]) -> pa.Array:
+    # orjson writes floats in their shortest round-trip form: the text parses back to the same value
+    return pa.array([None if v is None else orjson.dumps(v).decode() for v in values], pa.string())
+
+
+def decode_json_text(table: pa.Table) -> pa.Table:
+    """Columns held as JSON text back to typed columns (text only where the values still mix types)."""
+    for name in _json_fields(table):
+        i = table.schema.get_field_index(name)
+        texts = table.column(name).to_pylist()
+        values = orjson.loads("[" + ",".join("null" if t is None else t for t in texts) + "]")
+        try:
+            array = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            array = pa.array([v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values],
+                             pa.string())
+        table = table.set_column(i, name, array)
+    return table
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -244,14 +292,16 @@ def _read_jsonl(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 
 def _records_table(records: list[dict[str, Any]]) -> pa.Table:
     names = list(dict.fromkeys(k for r in records for k in r))
-    return pa.table({n: _json_column([r.get(n) for r in records]) for n in names})
-
-
-def _json_column(values: list[Any]) -> pa.Array:
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return _json_column_text(values)  # mixed types in one column (1 and "x"): that column, only, as text
+    fields, arrays = [], []
+    for name in names:
+        values = [r.get(name) for r in records]
+        try:
+            arrays.append(pa.array(values))
+            fields.append(pa.field(name, arrays[-1].type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in one column (1 and "x"): JSON text
+            arrays.append(_json_text(values))
+            fields.append(pa.field(name, pa.string(), metadata=_JSON_TEXT))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 # --- writers --------------------------------------------------------------------------------------
@@ -293,9 +343,9 @@ class Writer:
         else:
             raise ValueError(f"unknown output format {self.fmt!r}")
 
-    def close(self, empty_schema: pa.Schema | None = None) -> None:
-        if self.schema is None:  # no rows at all: still a valid (empty) file
-            self._open(empty_schema or pa.schema([]))
+    def close(self) -> None:
+        if self.schema is None:  # nothing written at all: still a valid (empty) file
+            self._open(pa.schema([]))
         if self._writer is not None:
             self._writer.close()
         if self._sink is not None:

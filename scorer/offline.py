@@ -44,7 +44,18 @@ import pyarrow.compute as pc
 from scorer._version import __version__
 from scorer.core import Scorer
 from scorer.errors import ScorerError
-from scorer.fileio import FORMATS, BadRow, Chunk, ReadError, Writer, detect_format, output_name, read_chunks
+from scorer.fileio import (
+    FORMATS,
+    BadRow,
+    Chunk,
+    ReadError,
+    Writer,
+    decode_json_text,
+    detect_format,
+    input_schema,
+    output_name,
+    read_chunks,
+)
 from scorer.settings import Settings
 
 log = logging.getLogger("scorer.batch")
@@ -107,6 +118,12 @@ def plan(settings: Settings) -> list[Job]:
         if output.resolve() == path or path.is_relative_to(out_root):
             raise UsageError(f"{path} is inside the output {out_root}: scoring would overwrite or mix with its input")
         jobs.append(Job(path, rel, in_fmt, out_fmt, output))
+    seen: dict[Path, Job] = {}
+    for job in jobs:
+        if job.output in seen:
+            raise UsageError(f"{seen[job.output].source} and {job.source} would both be written to {job.output}; "
+                             "rename one, or choose an --output-format that keeps them apart")
+        seen[job.output] = job
     return jobs
 
 
@@ -143,30 +160,48 @@ def _init_worker(bundle: str, settings: Settings) -> None:
 class ChunkResult:
     table: pa.Table | None  # scored rows: kept input columns, then predictions
     bad: list[BadRow] = field(default_factory=list)
+    error: str | None = None  # the whole chunk (so its file) cannot be scored
 
 
 def score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
+    try:
+        return _score_chunk(chunk, keep, first_error_only)
+    except KeepColumnsError as exc:
+        return ChunkResult(None, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported as this file's failure, with its class and message
+        return ChunkResult(None, error=f"unexpected {type(exc).__name__}: {exc}")
+
+
+class KeepColumnsError(ValueError):
+    pass
+
+
+def _score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
     scorer = _scorer
     assert scorer is not None, "worker not initialised"
     table = chunk.table
-    frame = _model_frame(table, scorer)
+    decoded = decode_json_text(table) if chunk.json_columns else table
+    frame = _model_frame(decoded, scorer, chunk.json_columns)
     good, outputs, bad = _score_bisect(scorer, frame, np.arange(len(frame)), first_error_only)
-    bad_rows = [BadRow(row=int(chunk.rows[p]), reason=reason, values=_row_values(table, p),
+    bad_rows = [BadRow(row=int(chunk.rows[p]), reason=reason, values=_row_values(decoded, p),
                        line=chunk.line_of(p)) for p, reason in bad]
     if not len(good):
         return ChunkResult(None, bad_rows)
     predictions = pd.concat(outputs, ignore_index=True) if len(outputs) > 1 else outputs[0]
     kept = table if len(good) == len(frame) else table.take(pa.array(good))
+    if chunk.json_columns:
+        kept = decode_json_text(kept)  # with the bad rows gone, numbers are numbers again
     return ChunkResult(_output_table(kept, predictions, keep), bad_rows)
 
 
-def _model_frame(table: pa.Table, scorer: Scorer) -> pd.DataFrame:
+def _model_frame(table: pa.Table, scorer: Scorer, json_columns: frozenset[str] = frozenset()) -> pd.DataFrame:
     """Text columns the schema wants as numbers are converted in Arrow (fast) where every value
     parses; anything else is left to the core's careful coercion, which names the bad rows."""
     if scorer.schema is not None:
         targets = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
         for name, kind in scorer.schema.columns.items():
-            if kind in targets and name in table.column_names and pa.types.is_string(table.schema.field(name).type):
+            if (kind in targets and name in table.column_names and name not in json_columns
+                    and pa.types.is_string(table.schema.field(name).type)):
                 try:
                     converted = pc.cast(table.column(name), targets[kind])
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -206,6 +241,9 @@ def _output_table(kept: pa.Table, predictions: pd.DataFrame, keep: str) -> pa.Ta
         columns = [c for c in kept.column_names if c not in predictions.columns]
     else:
         columns = [c.strip() for c in keep.split(",") if c.strip()]
+        missing = [c for c in columns if c not in kept.column_names]
+        if missing:
+            raise KeepColumnsError(f"--keep-columns names column(s) not in the input: {', '.join(missing)}")
     out = kept.select(columns)
     pred = pa.Table.from_pandas(predictions, preserve_index=False)
     for name in pred.column_names:
@@ -373,6 +411,9 @@ class BatchRun:
 
     def _consume(self, state: FileState, payload: tuple[Chunk, ChunkResult]) -> None:
         chunk, result = payload
+        if result.error is not None:
+            self._fail(state, f"{state.job.label}: {result.error}")
+            return
         bad = sorted(chunk.bad + result.bad, key=lambda b: b.row)
         state.rows_in += chunk.table.num_rows + len(chunk.bad)
         if bad and self.settings.bad_rows == "fail":
@@ -421,7 +462,17 @@ class BatchRun:
         therefore always has its marker: a kill between the steps leaves either nothing final
         (rescored on resume) or a committed file (skipped on resume)."""
         job = state.job
-        state.writer.close(empty_schema=None)
+        if state.writer.schema is None:  # no row was written: still give the file its columns
+            try:
+                empty = _output_table(input_schema(job.source, job.in_fmt).empty_table(),
+                                      pd.DataFrame({c: pd.Series([], dtype=object)
+                                                    for c in self.scorer.output_columns or ["prediction"]}),
+                                      self.settings.keep_columns)
+            except (KeepColumnsError, ReadError) as exc:
+                self._fail(state, f"{job.label}: {exc}")
+                return
+            state.writer.write(empty)
+        state.writer.close()
         _fsync(state.tmp)
         rejects_out = job.output.with_name(job.output.name + ".rejects.jsonl")
         if state.rejects is not None:

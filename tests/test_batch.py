@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -351,7 +352,8 @@ def test_predictions_bit_identical_to_post_predict(tmp_path: Path, example_bundl
     scorer = Scorer.load(bundle)
     maker = build_module.make_spam_frame if name == "spam" else build_module.make_tabular_frame
     frame = maker(40, 99)
-    for file in ("rows.csv", "rows.parquet", "rows.jsonl", "rows.arrow"):
+    files = ("rows-csv.csv", "rows-parquet.parquet", "rows-jsonl.jsonl", "rows-arrow.arrow")  # distinct outputs
+    for file in files:
         write_as(frame, tmp_path / "in" / file)
     posted = json.loads(codecs.json_predictions(scorer.score(frame)))["predictions"]
     columns = list(posted[0])
@@ -359,7 +361,7 @@ def test_predictions_bit_identical_to_post_predict(tmp_path: Path, example_bundl
         out = tmp_path / f"out-{fmt}"
         ok(run_batch(bundle, "--input", tmp_path / "in", "--output", out, "--output-format", fmt,
                      "--chunk-rows", 16, "--workers", 1, in_process=True))
-        for file in ("rows.csv", "rows.parquet", "rows.jsonl", "rows.arrow"):
+        for file in files:
             path = find_output(out, file, fmt)
             got = read_output(path)
             assert list(got.columns)[-len(columns):] == columns, f"{path.name}: {list(got.columns)}"
@@ -452,10 +454,34 @@ def process_group_alive(pgid: int) -> list[int]:
     return pids
 
 
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the whole process group (the command and its workers) and wait until none of it is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while process_group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_group_alive(proc.pid), "processes of the killed group are still running"
+
+
+def assert_no_partial_outputs(out: Path, what: str) -> None:
+    """Every non-hidden file (outside _scorer/) is a known output that reads back with all its rows."""
+    for rel in visible_files(out):
+        if Path(rel).name.startswith("."):
+            continue  # a temp file: hidden, never a final name
+        if rel in ("manifest.json", "_SUCCESS"):
+            continue
+        assert rel in KILL_FILES, f"{what}: unexpected non-hidden file {rel} ({listing(out)})"
+        got = read_output(out / rel)
+        assert len(got) == KILL_ROWS, f"{what}: {rel} under its final name has {len(got)} of {KILL_ROWS} rows"
+
+
 def test_kill_9_mid_run_never_leaves_partial_files_and_resume_is_byte_identical(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
-    """kill -9 of the whole process group (2 workers) once a file is committed: no final-named file is partial,
-    no _SUCCESS/manifest; re-running the same command skips the committed files (untouched) and exits 0; the
-    result is byte-identical, file for file, to an uninterrupted run into another directory."""
+    """kill -9 of the whole process group (2 workers) once a file is committed, then again at a random moment
+    of the resumed run: no final-named file is ever partial, no _SUCCESS/manifest before the end; the next run
+    skips committed files (untouched) and exits 0; the result is byte-identical, file for file, to an
+    uninterrupted run into another directory."""
     bundle = sum_bundle(delay=0.02)
     inp = tmp_path / "in"
     for i, name in enumerate(KILL_FILES):
@@ -463,12 +489,14 @@ def test_kill_9_mid_run_never_leaves_partial_files_and_resume_is_byte_identical(
     out, clean = tmp_path / "out", tmp_path / "clean"
     args = (bundle, "--input", inp, "--output", out, "--workers", 2, "--chunk-rows", 5000)
 
-    log_path = tmp_path / "killed.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(batch_cmd(*args), env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    # A file is committed once it is under its final name *and* its commit is recorded, which may come a moment
-    # later; so files seen 0.5 s before the kill must be skipped by the resume, later ones may be redone.
+    def start(log_name: str) -> subprocess.Popen[bytes]:
+        with open(tmp_path / log_name, "wb") as log:
+            return subprocess.Popen(batch_cmd(*args), env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    # 1. Kill once a file is under its final name. Its commit may be recorded a moment after the rename, so files
+    #    seen 0.5 s before the kill must be skipped later; files committed in the last moment may be redone.
+    proc = start("kill1.log")
     committed: list[str] = []
     first_seen = 0.0
     try:
@@ -478,42 +506,41 @@ def test_kill_9_mid_run_never_leaves_partial_files_and_resume_is_byte_identical(
                 committed = [n for n in KILL_FILES if (out / n).exists()]
                 first_seen = time.monotonic()
             elif time.monotonic() - first_seen > 0.5 and not (out / "_SUCCESS").exists():
-                os.killpg(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.01)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill_group(proc)
     assert proc.returncode == -signal.SIGKILL, (
-        f"the run ended (exit {proc.returncode}) before it could be killed mid-run:\n{log_path.read_text()}")
-    deadline = time.monotonic() + 10
-    while process_group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not process_group_alive(proc.pid), "processes of the killed group are still running"
-
+        f"the run ended (exit {proc.returncode}) before it could be killed mid-run:\n{(tmp_path / 'kill1.log').read_text()}")
     assert committed, "nothing was committed before the kill"
     assert not (out / "_SUCCESS").exists(), "_SUCCESS after a kill -9 mid-run"
     assert not (out / "manifest.json").exists(), "manifest.json before every file was committed"
     assert len([n for n in KILL_FILES if (out / n).exists()]) < len(KILL_FILES)
-    for rel in visible_files(out):
-        name = Path(rel).name
-        if name.startswith("."):
-            continue  # a temp file: hidden, never a final name
-        assert rel in KILL_FILES, f"unexpected non-hidden file after kill: {rel} ({listing(out)})"
-        got = read_output(out / rel)
-        assert len(got) == KILL_ROWS, f"{rel} under its final name has {len(got)} of {KILL_ROWS} rows"
+    assert_no_partial_outputs(out, "after the first kill")
     before = {n: (out / n).stat() for n in committed}
 
+    # 2. Resume, and kill that at a random moment (seeded) too.
+    proc = start("kill2.log")
+    try:
+        proc.wait(timeout=random.Random(20261121).uniform(1.5, 4.0))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        kill_group(proc)
+    if (out / "_SUCCESS").exists():  # only if the resume got to the end before the kill
+        assert (out / "manifest.json").exists() and all((out / n).exists() for n in KILL_FILES), listing(out)
+    assert_no_partial_outputs(out, "after the second kill")
+
+    # 3. Resume to the end.
     resumed = ok(run_batch(*args))
     for n, st in before.items():
         now = (out / n).stat()
         assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), f"{n} was rewritten on resume"
     assert re.search(r"skip", resumed.output, re.IGNORECASE), f"resume does not say it skipped files:\n{resumed.output}"
-
     leftovers = [p for p in visible_files(out) if Path(p).name.startswith(".")]
-    assert not leftovers, f"temp files of the killed run left in the output after resume: {leftovers}"
+    assert not leftovers, f"temp files of the killed runs left in the output after resume: {leftovers}"
 
+    # 4. An uninterrupted run into another directory gives the same bytes.
     ok(run_batch(bundle, "--input", inp, "--output", clean, "--workers", 2, "--chunk-rows", 5000))
     files = [p for p in visible_files(clean) if p != "manifest.json"]
     assert [p for p in visible_files(out) if p != "manifest.json"] == files, (
@@ -604,6 +631,7 @@ def assert_good_rows(path: Path, skip: set[int]) -> None:
     got = read_output(path)
     keep = [i for i in range(BAD_ROWS_PER_FILE) if i not in skip]
     assert_column_equal(as_list(got["id"]), keep, f"{path.name} [id]")
+    assert_column_equal(as_list(got["a"]), [good_row(i)[1] for i in keep], f"{path.name} [a]")
     assert_column_equal(as_list(got["sum"]), [good_row(i)[1] + good_row(i)[2] for i in keep], f"{path.name} [sum]")
 
 
@@ -724,6 +752,66 @@ def test_output_inside_input_is_refused(tmp_path: Path, sum_bundle, where: str) 
     assert result.stderr.strip(), "no message on stderr"
     assert {p: (inp / p).read_bytes() for p in listing(inp)} == before, listing(inp)
     assert not (inp / "out").exists()
+
+
+def test_output_beside_input_with_same_prefix_is_allowed(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
+    """'Inside the input' is a path relation, not a string prefix: --input in --output in-scored works."""
+    inp = small_input(tmp_path / "in")
+    ok(run_batch(sum_bundle(), "--input", inp, "--output", tmp_path / "in-scored", "--workers", 1, in_process=True))
+    assert len(read_output(tmp_path / "in-scored" / "rows.csv")) == 5
+
+
+def test_two_inputs_mapping_to_one_output_never_lose_data(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
+    """x.csv and x.jsonl both become x.parquet under --output-format parquet: the run refuses (exit 2, nothing
+    written) or keeps both outputs apart -- it never overwrites one with the other while reporting both ok."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_as(sum_frame(4, seed=1), inp / "x.csv")
+    write_as(sum_frame(6, seed=2), inp / "x.jsonl")
+    result = run_batch(sum_bundle(), "--input", inp, "--output", out, "--output-format", "parquet", "--workers", 1,
+                       in_process=True)
+    if result.code == 2:
+        assert "x.parquet" in result.stderr or "x.csv" in result.stderr, result.stderr
+        assert_nothing_written(out)
+        return
+    entries = manifest(out)["files"]
+    outputs = [e["output"] for e in entries]
+    assert len(set(outputs)) == len(outputs), f"two inputs written to the same output: {outputs} (exit {result.code})"
+    for e in entries:
+        assert digest_matches(e["sha256"], sha256(out / e["output"])), e
+
+
+@pytest.mark.parametrize("fmt", ["same", "parquet", "csv"])
+def test_zero_row_inputs_give_zero_row_outputs_with_columns(tmp_path: Path, example_bundles, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    """A header-only CSV and a zero-row Parquet file are committed as zero-row outputs that still carry the
+    columns (kept input columns + the bundle's declared output columns), so readers such as pandas accept them."""
+    bundle = example_bundles["spam"]
+    inp, out = tmp_path / "in", tmp_path / "out"
+    empty = pd.DataFrame({"feature1": pd.Series([], dtype=float), "feature2": pd.Series([], dtype=object),
+                          "feature3": pd.Series([], dtype=float)})
+    write_as(empty, inp / "e1.csv")
+    write_as(empty, inp / "e2.parquet")
+    ok(run_batch(bundle, "--input", inp, "--output", out, "--output-format", fmt, "--workers", 1, in_process=True))
+    columns = [*empty.columns, *Scorer.load(bundle).output_columns]
+    for name in ("e1.csv", "e2.parquet"):
+        path = find_output(out, name, fmt)
+        assert entry_for(out, name, inp)["rows_out"] == 0
+        got = read_output(path)
+        assert len(got) == 0 and list(got.columns) == columns, f"{path.name}: columns {list(got.columns)}"
+
+
+def test_keep_columns_naming_a_missing_column_is_reported(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
+    """--keep-columns with a column the input does not have is a clear error naming it (exit 2 with nothing
+    written, or the file fails with exit 5) -- not a traceback."""
+    out = tmp_path / "out"
+    result = run_batch(sum_bundle(), "--input", small_input(tmp_path / "in"), "--output", out,
+                       "--keep-columns", "id,nope", "--workers", 1)
+    assert result.code in (2, 5), f"exit {result.code}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "nope" in result.stderr, result.stderr
+    if result.code == 2:
+        assert_nothing_written(out)
+    else:
+        assert "nope" in str(entry_for(out, "rows.csv", tmp_path / "in").get("error"))
 
 
 def test_unreadable_input_file_is_refused(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
