@@ -37,6 +37,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from _harness import code_state, load_build_module  # noqa: E402 - scripts run by path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -48,32 +49,6 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def load_build() -> Any:
-    spec = importlib.util.spec_from_file_location("bundles_build", BUNDLES_DIR / "build.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def code_state() -> dict[str, Any]:
-    """git HEAD, uncommitted files under scorer/ and bundles/, a digest of scorer/*.py (the package is
-    installed editable: every run uses scorer/ as it is at that moment)."""
-    h = hashlib.sha256()
-    for f in sorted((REPO / "scorer").rglob("*.py")):
-        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
-
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"git_head": git("rev-parse", "--short", "HEAD"),
-            "uncommitted": git("status", "--porcelain", "--", "scorer", "bundles").splitlines(),
-            "scorer_py_sha256": h.hexdigest()[:16]}
 
 
 def busy_seconds() -> float:
@@ -404,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workers = [int(w) for w in args.workers.split(",") if w]
 
     started = time.perf_counter()
-    build = load_build()
+    build = load_build_module()
     tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:
         bundle = BUNDLES_DIR / "tabular"

@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from _harness import code_state, load_build_module  # noqa: E402 - scripts run by path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -141,17 +142,6 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def load_build_module():
-    path = BUNDLES_DIR / "build.py"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found: it provides the example bundles and their data generators")
-    spec = importlib.util.spec_from_file_location("bundles_build", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bundles_build"] = module  # dataclasses/pickle look modules up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def is_built(name: str, root: Path) -> bool:
     d = root / name
     if name == "tabular":
@@ -193,28 +183,6 @@ def http_request(port: int, method: str, path: str, body: bytes | None = None, t
         return resp.status, resp.read()
     finally:
         conn.close()
-
-
-def code_state() -> dict[str, Any]:
-    """What was measured: git HEAD, uncommitted changes under scorer/ and bundles/, a digest of scorer/*.py.
-
-    Other people may be editing scorer/ while this runs (the package is installed editable, so
-    every server start picks up the files as they are at that moment)."""
-    h = hashlib.sha256()
-    for f in sorted((REPO / "scorer").rglob("*.py")):
-        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
-
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "git_head": git("rev-parse", "--short", "HEAD"),
-        "uncommitted": git("status", "--porcelain", "--", "scorer", "bundles").splitlines(),
-        "scorer_py_sha256": h.hexdigest()[:16],
-    }
 
 
 def cpu_pinning_available() -> bool:
