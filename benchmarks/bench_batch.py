@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
-import importlib.util
 import json
 import os
 import platform

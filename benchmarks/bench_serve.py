@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as _dt
-import hashlib
 import http.client
-import importlib.util
 import json
 import os
 import platform

@@ -35,22 +35,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from scorer import chunks
 from scorer._version import __version__
 from scorer.core import Scorer
 from scorer.errors import ScorerError
 from scorer.fileio import (
     FORMATS,
-    BadRow,
     Chunk,
     ReadError,
     Writer,
-    decode_json_text,
     detect_format,
     input_schema,
     output_name,
@@ -143,112 +140,6 @@ def _walk(root: Path) -> list[Path]:
                 continue
             found.append(path)
     return found
-
-
-# --- scoring one chunk (in a worker process, or inline) -------------------------------------------
-
-_scorer: Scorer | None = None
-
-
-def _init_worker(bundle: str, settings: Settings) -> None:
-    global _scorer
-    logging.getLogger("scorer").setLevel(logging.WARNING)
-    _scorer = Scorer.load(bundle, settings)
-
-
-@dataclass
-class ChunkResult:
-    table: pa.Table | None  # scored rows: kept input columns, then predictions
-    bad: list[BadRow] = field(default_factory=list)
-    error: str | None = None  # the whole chunk (so its file) cannot be scored
-
-
-def score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
-    try:
-        return _score_chunk(chunk, keep, first_error_only)
-    except KeepColumnsError as exc:
-        return ChunkResult(None, error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - reported as this file's failure, with its class and message
-        return ChunkResult(None, error=f"unexpected {type(exc).__name__}: {exc}")
-
-
-class KeepColumnsError(ValueError):
-    pass
-
-
-def _score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
-    scorer = _scorer
-    assert scorer is not None, "worker not initialised"
-    table = chunk.table
-    decoded = decode_json_text(table) if chunk.json_columns else table
-    frame = _model_frame(decoded, scorer, chunk.json_columns)
-    good, outputs, bad = _score_bisect(scorer, frame, np.arange(len(frame)), first_error_only)
-    bad_rows = [BadRow(row=int(chunk.rows[p]), reason=reason, values=_row_values(decoded, p),
-                       line=chunk.line_of(p)) for p, reason in bad]
-    if not len(good):
-        return ChunkResult(None, bad_rows)
-    predictions = pd.concat(outputs, ignore_index=True) if len(outputs) > 1 else outputs[0]
-    kept = table if len(good) == len(frame) else table.take(pa.array(good))
-    if chunk.json_columns:
-        kept = decode_json_text(kept)  # with the bad rows gone, numbers are numbers again
-    return ChunkResult(_output_table(kept, predictions, keep), bad_rows)
-
-
-def _model_frame(table: pa.Table, scorer: Scorer, json_columns: frozenset[str] = frozenset()) -> pd.DataFrame:
-    """Text columns the schema wants as numbers are converted in Arrow (fast) where every value
-    parses; anything else is left to the core's careful coercion, which names the bad rows."""
-    if scorer.schema is not None:
-        targets = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
-        for name, kind in scorer.schema.columns.items():
-            if (kind in targets and name in table.column_names and name not in json_columns
-                    and pa.types.is_string(table.schema.field(name).type)):
-                try:
-                    converted = pc.cast(table.column(name), targets[kind])
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    continue
-                table = table.set_column(table.schema.get_field_index(name), name, converted)
-    return table.to_pandas()
-
-
-def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, first_only: bool,
-                  ) -> tuple[np.ndarray, list[pd.DataFrame], list[tuple[int, str]]]:
-    """Score ``frame``; if it fails, split it in halves until the failing rows are isolated."""
-    if len(frame) == 0:
-        return positions, [scorer.score(frame)] if frame.columns.size else [], []
-    try:
-        return positions, [scorer.score(frame)], []
-    except ScorerError as exc:
-        if len(frame) == 1:
-            detail = getattr(exc, "detail", None)
-            reason = f"column {exc.columns[0]!r}: {detail}" if detail and getattr(exc, "columns", None) else exc.message
-            return positions[:0], [], [(int(positions[0]), reason)]
-    mid = len(frame) // 2
-    good_a, out_a, bad_a = _score_bisect(scorer, frame.iloc[:mid], positions[:mid], first_only)
-    if bad_a and first_only:
-        return good_a, out_a, bad_a
-    good_b, out_b, bad_b = _score_bisect(scorer, frame.iloc[mid:], positions[mid:], first_only)
-    return np.concatenate([good_a, good_b]), out_a + out_b, bad_a + bad_b
-
-
-def _row_values(table: pa.Table, position: int) -> dict[str, Any]:
-    return {k: v[0] for k, v in table.slice(position, 1).to_pydict().items()}
-
-
-def _output_table(kept: pa.Table, predictions: pd.DataFrame, keep: str) -> pa.Table:
-    if keep == "none":
-        columns: list[str] = []
-    elif keep == "all":
-        columns = [c for c in kept.column_names if c not in predictions.columns]
-    else:
-        columns = [c.strip() for c in keep.split(",") if c.strip()]
-        missing = [c for c in columns if c not in kept.column_names]
-        if missing:
-            raise KeepColumnsError(f"--keep-columns names column(s) not in the input: {', '.join(missing)}")
-    out = kept.select(columns)
-    pred = pa.Table.from_pandas(predictions, preserve_index=False)
-    for name in pred.column_names:
-        out = out.append_column(name, pred.column(name))
-    return out
 
 
 # --- the job ----------------------------------------------------------------------------------------
@@ -356,17 +247,16 @@ class BatchRun:
         workers = self.settings.workers or len(os.sched_getaffinity(0))
         events = self._read_events(todo)
         if workers == 1:
-            global _scorer
-            _scorer = self.scorer
+            chunks.use(self.scorer)
             for job, event, payload in events:
                 if event == "chunk":
-                    payload = (payload, score_chunk(payload, keep, first_only))
+                    payload = (payload, chunks.score_chunk(payload, keep, first_only))
                 yield job, event, payload
             return
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // workers)))
         window = 2 * workers
         ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=chunks.init_worker,
                                                     initargs=(str(self.scorer.bundle.source), self.settings)) as pool:
             pending: collections.deque[tuple[Job, str, Any, Any]] = collections.deque()
             in_flight = 0
@@ -378,7 +268,7 @@ class BatchRun:
                     except StopIteration:
                         exhausted = True
                     else:
-                        future = pool.submit(score_chunk, payload, keep, first_only) if event == "chunk" else None
+                        future = pool.submit(chunks.score_chunk, payload, keep, first_only) if event == "chunk" else None
                         pending.append((job, event, payload, future))
                         in_flight += future is not None
                 # hand back, in order, everything at the head that is ready (or wait when the window is full)
@@ -409,7 +299,7 @@ class BatchRun:
         rejects_tmp = job.output.with_name(f".{job.output.name}.rejects.jsonl.scorer-tmp")
         return FileState(job, Writer(tmp, job.out_fmt), tmp, rejects_tmp)
 
-    def _consume(self, state: FileState, payload: tuple[Chunk, ChunkResult]) -> None:
+    def _consume(self, state: FileState, payload: tuple[Chunk, chunks.ChunkResult]) -> None:
         chunk, result = payload
         if result.error is not None:
             self._fail(state, f"{state.job.label}: {result.error}")
@@ -464,11 +354,11 @@ class BatchRun:
         job = state.job
         if state.writer.schema is None:  # no row was written: still give the file its columns
             try:
-                empty = _output_table(input_schema(job.source, job.in_fmt).empty_table(),
+                empty = chunks.output_table(input_schema(job.source, job.in_fmt).empty_table(),
                                       pd.DataFrame({c: pd.Series([], dtype=object)
                                                     for c in self.scorer.output_columns or ["prediction"]}),
                                       self.settings.keep_columns)
-            except (KeepColumnsError, ReadError) as exc:
+            except (chunks.KeepColumnsError, ReadError) as exc:
                 self._fail(state, f"{job.label}: {exc}")
                 return
             state.writer.write(empty)

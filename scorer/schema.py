@@ -149,8 +149,9 @@ def _coerce_column(name: str, s: pd.Series, kind: str) -> Any:
     if kind == "bool":
         if pd.api.types.is_bool_dtype(s) and not s.hasnans:
             return s.to_numpy(dtype=bool)
-        mapping = {True: True, False: False, 1: True, 0: False, "true": True, "false": False,
-                   "True": True, "False": False, "1": True, "0": False}
+        # 1 and 0 (and 1.0, 0.0) hash like True and False, so these keys cover them too
+        mapping = {True: True, False: False, "true": True, "false": False, "True": True, "False": False,
+                   "1": True, "0": False}
         values = s.astype(object)
         ok = values.map(lambda v: _hashable(v) and v in mapping).to_numpy(dtype=bool)
         if not ok.all():

@@ -10,7 +10,6 @@ batch`` processes, or ``scorer.cli.main`` in-process where only files and the ex
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json

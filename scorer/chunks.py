@@ -1,0 +1,133 @@
+"""Scoring one chunk of a file: what each ``scorer batch`` worker process runs.
+
+A worker loads the bundle once (:func:`init_worker`), then scores chunks with
+:func:`score_chunk`: model columns are converted in Arrow where every value parses, rows the
+schema or the model refuse are isolated by splitting the chunk in halves, and the kept input
+columns are joined with the prediction columns. Errors never escape: a chunk that cannot be
+scored at all comes back with ``error`` set, which fails its file and only its file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from scorer.core import Scorer
+from scorer.errors import ScorerError
+from scorer.fileio import BadRow, Chunk, decode_json_text
+from scorer.settings import Settings
+
+_scorer: Scorer | None = None
+
+
+def use(scorer: Scorer) -> None:
+    """Score chunks in this process with an already loaded scorer (``--workers 1``)."""
+    global _scorer
+    _scorer = scorer
+
+
+def init_worker(bundle: str, settings: Settings) -> None:
+    """ProcessPoolExecutor initializer: load the bundle once per worker process."""
+    logging.getLogger("scorer").setLevel(logging.WARNING)
+    use(Scorer.load(bundle, settings))
+
+
+@dataclass
+class ChunkResult:
+    table: pa.Table | None  # scored rows: kept input columns, then predictions
+    bad: list[BadRow] = field(default_factory=list)
+    error: str | None = None  # the whole chunk (so its file) cannot be scored
+
+
+def score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
+    try:
+        return _score_chunk(chunk, keep, first_error_only)
+    except KeepColumnsError as exc:
+        return ChunkResult(None, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported as this file's failure, with its class and message
+        return ChunkResult(None, error=f"unexpected {type(exc).__name__}: {exc}")
+
+
+class KeepColumnsError(ValueError):
+    pass
+
+
+def _score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
+    scorer = _scorer
+    assert scorer is not None, "worker not initialised"
+    table = chunk.table
+    decoded = decode_json_text(table) if chunk.json_columns else table
+    frame = _model_frame(decoded, scorer, chunk.json_columns)
+    good, outputs, bad = _score_bisect(scorer, frame, np.arange(len(frame)), first_error_only)
+    bad_rows = [BadRow(row=int(chunk.rows[p]), reason=reason, values=_row_values(decoded, p),
+                       line=chunk.line_of(p)) for p, reason in bad]
+    if not len(good):
+        return ChunkResult(None, bad_rows)
+    predictions = pd.concat(outputs, ignore_index=True) if len(outputs) > 1 else outputs[0]
+    kept = table if len(good) == len(frame) else table.take(pa.array(good))
+    if chunk.json_columns:
+        kept = decode_json_text(kept)  # with the bad rows gone, numbers are numbers again
+    return ChunkResult(output_table(kept, predictions, keep), bad_rows)
+
+
+def _model_frame(table: pa.Table, scorer: Scorer, json_columns: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Text columns the schema wants as numbers are converted in Arrow (fast) where every value
+    parses; anything else is left to the core's careful coercion, which names the bad rows."""
+    if scorer.schema is not None:
+        targets = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
+        for name, kind in scorer.schema.columns.items():
+            if (kind in targets and name in table.column_names and name not in json_columns
+                    and pa.types.is_string(table.schema.field(name).type)):
+                try:
+                    converted = pc.cast(table.column(name), targets[kind])
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    continue
+                table = table.set_column(table.schema.get_field_index(name), name, converted)
+    return table.to_pandas()
+
+
+def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, first_only: bool,
+                  ) -> tuple[np.ndarray, list[pd.DataFrame], list[tuple[int, str]]]:
+    """Score ``frame``; if it fails, split it in halves until the failing rows are isolated."""
+    if len(frame) == 0:
+        return positions, [scorer.score(frame)] if frame.columns.size else [], []
+    try:
+        return positions, [scorer.score(frame)], []
+    except ScorerError as exc:
+        if len(frame) == 1:
+            detail = getattr(exc, "detail", None)
+            reason = f"column {exc.columns[0]!r}: {detail}" if detail and getattr(exc, "columns", None) else exc.message
+            return positions[:0], [], [(int(positions[0]), reason)]
+    mid = len(frame) // 2
+    good_a, out_a, bad_a = _score_bisect(scorer, frame.iloc[:mid], positions[:mid], first_only)
+    if bad_a and first_only:
+        return good_a, out_a, bad_a
+    good_b, out_b, bad_b = _score_bisect(scorer, frame.iloc[mid:], positions[mid:], first_only)
+    return np.concatenate([good_a, good_b]), out_a + out_b, bad_a + bad_b
+
+
+def _row_values(table: pa.Table, position: int) -> dict[str, Any]:
+    return {k: v[0] for k, v in table.slice(position, 1).to_pydict().items()}
+
+
+def output_table(kept: pa.Table, predictions: pd.DataFrame, keep: str) -> pa.Table:
+    if keep == "none":
+        columns: list[str] = []
+    elif keep == "all":
+        columns = [c for c in kept.column_names if c not in predictions.columns]
+    else:
+        columns = [c.strip() for c in keep.split(",") if c.strip()]
+        missing = [c for c in columns if c not in kept.column_names]
+        if missing:
+            raise KeepColumnsError(f"--keep-columns names column(s) not in the input: {', '.join(missing)}")
+    out = kept.select(columns)
+    pred = pa.Table.from_pandas(predictions, preserve_index=False)
+    for name in pred.column_names:
+        out = out.append_column(name, pred.column(name))
+    return out
