@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -28,9 +29,20 @@ def _add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> No
             parser.add_argument(flag, dest=name, default=None, type=type(f.default), choices=f.metadata["choices"], help=help_text)
 
 
+# Where a bundle is looked for when none is named (argument or SCORER_BUNDLE) and /model is absent:
+# the SageMaker hosting contract's model directory, then the example embedded in the container image.
+FALLBACK_BUNDLES = ("/opt/ml/model", "/opt/scorer/example-bundle")
+
+
 def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
     overrides: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    return Settings.from_env(**overrides)
+    settings = Settings.from_env(**overrides)
+    default = dataclasses.fields(Settings)[0].default
+    if settings.bundle == default and not os.path.exists(default):
+        found = next((p for p in FALLBACK_BUNDLES if os.path.exists(p)), None)
+        if found is not None:
+            settings = dataclasses.replace(settings, bundle=found)
+    return settings
 
 
 _BATCH_ONLY = ("input", "output", "output_format", "chunk_rows", "keep_columns", "bad_rows", "max_rejected_rows",

@@ -1,0 +1,57 @@
+# The scorer image: `serve` (default, port 8080) or `batch`, for docker run, Kubernetes and
+# SageMaker-style hosts. Build anywhere with:
+#   docker build -t scorer:$(python3 -c 'import scorer; print(scorer.__version__)') \
+#     --build-arg VERSION=... --build-arg REVISION=$(git rev-parse HEAD) .
+# BASE_IMAGE is any Debian bookworm image (python3 3.11 comes from Debian's packages).
+# Behind a TLS-inspecting proxy, pass its CA bundle as a BuildKit secret:
+#   --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt
+ARG BASE_IMAGE=debian:bookworm-slim
+
+FROM ${BASE_IMAGE} AS runtime
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 ca-certificates tini \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
+
+FROM runtime AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+# Pinned, reproducible dependency set (docker/requirements.lock; see the README to update it).
+COPY docker/requirements.lock /tmp/requirements.lock
+RUN --mount=type=secret,id=cacert,required=false \
+    python3 -m venv /opt/scorer \
+ && if [ -f /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
+ && /opt/scorer/bin/pip install --no-cache-dir --disable-pip-version-check -q -r /tmp/requirements.lock
+COPY pyproject.toml README.md /src/
+COPY scorer /src/scorer
+RUN --mount=type=secret,id=cacert,required=false \
+    if [ -f /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
+ && /opt/scorer/bin/pip install --no-cache-dir --no-deps --disable-pip-version-check -q /src
+# The embedded example bundle (vendor layout), built deterministically by the repo's script.
+COPY bundles /src/bundles
+RUN /opt/scorer/bin/python /src/bundles/build.py --only spam --out /opt/scorer-example \
+ && find /opt/scorer /opt/scorer-example -name __pycache__ -prune -exec rm -rf {} +
+
+FROM runtime
+ARG VERSION=0.0.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="scorer" \
+      org.opencontainers.image.description="Model bundle scoring service: online (HTTP) and offline (files)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/scorer /opt/scorer
+COPY --from=build /opt/scorer-example/spam /opt/scorer/example-bundle
+RUN useradd --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin scorer
+ENV PATH=/opt/scorer/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    SCORER_HOST=0.0.0.0 \
+    SCORER_PORT=8080
+USER 10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/ping' % os.environ.get('SCORER_PORT', '8080'), timeout=2)"]
+# tini as PID 1 forwards SIGTERM to scorer (docker stop drains in-flight requests, then exits 0).
+ENTRYPOINT ["tini", "--", "scorer"]
+CMD ["serve"]

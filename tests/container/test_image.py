@@ -1,0 +1,185 @@
+"""The scorer image against a real Docker engine: serve (mounted bundle, embedded example, the
+SageMaker paths), batch over mounted directories, the hardened runtime, fail-fast requirements."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import requests
+from testcontainers.core.container import DockerContainer
+
+from .conftest import DOCKER, publish
+
+SPAM_ROW = {"feature1": 1.0, "feature2": "this is spam", "feature3": 2.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serving(image: str, port: int, *, command: str = "serve") -> DockerContainer:
+    """A container on the host network (it binds 0.0.0.0:<port>; we only talk to 127.0.0.1)."""
+    return (DockerContainer(image).with_kwargs(network_mode="host").with_env("SCORER_PORT", str(port))
+            .with_env("SCORER_LOG_FORMAT", "text").with_command(command))
+
+
+def wait_ready(container: DockerContainer, url: str, timeout: float = 90) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        container.reload()
+        if container.status == "exited":
+            raise AssertionError(f"container exited:\n{container.get_logs()}")
+        try:
+            if requests.get(url + "/ready", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not ready after {timeout}s")
+
+
+def logs(container: DockerContainer) -> str:
+    out, err = container.get_logs()
+    return (out + err).decode(errors="replace")
+
+
+def test_image_is_labelled_and_small(image: dict[str, object]) -> None:
+    """OCI labels carry the package version and source revision; the image is well under 1 GB."""
+    labels = json.loads(subprocess.run([DOCKER, "image", "inspect", "-f", "{{json .Config.Labels}}", str(image["name"])],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert labels["org.opencontainers.image.version"] == image["version"]
+    assert labels["org.opencontainers.image.revision"] == image["revision"]
+    assert int(image["size"]) < 1_000_000_000, image["size"]  # type: ignore[call-overload]
+
+
+def test_serve_mounted_bundle_predict_and_invocations(image: dict[str, object], example_bundles: dict[str, Path],
+                                                      public_dir: Path) -> None:
+    """A bundle mounted read-only at /model is served on the configured port: /ping, /predict and the
+    SageMaker /invocations path give the same predictions as the core in-process."""
+    from scorer import codecs
+    from scorer.core import Scorer
+
+    bundle = publish(example_bundles["tabular"], public_dir / "tabular")
+    sample = Scorer.load(bundle).bundle.manifest.sample_input
+    assert sample is not None
+    frame = pd.DataFrame(sample["data"], columns=sample["columns"])
+    expected = json.loads(codecs.json_predictions(Scorer.load(bundle).score(frame)))
+    port = free_port()
+    with serving(str(image["name"]), port).with_volume_mapping(str(bundle), "/model", "ro") as container:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(container, url)
+        assert requests.get(url + "/ping").status_code == 200
+        assert requests.get(url + "/metadata").json()["name"] == "tabular"
+        for path in ("/predict", "/invocations"):
+            response = requests.post(url + path, data=frame.to_json(orient="split"),
+                                     headers={"Content-Type": "application/json"})
+            assert response.status_code == 200, response.text
+            assert response.json() == expected
+
+
+def test_embedded_example_served_with_no_mount(image: dict[str, object]) -> None:
+    """With nothing mounted, the image serves its embedded example bundle (the vendor spam layout)."""
+    port = free_port()
+    with serving(str(image["name"]), port) as container:
+        url = f"http://127.0.0.1:{port}"
+        seconds = wait_ready(container, url)
+        print(f"cold start to /ready: {seconds:.2f}s")
+        response = requests.post(url + "/predict", json=SPAM_ROW)
+        assert response.json()["predictions"][0]["prediction"] == "spam"
+
+
+def test_sagemaker_model_dir_is_used(image: dict[str, object], sum_bundle, public_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A bundle at /opt/ml/model (SageMaker's contract) is served when /model is absent."""
+    bundle = publish(sum_bundle(), public_dir / "sum")
+    port = free_port()
+    with serving(str(image["name"]), port).with_volume_mapping(str(bundle), "/opt/ml/model", "ro") as container:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(container, url)
+        response = requests.post(url + "/invocations", data="a,b\n1,2\n", headers={"Content-Type": "text/csv"})
+        assert response.json()["predictions"][0]["sum"] == 3
+
+
+def test_hardened_runtime_non_root_read_only(image: dict[str, object]) -> None:
+    """--read-only (tmpfs /tmp), --cap-drop ALL, no-new-privileges: it runs as uid 10001 and serves."""
+    port = free_port()
+    container = (serving(str(image["name"]), port).with_tmpfs_mount("/tmp", "size=64m").with_kwargs(
+        network_mode="host", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"]))
+    with container:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(container, url)
+        code, out = container.exec(["id", "-u"])
+        assert code == 0 and out.decode().strip() == "10001"
+        assert requests.post(url + "/predict", json=SPAM_ROW).status_code == 200
+
+
+def test_docker_stop_exits_cleanly(image: dict[str, object]) -> None:
+    """docker stop (SIGTERM through tini) shuts the server down gracefully with exit code 0."""
+    port = free_port()
+    container = serving(str(image["name"]), port)
+    container.start()
+    try:
+        wait_ready(container, f"http://127.0.0.1:{port}")
+        wrapped = container.get_wrapped_container()
+        wrapped.stop(timeout=30)
+        wrapped.reload()
+        assert wrapped.attrs["State"]["ExitCode"] == 0, logs(container)
+    finally:
+        container.stop()
+
+
+def test_batch_mounted_directories(image: dict[str, object], sum_bundle, public_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """`batch --input /in --output /out` scores a mounted read-only directory into a mounted output
+    directory, with _SUCCESS and manifest.json, and exits 0."""
+    bundle = publish(sum_bundle(), public_dir / "sum")
+    inp = public_dir / "in"
+    (inp / "nested").mkdir(parents=True)
+    pd.DataFrame({"id": [1, 2, 3], "a": [1.0, 2.0, 3.0], "b": [0.5, 0.5, 0.5]}).to_csv(inp / "nested" / "x.csv", index=False)
+    for p in (inp, inp / "nested", inp / "nested" / "x.csv"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    out = public_dir / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    container = (DockerContainer(str(image["name"])).with_kwargs(network_mode="none")
+                 .with_volume_mapping(str(bundle), "/model", "ro").with_volume_mapping(str(inp), "/in", "ro")
+                 .with_volume_mapping(str(out), "/out", "rw").with_command("batch --input /in --output /out"))
+    container.start()
+    try:
+        result = container.get_wrapped_container().wait(timeout=120)
+        assert result["StatusCode"] == 0, logs(container)
+    finally:
+        container.stop()
+    scored = pd.read_csv(out / "nested" / "x.csv")
+    assert scored["sum"].tolist() == [1.5, 2.5, 3.5]
+    assert (out / "_SUCCESS").exists() and json.loads((out / "manifest.json").read_text())["totals"]["rows_out"] == 3
+
+
+def test_unmet_requirements_fail_fast_with_the_list(image: dict[str, object], bundle_factory, public_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A bundle whose requirements.txt the image does not satisfy exits 3 within seconds, listing each pin."""
+    bundle = publish(bundle_factory("needy", code=SUM_CODE, requirements="not-a-real-package-xyz>=1\nscikit-learn==0.0.1\n"),
+                     public_dir / "needy")
+    container = (DockerContainer(str(image["name"])).with_kwargs(network_mode="none")
+                 .with_volume_mapping(str(bundle), "/model", "ro").with_command("serve"))
+    container.start()
+    try:
+        result = container.get_wrapped_container().wait(timeout=60)
+        text = logs(container)
+    finally:
+        container.stop()
+    assert result["StatusCode"] == 3, text
+    assert "not-a-real-package-xyz>=1 (not installed)" in text and "scikit-learn==0.0.1 (installed" in text
+
+
+SUM_CODE = """
+    import scorer
+    class CustomPreprocessor(scorer.CustomPreprocessor):
+        def predict(self, df):
+            return df["a"] + df["b"]
+"""
+
