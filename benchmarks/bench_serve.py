@@ -196,33 +196,32 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
 
 
-def tree_rss_mib(pid: int) -> float | None:
-    """RSS of a process and all its descendants (Linux /proc), in MiB."""
-
-    def children(p: int) -> list[int]:
-        out: list[int] = []
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants (Linux /proc), each once."""
+    found, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        if p in found:
+            continue
+        found.append(p)
         try:
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
-                    out += [int(c) for c in f.read().split()]
+                    stack += [int(c) for c in f.read().split()]
         except OSError:
-            pass
-        return out
-
-    total_kib, stack, seen = 0, [pid], set()
-    while stack:
-        p = stack.pop()
-        if p in seen:
             continue
-        seen.add(p)
+    return found
+
+
+def tree_rss_mib(pid: int) -> float | None:
+    """RSS of a process and all its descendants, in MiB."""
+    total_kib = 0
+    for p in tree_pids(pid):
         try:
             with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total_kib += int(line.split()[1])
+                total_kib += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
         except OSError:
             continue
-        stack += children(p)
     return round(total_kib / 1024, 1) if total_kib else None
 
 
@@ -250,19 +249,12 @@ def tree_cpu_s(pid: int | None) -> float:
     """utime+stime of a process tree (all threads), in seconds."""
     if pid is None:
         return 0.0
-    total, stack, seen = 0.0, [pid], set()
-    while stack:
-        p = stack.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    total = 0.0
+    for p in tree_pids(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    stack += [int(c) for c in f.read().split()]
         except (OSError, IndexError, ValueError):
             continue
     return total
