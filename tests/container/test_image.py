@@ -183,3 +183,40 @@ SUM_CODE = """
             return df["a"] + df["b"]
 """
 
+
+
+SLOW_CODE = """
+    import time
+    import scorer
+    class CustomPreprocessor(scorer.CustomPreprocessor):
+        def predict(self, df):
+            time.sleep(1.0)
+            return df["a"] + df["b"]
+"""
+
+
+def test_docker_stop_with_requests_in_flight_loses_none(image: dict[str, object], bundle_factory,  # type: ignore[no-untyped-def]
+                                                        public_dir: Path) -> None:
+    """docker stop while 16 requests are in flight (one is in the model, the rest queued behind it):
+    every accepted request is answered correctly, then the container exits 0."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bundle = publish(bundle_factory("slow", code=SLOW_CODE), public_dir / "slow")
+    port = free_port()
+    container = serving(str(image["name"]), port).with_volume_mapping(str(bundle), "/model", "ro")
+    container.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(container, url)
+        with ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(requests.post, url + "/predict", json={"a": i, "b": 1}, timeout=60) for i in range(16)]
+            time.sleep(0.5)  # all 16 accepted; the first batch is inside the model
+            wrapped = container.get_wrapped_container()
+            wrapped.stop(timeout=30)
+            responses = [f.result() for f in futures]
+        assert [r.status_code for r in responses] == [200] * 16, [r.text for r in responses]
+        assert [r.json()["predictions"][0] for r in responses] == [i + 1 for i in range(16)]
+        wrapped.reload()
+        assert wrapped.attrs["State"]["ExitCode"] == 0, logs(container)
+    finally:
+        container.stop()
