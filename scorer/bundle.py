@@ -150,10 +150,16 @@ def content_digest(root: Path) -> str:
         rel = p.relative_to(root).as_posix().encode()
         h.update(len(rel).to_bytes(8, "big") + rel)
         h.update(p.stat().st_size.to_bytes(8, "big"))
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        hash_file(h, p)
     return h.hexdigest()
+
+
+def hash_file(h: hashlib._Hash, path: Path) -> hashlib._Hash:
+    """Feed a file's bytes into ``h`` in 1 MiB blocks (never the whole file in memory)."""
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h
 
 
 def _extract_zip(source: Path, workdir: Path | None) -> Path:

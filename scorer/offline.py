@@ -40,7 +40,9 @@ import pandas as pd
 import pyarrow as pa
 
 from scorer import chunks
+from scorer._cpu import cores, share_openmp
 from scorer._version import __version__
+from scorer.bundle import hash_file
 from scorer.core import Scorer
 from scorer.errors import ScorerError
 from scorer.fileio import (
@@ -244,7 +246,7 @@ class BatchRun:
 
     def _pipeline(self, todo: list[Job], keep: str, first_only: bool) -> Iterator[tuple[Job, str, Any]]:
         """Events in input order; chunk events carry their scored result. At most ``window`` chunks in flight."""
-        workers = self.settings.workers or len(os.sched_getaffinity(0))
+        workers = self.settings.workers or cores()
         events = self._read_events(todo)
         if workers == 1:
             chunks.use(self.scorer)
@@ -253,7 +255,7 @@ class BatchRun:
                     payload = (payload, chunks.score_chunk(payload, keep, first_only))
                 yield job, event, payload
             return
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // workers)))
+        share_openmp(workers)
         window = 2 * workers
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=chunks.init_worker,
@@ -389,7 +391,7 @@ class BatchRun:
             "rows_rejected": state.rejected, "seconds": round(time.perf_counter() - state.started, 3),
         }
         if written is not None:
-            entry["sha256"] = _sha256(written)
+            entry["sha256"] = hash_file(hashlib.sha256(), written).hexdigest()
             entry["output_bytes"] = written.stat().st_size
             if state.rejects is not None:
                 entry["rejects"] = entry["output"] + ".rejects.jsonl"
@@ -421,14 +423,6 @@ class BatchRun:
             return EXIT_REJECTED
         log.info("all %d files committed: %d rows scored", len(files), totals["rows_out"])
         return EXIT_OK
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync(path: Path) -> None:

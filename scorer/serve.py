@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from scorer._cpu import share_openmp
 from scorer._logging import configure
 from scorer.core import Scorer
 from scorer.errors import ScorerError
@@ -119,11 +120,7 @@ def serve(settings: Settings) -> int:
     sock.bind((settings.host, settings.port))
     sock.listen(2048)
     sock.set_inheritable(True)
-    # N workers each running an OpenMP model (HistGradientBoosting, LightGBM, ...) with one thread per
-    # core oversubscribe the CPU: measured here, 2 workers halved 1-connection throughput. Give each
-    # worker its share of the cores unless the operator chose otherwise.
-    cores = len(os.sched_getaffinity(0))  # respects taskset / cpusets, unlike os.cpu_count()
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // settings.workers)))
+    share_openmp(settings.workers)
     ctx = multiprocessing.get_context("spawn")
     # Worker 0 answers at once (health while loading); the others load in parallel and join
     # once both they and worker 0 are ready.
