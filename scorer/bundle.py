@@ -1,4 +1,4 @@
-"""Locating a bundle on disk: folder or .zip, content digest, manifest, requirements.
+"""Locating a bundle on disk: folder or .zip, content digest, manifest.
 
 Nothing in this module imports bundle code or unpickles anything: it is safe to run on an
 untrusted bundle, and it runs before the operator-pinned digest is checked.
@@ -13,14 +13,12 @@ import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
-from packaging.requirements import InvalidRequirement, Requirement
 
-from scorer.errors import BundleLayoutError, BundleNotFound, DigestMismatch, RequirementsError
+from scorer.errors import BundleLayoutError, BundleNotFound, DigestMismatch
 
 log = logging.getLogger("scorer.bundle")
 
@@ -179,37 +177,3 @@ def _extract_zip(source: Path, workdir: Path | None) -> Path:
     if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in ("artifacts", "code"):
         return entries[0]
     return dest
-
-
-def check_requirements(bundle: Bundle) -> None:
-    """Every pin in requirements.txt must be met by the running environment; list all that are not."""
-    req_file = bundle.root / "requirements.txt"
-    if not req_file.is_file():
-        return
-    unmet: list[str] = []
-    for lineno, line in enumerate(req_file.read_text().splitlines(), 1):
-        line = line.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("-"):
-            log.warning("requirements.txt:%d: option line ignored: %s", lineno, line)
-            continue
-        try:
-            req = Requirement(line)
-        except InvalidRequirement as exc:
-            raise RequirementsError(f"{req_file}:{lineno}: cannot parse {line!r}: {exc}") from None
-        if req.marker is not None and not req.marker.evaluate():
-            continue
-        if req.url:
-            log.warning("requirements.txt:%d: URL requirement cannot be checked: %s", lineno, line)
-        try:
-            installed = metadata.version(req.name)
-        except metadata.PackageNotFoundError:
-            unmet.append(f"{req} (not installed)")
-            continue
-        if req.specifier and not req.specifier.contains(installed, prereleases=True):
-            unmet.append(f"{req} (installed {installed})")
-    if unmet:
-        raise RequirementsError(
-            f"{req_file}: {len(unmet)} requirement(s) not met by this environment: " + "; ".join(unmet)
-        )

@@ -16,10 +16,11 @@ from typing import Any
 import pandas as pd
 
 from scorer._version import __version__
-from scorer.bundle import Bundle, check_requirements, open_bundle
+from scorer.bundle import Bundle, open_bundle
 from scorer.errors import BundleCodeError, BundleLayoutError, ModelError, ScorerError
 from scorer.model import load_model, to_frame
 from scorer.preprocessor import CustomPreprocessor
+from scorer.requirements import check_requirements, ensure_requirements
 from scorer.schema import Schema
 from scorer.settings import Settings
 from scorer.table import Table
@@ -42,7 +43,9 @@ class Scorer:
         settings = settings or Settings()
         started = time.perf_counter()
         bundle = open_bundle(source, expected_digest=settings.bundle_digest)
-        if settings.check_requirements:
+        if settings.install_requirements:
+            ensure_requirements(bundle, settings.requirements_cache)
+        elif settings.check_requirements:
             check_requirements(bundle)
         model = load_model(bundle)
         columns = bundle.manifest.input_schema or getattr(model, "input_schema", None)

@@ -12,7 +12,9 @@ The bundle loads in a background thread after start-up, so the port answers (and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -205,6 +207,28 @@ _ROUTES = [
 _KNOWN_PATHS = {r.path for r in _ROUTES}
 
 
+async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a daemon thread: unlike ``asyncio.to_thread``, shutting down does not wait
+    for it, so a stop during a long bundle load is prompt (the load is abandoned)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if not future.done():
+            future.set_exception(exc) if exc is not None else future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, exc = fn(*args), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            result, exc = None, e
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(settle, result, exc)
+
+    threading.Thread(target=work, name="scorer-load", daemon=True).start()
+    return await future
+
+
 def create_app(
     settings: Settings,
     *,
@@ -227,7 +251,7 @@ def create_app(
 
     async def load_in_background() -> None:
         try:
-            loaded = await asyncio.to_thread(Scorer.load, settings.bundle, settings)
+            loaded = await _in_daemon_thread(Scorer.load, settings.bundle, settings)
         except Exception as exc:
             state.load_error = exc
             message = exc.message if isinstance(exc, ScorerError) else f"{type(exc).__name__}: {exc}"
@@ -249,6 +273,7 @@ def create_app(
         finally:
             state.metrics.ready.set(0)
             if loader is not None and not loader.done():
+                log.warning("shutting down while the bundle is still loading: the load is abandoned")
                 loader.cancel()
             if state.batcher is not None:
                 await state.batcher.stop()

@@ -42,6 +42,12 @@ class Settings:
         "drop", "What to do with input columns not in the schema.", choices=("drop", "reject")
     )
     check_requirements: bool = _setting(True, "Check the bundle's requirements.txt at load time.")
+    install_requirements: bool = _setting(
+        False, "Install the bundle's unmet requirements at load time with pip (needs a reachable package index)."
+    )
+    requirements_cache: str = _setting(
+        "", "Writable directory for install_requirements (reused across restarts). Empty: <tmp>/scorer-requirements."
+    )
     bundle_digest: str = _setting(
         "", "Expected sha256 content digest of the bundle, checked before any code or pickle is loaded."
     )

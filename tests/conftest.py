@@ -183,3 +183,53 @@ def live_server(tmp_path: Path) -> Callable[..., contextlib.AbstractContextManag
         return run_server(bundle, *args, log_dir=tmp_path, **kwargs)
 
     return start
+
+
+def write_wheel(directory: Path, name: str, version: str, *, code: str = "", requires: tuple[str, ...] = ()) -> Path:
+    """A real, installable pure-Python wheel (``import <name with _>`` runs ``code``), made without
+    network or build backend: pip's offline tests need packages that exist nowhere else."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    files = {
+        f"{dist}/__init__.py": textwrap.dedent(code),
+        f"{info}/METADATA": "Metadata-Version: 2.1\n" f"Name: {name}\nVersion: {version}\n"
+                            + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: scorer-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = directory / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture
+def make_wheel() -> Callable[..., Path]:
+    """:func:`write_wheel` for tests in other directories."""
+    return write_wheel
+
+
+@pytest.fixture
+def wheelhouse(tmp_path: Path) -> Path:
+    """A local package index (pip --find-links) holding packages this environment does not have:
+    scorer-test-extra 1.0 (needs scorer-test-dep and packaging), scorer-test-dep 1.0, a copy of the
+    installed packaging, and scorer-test-greedy 1.0 (needs a packaging that does not exist)."""
+    from importlib import metadata
+
+    house = tmp_path / "wheelhouse"
+    write_wheel(house, "scorer-test-extra", "1.0", code="from scorer_test_dep import BASE\nVALUE = BASE + 42\n",
+                requires=("scorer-test-dep>=1", "packaging"))
+    write_wheel(house, "scorer-test-dep", "1.0", code="BASE = 1000\n")
+    write_wheel(house, "packaging", metadata.version("packaging"), code="")
+    write_wheel(house, "scorer-test-greedy", "1.0", requires=("packaging>=999",))
+    return house

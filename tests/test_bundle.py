@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scorer.bundle import check_requirements, open_bundle
+from scorer.bundle import open_bundle
 from scorer.core import Scorer
 from scorer.errors import (
     BundleLayoutError,
@@ -18,6 +18,7 @@ from scorer.errors import (
     RequirementsError,
     ScorerError,
 )
+from scorer.requirements import check_requirements
 from scorer.settings import Settings
 
 

@@ -220,3 +220,165 @@ def test_docker_stop_with_requests_in_flight_loses_none(image: dict[str, object]
         assert wrapped.attrs["State"]["ExitCode"] == 0, logs(container)
     finally:
         container.stop()
+
+
+SLOW_LOAD_CODE = """
+    import time
+    import scorer
+    class CustomPreprocessor(scorer.CustomPreprocessor):
+        def load(self, artifacts_dir):
+            time.sleep(8)
+        def predict(self, df):
+            return df["a"] + df["b"]
+"""
+
+
+def test_docker_stop_while_loading_exits_promptly(image: dict[str, object], bundle_factory,  # type: ignore[no-untyped-def]
+                                                  public_dir: Path) -> None:
+    """While the bundle loads, the port already answers: /health 200, /ready 503, /predict 503 with
+    Retry-After (not accepted, so nothing can be lost). docker stop then ends the container with exit 0
+    well inside the grace period, without waiting for the load to finish or being killed."""
+    bundle = publish(bundle_factory("slowload", code=SLOW_LOAD_CODE), public_dir / "slowload")
+    port = free_port()
+    container = serving(str(image["name"]), port).with_volume_mapping(str(bundle), "/model", "ro")
+    container.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = requests.get(url + "/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, logs(container)
+                time.sleep(0.1)
+        assert health.status_code == 200
+        assert requests.get(url + "/ready").status_code == 503
+        early = requests.post(url + "/predict", json={"a": 1, "b": 2})
+        assert early.status_code == 503 and "Retry-After" in early.headers, early.text
+        wrapped = container.get_wrapped_container()
+        started = time.monotonic()
+        wrapped.stop(timeout=30)
+        seconds = time.monotonic() - started
+        wrapped.reload()
+        print(f"docker stop during load: exit {wrapped.attrs['State']['ExitCode']} after {seconds:.2f}s")
+        assert wrapped.attrs["State"]["ExitCode"] == 0, logs(container)
+        assert seconds < 5, seconds  # neither waiting for the 8 s load nor for the 30 s grace period and SIGKILL
+    finally:
+        container.stop()
+
+
+def test_zip_bundle_mounted_read_only(image: dict[str, object], sum_bundle, public_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A .zip bundle mounted at /model is extracted to the tmpfs and served under --read-only."""
+    import shutil
+
+    bundle = sum_bundle()
+    archive = Path(shutil.make_archive(str(public_dir / "sum"), "zip", root_dir=bundle))
+    archive.chmod(0o644)
+    port = free_port()
+    container = (serving(str(image["name"]), port).with_volume_mapping(str(archive), "/model", "ro")
+                 .with_tmpfs_mount("/tmp", "size=64m")
+                 .with_kwargs(network_mode="host", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"]))
+    with container:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(container, url)
+        assert requests.get(url + "/metadata").json()["digest"].startswith("sha256:")
+        response = requests.post(url + "/predict", json={"a": [1, 2], "b": [10, 20]})
+        assert response.status_code == 200, response.text
+        assert [p["sum"] for p in response.json()["predictions"]] == [11, 22]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_sagemaker_hosting_contract(image: dict[str, object], sum_bundle, public_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """As SageMaker runs it: `docker run IMAGE serve` with its environment, the model at /opt/ml/model,
+    port 8080 (the image default; a free port only if 8080 is taken on this machine), GET /ping and
+    POST /invocations with CSV in and CSV or JSON out, as a SageMaker client sends them."""
+    bundle = publish(sum_bundle(), public_dir / "sum")
+    container = (DockerContainer(str(image["name"])).with_kwargs(network_mode="host").with_command("serve")
+                 .with_volume_mapping(str(bundle), "/opt/ml/model", "ro")
+                 .with_env("SAGEMAKER_CONTAINER_LOG_LEVEL", "20").with_env("SAGEMAKER_REGION", "local")
+                 .with_env("SAGEMAKER_PROGRAM", "").with_env("SAGEMAKER_SUBMIT_DIRECTORY", "/opt/ml/model/code")
+                 .with_env("SAGEMAKER_MODEL_SERVER_TIMEOUT", "60").with_env("SAGEMAKER_BIND_TO_PORT", "8080"))
+    port = 8080
+    if not _port_free(port):
+        port = free_port()
+        container = container.with_env("SCORER_PORT", str(port))
+    with container:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(container, url)
+        ping = requests.get(url + "/ping", timeout=2)
+        assert ping.status_code == 200
+        headers = {"Content-Type": "text/csv", "Accept": "text/csv",
+                   "X-Amzn-SageMaker-Custom-Attributes": "trace=1"}
+        response = requests.post(url + "/invocations", data="a,b\n1,2\n3,4\n", headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/csv")
+        assert response.text.splitlines() == ["sum,rows_in_call", "3.0,2", "7.0,2"]
+        response = requests.post(url + "/invocations", data="a,b\n1,2\n", headers={"Content-Type": "text/csv",
+                                                                                      "Accept": "application/json"})
+        assert response.json()["predictions"][0]["sum"] == 3
+
+
+EXTRA_CODE = """
+    import scorer
+    import scorer_test_extra
+    class CustomPreprocessor(scorer.CustomPreprocessor):
+        def predict(self, df):
+            return (df["a"] + scorer_test_extra.VALUE).rename("prediction")
+"""
+
+
+def test_install_requirements_at_start(image: dict[str, object], bundle_factory, make_wheel,  # type: ignore[no-untyped-def]
+                                       public_dir: Path) -> None:
+    """Opt-in: with SCORER_INSTALL_REQUIREMENTS=true a read-only container installs the bundle's missing
+    requirement (and its missing dependency) from the operator's index (here a mounted wheelhouse)
+    into the tmpfs before loading, and serves with it. With no reachable index (network none, pip's
+    default index) it exits 3 with pip's error and a hint about the index."""
+    wheels = public_dir / "wheels"
+    make_wheel(wheels, "scorer-test-extra", "1.0", code="from scorer_test_dep import BASE\nVALUE = BASE + 42\n",
+               requires=("scorer-test-dep>=1",))
+    make_wheel(wheels, "scorer-test-dep", "1.0", code="BASE = 1000\n")
+    bundle = publish(bundle_factory("needs-extra", code=EXTRA_CODE, requirements="scorer-test-extra==1.0\n",
+                                    manifest={"input_schema": {"a": "float"}}), public_dir / "needs-extra")
+    publish_tree = [wheels, *wheels.iterdir()]
+    for p in publish_tree:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    port = free_port()
+    container = (serving(str(image["name"]), port).with_volume_mapping(str(bundle), "/model", "ro")
+                 .with_volume_mapping(str(wheels), "/wheels", "ro").with_tmpfs_mount("/tmp", "size=64m")
+                 .with_env("SCORER_INSTALL_REQUIREMENTS", "true").with_env("PIP_NO_INDEX", "1")
+                 .with_env("PIP_FIND_LINKS", "/wheels")
+                 .with_kwargs(network_mode="host", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"]))
+    with container:
+        url = f"http://127.0.0.1:{port}"
+        seconds = wait_ready(container, url)
+        print(f"install at start + load: ready in {seconds:.2f}s")
+        response = requests.post(url + "/predict", json={"a": [1, 2]})
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == [1043, 1044]
+        assert "installing 1 missing requirement(s)" in logs(container)
+
+    offline = (DockerContainer(str(image["name"])).with_kwargs(network_mode="none", read_only=True)
+               .with_tmpfs_mount("/tmp", "size=64m").with_volume_mapping(str(bundle), "/model", "ro")
+               .with_env("SCORER_INSTALL_REQUIREMENTS", "true").with_env("SCORER_LOG_FORMAT", "text")
+               .with_command("serve"))
+    offline.start()
+    try:
+        started = time.monotonic()
+        result = offline.get_wrapped_container().wait(timeout=180)
+        seconds = time.monotonic() - started
+        text = logs(offline)
+    finally:
+        offline.stop()
+    print(f"install with no reachable index: exit {result['StatusCode']} after {seconds:.1f}s")
+    assert result["StatusCode"] == 3, text
+    assert "could not install the missing requirement(s) scorer-test-extra==1.0" in text
+    assert "package index reachable" in text
