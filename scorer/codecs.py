@@ -156,7 +156,7 @@ def _from_rows(names: list[Any], rows: list[Any]) -> Table:
     if len(set(keys)) != len(keys):
         raise MalformedBody(f"duplicate column names: {sorted({k for k in keys if keys.count(k) > 1})}")
     transposed = list(zip(*rows, strict=True)) if rows else [() for _ in keys]
-    return Table({k: list(col) for k, col in zip(keys, transposed, strict=True)}, len(rows))
+    return Table(dict(zip(keys, transposed, strict=True)), len(rows))  # columns as tuples
 
 
 def _from_split(obj: Any) -> Table:
@@ -269,13 +269,17 @@ def _column_values(series: pd.Series) -> list[Any]:
     return series.to_numpy(dtype=object, na_value=None).tolist() if series.dtype == object else series.tolist()
 
 
-def json_predictions(frame: pd.DataFrame) -> bytes:
+def json_predictions(frame: pd.DataFrame | Table) -> bytes:
     """``{"predictions": [...]}``: scalars for one output column, else one object per row."""
-    cols = [_column_values(frame[c]) for c in frame.columns]
+    if isinstance(frame, Table):
+        names = list(frame.columns)
+        cols = [np.asarray(v).tolist() for v in frame.columns.values()]
+    else:
+        names = [str(c) for c in frame.columns]
+        cols = [_column_values(frame[c]) for c in frame.columns]
     if len(cols) == 1:
         items: list[Any] = cols[0]
     else:
-        names = [str(c) for c in frame.columns]
         items = [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
     return orjson.dumps({"predictions": items}, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -336,5 +340,7 @@ def negotiate(accept: str | None) -> str:
     raise NotAcceptable(f"cannot produce any of Accept: {accept!r}; available: {', '.join(_ENCODERS)}")
 
 
-def encode(frame: pd.DataFrame, mt: str) -> bytes:
-    return _ENCODERS[mt](frame)
+def encode(result: pd.DataFrame | Table, mt: str) -> bytes:
+    if mt == JSON:
+        return json_predictions(result)
+    return _ENCODERS[mt](result.to_frame() if isinstance(result, Table) else result)

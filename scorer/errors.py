@@ -14,7 +14,8 @@
     │   ├── NotAcceptable          406  Accept asks for a format we cannot produce
     │   ├── PayloadTooLarge        413  body or row count over the configured limit
     │   ├── UnsupportedMediaType   415  Content-Type we do not decode
-    │   └── SchemaError            422  missing columns, values that cannot be coerced
+    │   ├── SchemaError            422  missing columns, values that cannot be coerced
+    │   └── ClientDisconnected     499  the client went away before its body arrived (nobody reads it)
     ├── ModelError               the model (or bundle code) raised while scoring   500
     │   └── ModelOutputError       output unusable: wrong row count, unsupported type
     └── NotReady                 the bundle is not loaded (yet)                     503
@@ -88,6 +89,10 @@ class SchemaError(RequestError):
         self.detail = detail  # the problem without its row number, e.g. "'abc' (str) is not a number"
 
 
+class ClientDisconnected(RequestError):
+    code = "client_disconnected"
+
+
 class ModelError(ScorerError):
     code = "model_error"
 
@@ -117,6 +122,7 @@ HTTP_STATUS: dict[type[ScorerError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     SchemaError: 422,
+    ClientDisconnected: 499,
     ModelError: 500,
     NotReady: 503,
 }

@@ -31,6 +31,17 @@ class Metrics:
         self.load_seconds = Gauge("scorer_model_load_seconds", "Time taken to load the bundle.", registry=r)
         self.ready = Gauge("scorer_ready", "1 once the bundle is loaded and serving.", registry=r)
 
+        self._request_children: dict[tuple[str, int], tuple[object, object]] = {}
+
+    def observe_request(self, path: str, status: int, seconds: float) -> None:
+        """One HTTP request (label children cached: ``labels()`` costs more than the update)."""
+        children = self._request_children.get((path, status))
+        if children is None:
+            children = (self.requests.labels(path, str(status)), self.latency.labels(path))
+            self._request_children[(path, status)] = children
+        children[0].inc()  # type: ignore[attr-defined]
+        children[1].observe(seconds)  # type: ignore[attr-defined]
+
     def observe_batch(self, rows: int, requests: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
         self.batch_requests.observe(requests)

@@ -27,6 +27,7 @@ import pandas as pd
 from scorer.bundle import CUSTOM_MODULE, Bundle
 from scorer.errors import BundleCodeError, BundleLayoutError, ModelOutputError
 from scorer.preprocessor import CustomPreprocessor
+from scorer.table import frame_from_arrays
 
 log = logging.getLogger("scorer.model")
 
@@ -143,6 +144,7 @@ class DefaultModel(CustomPreprocessor):
         classes = getattr(self.estimator, "classes_", None)
         if classes is not None and callable(getattr(self.estimator, "predict_proba", None)):
             self.classes = list(np.asarray(classes).tolist())
+            self._class_array = np.asarray(classes)
             final = self.estimator.steps[-1][1] if hasattr(self.estimator, "steps") else self.estimator
             self.one_call = type(final).__name__ in _ARGMAX_CONSISTENT
         from scorer.schema import infer_schema
@@ -157,19 +159,21 @@ class DefaultModel(CustomPreprocessor):
             return self.estimator.predict(df)
         proba = np.asarray(self.estimator.predict_proba(df))
         if self.one_call:
-            prediction = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+            prediction = self._class_array[proba.argmax(axis=1)]
         else:
-            prediction = self.estimator.predict(df)
-        frame = pd.DataFrame(proba, columns=[f"probability_{c}" for c in self.classes])
-        frame.insert(0, "prediction", prediction)
-        return frame
+            prediction = np.asarray(self.estimator.predict(df))
+        arrays = [prediction, *(np.ascontiguousarray(proba[:, i]) for i in range(proba.shape[1]))]
+        return frame_from_arrays(self.output_columns, arrays, len(prediction))
 
 
 def to_frame(result: Any, n_rows: int) -> pd.DataFrame:
     """Normalise what ``predict`` returned to a DataFrame with one row per input row."""
     if isinstance(result, pd.DataFrame):
-        frame = result.reset_index(drop=True)
-        frame.columns = [str(c) for c in frame.columns]
+        frame = result
+        if not (isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1):
+            frame = frame.reset_index(drop=True)
+        if not all(isinstance(c, str) for c in frame.columns):
+            frame = frame.set_axis([str(c) for c in frame.columns], axis=1)
     elif isinstance(result, pd.Series):
         frame = pd.DataFrame({str(result.name) if result.name is not None else "prediction": result.to_numpy()})
     else:
