@@ -7,26 +7,29 @@ worker whose bundle fails to load exits with :data:`EXIT_LOAD_FAILED`, and the s
 then stops the others and exits with that code. SIGTERM/SIGINT are forwarded to workers,
 which finish in-flight requests (uvicorn's graceful shutdown) before exiting.
 
-Readiness with N workers: worker 0 accepts at once and loads in the background (``/health``
-answers while loading, ``/ready`` is 503 until it has loaded); workers 1..N-1 load before they
-accept and also wait until worker 0 is ready, so a request never lands on a worker that is not.
+With N workers the bundle is loaded once, in the supervisor, before the workers are forked:
+they share the model's memory pages (copy-on-write; ``gc.freeze`` keeps the collector from
+touching them) and are ready the moment they start. The port is bound before the load, so
+while it loads a small responder in the supervisor answers ``/health`` 200 and everything else 503
+(see :mod:`scorer._loading`), as the one-worker server does while its bundle loads in the background.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import sys
-from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from scorer._cpu import share_openmp
+from scorer._loading import LoadingResponder
 from scorer._logging import configure
 from scorer.core import Scorer
 from scorer.errors import ScorerError
@@ -51,19 +54,11 @@ class _NoDelayHttpTools(HttpToolsProtocol):
         super().connection_made(transport)
 
 
-def run_worker(
-    settings: Settings,
-    sock: socket.socket | None = None,
-    *,
-    first_ready: EventType | None = None,
-    preload: bool = False,
-) -> int:
+def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer: Scorer | None = None) -> int:
     """Serve in this process until shut down; returns the exit code.
 
-    Without ``preload`` the port answers at once and the bundle loads in the background
-    (``/ready`` is 503 until it has), then ``first_ready`` is set. With ``preload`` (the extra
-    workers sharing a socket) the bundle loads first and the worker waits for ``first_ready``
-    before accepting, so no request ever reaches a worker that is not ready.
+    Without ``scorer`` the port answers at once and the bundle loads in the background (``/ready``
+    is 503 until it has). With ``scorer`` (a forked worker) it serves that already-loaded model.
     """
     configure(settings.log_level, settings.log_format)
     failed: list[BaseException] = []
@@ -74,18 +69,7 @@ def run_worker(
         if server is not None:
             server.should_exit = True
 
-    loaded = None
-    if preload:
-        try:
-            loaded = Scorer.load(settings.bundle, settings)
-        except ScorerError as exc:
-            log.error("bundle failed to load: %s", exc.message)
-            return EXIT_LOAD_FAILED
-        while first_ready is not None and not first_ready.wait(1.0):
-            if os.getppid() == 1:  # the supervisor is gone
-                return 1
-    on_ready = first_ready.set if first_ready is not None and not preload else None
-    app = create_app(settings, scorer=loaded, on_load_error=on_load_error, on_ready=on_ready)
+    app = create_app(settings, scorer=scorer, on_load_error=on_load_error)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -106,8 +90,21 @@ def run_worker(
     return EXIT_LOAD_FAILED if failed else 0
 
 
-def _worker_main(settings: Settings, sock: socket.socket, first_ready: EventType, preload: bool) -> None:
-    sys.exit(run_worker(settings, sock, first_ready=first_ready, preload=preload))
+def _worker_main(settings: Settings, sock: socket.socket, scorer: Scorer, openmp_threads: int) -> None:
+    _limit_openmp(openmp_threads)
+    sys.exit(run_worker(settings, sock, scorer=scorer))
+
+
+def _limit_openmp(threads: int) -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - comes with scikit-learn
+        return
+    threadpool_limits(limits=threads, user_api="openmp")
+
+
+class _StopRequested(Exception):
+    pass
 
 
 def serve(settings: Settings) -> int:
@@ -119,20 +116,35 @@ def serve(settings: Settings) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     share_openmp(settings.workers)
-    ctx = multiprocessing.get_context("spawn")
-    # Worker 0 answers at once (health while loading); the others load in parallel and join
-    # once both they and worker 0 are ready.
-    first_ready = ctx.Event()
+    openmp_threads = int(os.environ["OMP_NUM_THREADS"])
+    # The supervisor's OpenMP runtime must never start threads: a process forked from one that
+    # has an OpenMP thread pool can hang in its first parallel region. Workers get their share back.
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+    def stop_loading(signum: int, frame: Any) -> None:
+        raise _StopRequested
+
+    signal.signal(signal.SIGTERM, stop_loading)
+    signal.signal(signal.SIGINT, stop_loading)
+    try:
+        with LoadingResponder(sock):
+            loaded = Scorer.load(settings.bundle, settings)
+    except ScorerError as exc:
+        log.error("bundle failed to load: %s", exc.message)
+        return EXIT_LOAD_FAILED
+    except _StopRequested:
+        log.warning("stopped while the bundle was still loading")
+        return 0
+    finally:
+        os.environ["OMP_NUM_THREADS"] = str(openmp_threads)
+    gc.collect()
+    gc.freeze()  # the loaded model moves to the permanent generation: workers' collections never write to it
+    ctx = multiprocessing.get_context("fork")
     workers = [
-        ctx.Process(target=_worker_main, args=(settings, sock, first_ready, i > 0), name=f"scorer-worker-{i}")
+        ctx.Process(target=_worker_main, args=(settings, sock, loaded, openmp_threads), name=f"scorer-worker-{i}")
         for i in range(settings.workers)
     ]
-    for w in workers:
-        w.start()
-    log.info("started %d workers on %s:%d (pids %s)", len(workers), settings.host, settings.port, [w.pid for w in workers])
-
     stopping: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
@@ -143,6 +155,9 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for w in workers:
+        w.start()
+    log.info("started %d workers on %s:%d (pids %s)", len(workers), settings.host, settings.port, [w.pid for w in workers])
     code = 0
     remaining = list(workers)
     while remaining:
@@ -151,7 +166,6 @@ def serve(settings: Settings) -> int:
             if w.exitcode is None:
                 continue
             remaining.remove(w)
-            # A worker still loading when asked to stop dies of the signal itself: that is a clean stop.
             stopped_by_us = w.exitcode < 0 and -w.exitcode in stopping
             if w.exitcode != 0 and not stopped_by_us and code == 0:
                 code = w.exitcode if w.exitcode > 0 else 1

@@ -123,8 +123,10 @@ def test_one_poison_request_fails_alone(sum_bundle, live_server) -> None:  # typ
     assert metric(metrics, "scorer_batch_requests_count") < 64
 
 
-def test_port_answers_while_loading_and_ready_only_after(bundle_factory, live_server) -> None:  # type: ignore[no-untyped-def]
-    """While a slow bundle loads, /health is 200 and /ready, /ping are 503; once loaded they are 200."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_answers_while_loading_and_ready_only_after(bundle_factory, live_server, workers: str) -> None:  # type: ignore[no-untyped-def]
+    """While a slow bundle loads, /health is 200 and /ready, /ping, /predict are 503; once loaded they
+    are 200. With 2 workers the supervisor answers while it loads the bundle before forking them."""
     slow = bundle_factory("slow", code="""
         import time, scorer
         class CustomPreprocessor(scorer.CustomPreprocessor):
@@ -133,7 +135,7 @@ def test_port_answers_while_loading_and_ready_only_after(bundle_factory, live_se
             def predict(self, df):
                 return [1] * len(df)
     """)
-    with live_server(slow, wait=False) as server:
+    with live_server(slow, "--workers", workers, wait=False) as server:
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -145,6 +147,8 @@ def test_port_answers_while_loading_and_ready_only_after(bundle_factory, live_se
         assert health.status_code == 200
         assert requests.get(server.url + "/ready").status_code == 503
         assert requests.get(server.url + "/ping").status_code == 503
+        early = requests.post(server.url + "/predict", json={"x": 1})
+        assert early.status_code == 503 and early.headers["Retry-After"] == "1", early.text
         server.wait_ready()
         assert requests.get(server.url + "/ping").status_code == 200
         assert requests.post(server.url + "/predict", json={"x": 1}).json() == {"predictions": [1]}
@@ -211,22 +215,24 @@ def test_env_settings_apply(sum_bundle, live_server) -> None:  # type: ignore[no
     assert response.status_code == 413
 
 
-def test_multi_worker_ready_means_every_worker_is_ready(bundle_factory, live_server) -> None:  # type: ignore[no-untyped-def]
-    """With 2 workers where one loads slowly, once /ready is 200 no request ever gets 503 (no request
-    reaches a worker that is still loading)."""
-    bundle = bundle_factory("uneven", code="""
-        import os, time, scorer
+def test_multi_worker_loads_once_then_forks(bundle_factory, live_server) -> None:  # type: ignore[no-untyped-def]
+    """With 2 workers the bundle is loaded once, before forking (the workers share the model's pages):
+    load() runs in one process, two different worker processes answer, and once /ready is 200 no
+    request gets anything but a correct 200."""
+    bundle = bundle_factory("counted", code="""
+        import os, scorer
         class CustomPreprocessor(scorer.CustomPreprocessor):
             def load(self, artifacts_dir):
-                try:  # the first process to get here loads slowly, the others at once
-                    os.close(os.open(artifacts_dir / "first.lock", os.O_CREAT | os.O_EXCL))
-                    time.sleep(4)
-                except FileExistsError:
-                    pass
+                with open(artifacts_dir / "loads.txt", "a") as f:
+                    f.write(f"{os.getpid()}\\n")
             def predict(self, df):
                 return [os.getpid()] * len(df)
     """)
     with live_server(bundle, "--workers", "2") as server:
         with ThreadPoolExecutor(16) as pool:
-            responses = list(pool.map(lambda i: requests.post(server.url + "/predict", json={"x": i}), range(200)))
-        assert [r.status_code for r in responses] == [200] * 200, {r.text for r in responses if r.status_code != 200}
+            responses = list(pool.map(lambda i: requests.post(server.url + "/predict", json={"x": i}), range(400)))
+        assert [r.status_code for r in responses] == [200] * 400, {r.text for r in responses if r.status_code != 200}
+        pids = {r.json()["predictions"][0] for r in responses}
+    loads = (bundle / "artifacts" / "loads.txt").read_text().split()
+    assert len(loads) == 1, loads
+    assert len(pids) == 2 and int(loads[0]) not in pids, (pids, loads)
