@@ -26,7 +26,7 @@ class Settings:
     host: str = _setting("127.0.0.1", "Interface to bind. The container image passes 0.0.0.0 explicitly.")
     port: int = _setting(8080, "TCP port to listen on.")
     workers: int = _setting(
-        0, "Processes, each with its own copy of the model. 0: serve uses 1, batch uses every core."
+        0, "Processes. serve: forked after one load, sharing the model's memory. 0: serve uses 1, batch uses every core."
     )
     max_batch_rows: int = _setting(
         4096, "Most rows coalesced into one model call. A bigger single request still runs alone."
