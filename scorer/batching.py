@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
 
-from scorer.errors import NotReady
+from scorer.errors import NotReady, Overloaded
 from scorer.table import Table
 
 log = logging.getLogger("scorer.batching")
@@ -37,10 +38,16 @@ Predict = Callable[[Table], "Table | pd.DataFrame"]
 Observer = Callable[[int, int, float], None]
 
 
+def _settle(future: asyncio.Future[list[Table | BaseException]], results: list[Table | BaseException]) -> None:
+    if not future.done():
+        future.set_result(results)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BatchPolicy:
     max_rows: int = 4096
     max_wait: float = 0.0  # seconds
+    max_queue_rows: int = 1 << 62  # beyond this, new requests are refused (Overloaded) instead of queued
 
 
 @dataclass
@@ -60,32 +67,75 @@ class Batcher:
         self._observe = observe or (lambda rows, requests, seconds: None)
         self._queue: collections.deque[_Item] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer-model")
+        # A daemon thread (not a ThreadPoolExecutor, whose threads are joined at exit): a model call
+        # that hangs past the shutdown grace period must not keep the process alive.
+        self._calls: queue.SimpleQueue[tuple[list[Table], asyncio.Future[list[Table | BaseException]]] | None] = (
+            queue.SimpleQueue())
+        self._thread = threading.Thread(target=self._model_thread, name="scorer-model", daemon=True)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._queued_rows = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="scorer-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+        self._task = self._loop.create_task(self._run(), name="scorer-batcher")
 
-    async def stop(self) -> None:
-        """Finish everything already queued, then stop."""
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Finish everything already queued, then stop. False if that took longer than ``timeout``
+        (a model call hung): the call is abandoned in its daemon thread and its requests fail."""
         self._closing = True
         self._wakeup.set()
+        finished = True
         if self._task is not None:
-            await self._task
-        self._executor.shutdown(wait=True)
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                finished = False
+                self._task.cancel()
+                for item in self._queue:
+                    item.future.cancel()
+        self._calls.put(None)
+        return finished
 
-    async def submit(self, table: Table) -> Table:
+    def enqueue(self, table: Table) -> asyncio.Future[Table]:
+        """Queue ``table``; the future resolves to its output rows. Cancelling the future before its
+        batch starts means it is never scored."""
         if self._closing or self._task is None:
             raise NotReady("the model is not accepting requests (starting or shutting down)")
-        future: asyncio.Future[Table] = asyncio.get_running_loop().create_future()
+        rows = len(table)
+        if self._queued_rows + rows > self._policy.max_queue_rows and self._queue:
+            raise Overloaded(
+                f"{self._queued_rows} rows are already waiting for the model (limit {self._policy.max_queue_rows}); "
+                "retry later"
+            )
+        future: asyncio.Future[Table] = self._loop.create_future()
         self._queue.append(_Item(table, future, table.signature()))
+        self._queued_rows += rows
         self._wakeup.set()
-        return await future
+        return future
+
+    async def submit(self, table: Table) -> Table:
+        return await self.enqueue(table)
 
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def _model_thread(self) -> None:
+        while True:
+            job = self._calls.get()
+            if job is None:
+                return
+            tables, done = job
+            results = self._score(tables)
+            try:
+                self._loop.call_soon_threadsafe(_settle, done, results)
+            except RuntimeError:  # the loop is closed: nobody waits for these any more
+                return
 
     def _take(self) -> tuple[list[_Item], int]:
         """The oldest request plus every queued request with the same column types, up to max_rows.
@@ -98,6 +148,7 @@ class Batcher:
         rows = 0
         while self._queue:
             head = self._queue.popleft()
+            self._queued_rows -= len(head.table)
             if head.future.cancelled():
                 continue
             if items and rows + len(head.table) > self._policy.max_rows:
@@ -109,6 +160,7 @@ class Batcher:
             items.append(head)
             rows += len(head.table)
         self._queue.extendleft(reversed(skipped))
+        self._queued_rows += sum(len(i.table) for i in skipped)
         return items, rows
 
     async def _await_returning(self, loop: asyncio.AbstractEventLoop, expected: int, call_seconds: float) -> None:
@@ -160,7 +212,9 @@ class Batcher:
                 expected = 0
                 continue
             started = time.perf_counter()
-            results = await loop.run_in_executor(self._executor, self._score, [i.table for i in items])
+            done: asyncio.Future[list[Table | BaseException]] = loop.create_future()
+            self._calls.put(([i.table for i in items], done))
+            results = await done
             call_seconds = time.perf_counter() - started
             expected = len(items)
             self._observe(rows, len(items), call_seconds)

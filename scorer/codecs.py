@@ -17,6 +17,7 @@ when the ``Accept`` header asks for it. NaN and infinities always become ``null`
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -90,6 +91,17 @@ def _sniff(body: bytes) -> str:
         "could not tell the body's format: set Content-Type to application/json, text/csv, "
         f"{PARQUET} or {ARROW_STREAM}"
     )
+
+
+def _without_data(message: str) -> str:
+    """Arrow's parse errors end with the offending row (``...got 4: <row>``): error bodies and logs
+    must not carry request data, so keep only the description."""
+    message = re.sub(r"invalid value '.*'", "invalid value", message, flags=re.S)
+    head, sep, _ = message.partition(": ")
+    if sep and re.match(r"CSV parse error$|Expected \d+ columns", head) is None:
+        return message if len(message) <= 200 else message[:200] + "..."
+    match = re.match(r"(CSV parse error: )?(.*?got \d+( columns)?)", message)
+    return match.group(0) if match else head
 
 
 # --- JSON ---------------------------------------------------------------------------------
@@ -208,7 +220,7 @@ def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | No
     try:
         table = csv.read_csv(io.BytesIO(body), read_options=read)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise MalformedBody(f"CSV could not be parsed: {exc}") from None
+        raise MalformedBody(f"CSV could not be parsed: {_without_data(str(exc))}") from None
     return _from_arrow(table)
 
 

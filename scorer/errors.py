@@ -16,9 +16,12 @@
     │   ├── UnsupportedMediaType   415  Content-Type we do not decode
     │   ├── SchemaError            422  missing columns, values that cannot be coerced
     │   └── ClientDisconnected     499  the client went away before its body arrived (nobody reads it)
+    ├── Unauthorized             401  a token is configured and the request lacks it
     ├── ModelError               the model (or bundle code) raised while scoring   500
     │   └── ModelOutputError       output unusable: wrong row count, unsupported type
-    └── NotReady                 the bundle is not loaded (yet)                     503
+    ├── NotReady                 the bundle is not loaded (yet), or shutting down   503
+    │   └── Overloaded             the queue is full: come back later              503
+    └── RequestTimeout           not answered within the request timeout           504
 
 Transports never pick status codes themselves: they call :func:`http_status`.
 """
@@ -112,6 +115,18 @@ class NotReady(ScorerError):
     code = "not_ready"
 
 
+class Overloaded(NotReady):
+    code = "overloaded"
+
+
+class RequestTimeout(ScorerError):
+    code = "timeout"
+
+
+class Unauthorized(ScorerError):
+    code = "unauthorized"
+
+
 #: The only place an error class meets an HTTP status. Looked up along the MRO.
 HTTP_STATUS: dict[type[ScorerError], int] = {
     ScorerError: 500,
@@ -125,6 +140,8 @@ HTTP_STATUS: dict[type[ScorerError], int] = {
     ClientDisconnected: 499,
     ModelError: 500,
     NotReady: 503,
+    RequestTimeout: 504,
+    Unauthorized: 401,
 }
 
 

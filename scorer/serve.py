@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import uvicorn
@@ -84,15 +85,31 @@ def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer:
         access_log=False,
         log_config=None,
         server_header=False,
-        timeout_graceful_shutdown=25,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, app.state.scorer)
     # uvicorn restores the previous handlers after its graceful shutdown and re-raises the signal
     # it caught; with these no-op handlers in place that re-raise is harmless and we exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
     server.run(sockets=[sock] if sock is not None else None)
     return EXIT_LOAD_FAILED if failed else 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app the moment a shutdown signal arrives: ``/ready`` answers 503
+    at once (load balancers stop sending) while accepted requests finish."""
+
+    def __init__(self, config: uvicorn.Config, state: Any) -> None:
+        super().__init__(config)
+        self._state = state
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self._state.shutting_down:
+            self._state.shutting_down = True
+            self._state.shutdown_started = time.monotonic()
+            log.info("shutting down: finishing in-flight requests (grace %.0f s)", self._state.settings.shutdown_grace_s)
+        super().handle_exit(sig, frame)
 
 
 def _worker_main(settings: Settings, sock: socket.socket, scorer: Scorer, openmp_threads: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import logging
 import threading
@@ -35,7 +36,15 @@ from scorer import codecs
 from scorer._logging import request_id
 from scorer.batching import Batcher, BatchPolicy
 from scorer.core import Scorer
-from scorer.errors import ClientDisconnected, NotReady, PayloadTooLarge, ScorerError, http_status
+from scorer.errors import (
+    ClientDisconnected,
+    NotReady,
+    PayloadTooLarge,
+    RequestTimeout,
+    ScorerError,
+    Unauthorized,
+    http_status,
+)
 from scorer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from scorer.metrics import Metrics
 from scorer.settings import Settings
@@ -54,6 +63,8 @@ class State:
     scorer: Scorer | None = None
     batcher: Batcher | None = None
     load_error: BaseException | None = None
+    shutting_down: bool = False
+    shutdown_started: float = 0.0
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -79,13 +90,31 @@ def _error_parts(exc: BaseException) -> tuple[int, bytes, dict[str, str] | None]
     columns = getattr(exc, "columns", None)
     if columns:
         body["columns"] = columns
-    return status, orjson.dumps(body), {"Retry-After": "1"} if status == 503 else None
+    extra = {"Retry-After": "1"} if status == 503 else {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return status, orjson.dumps(body), extra
 
 
 def _ready_scorer(state: State) -> tuple[Scorer, Batcher]:
+    if state.shutting_down:
+        raise NotReady("the server is shutting down")
     if state.scorer is None or state.batcher is None:
         raise NotReady("the bundle is not loaded yet" if state.load_error is None else "the bundle failed to load")
     return state.scorer, state.batcher
+
+
+def check_token(state: State, authorization: str | None, token: str | None) -> None:
+    """With ``auth_token`` set, ``Authorization: Bearer <t>`` or the vendor's ``token: <t>`` header
+    must carry it (compared in constant time)."""
+    expected = state.settings.auth_token
+    if not expected:
+        return
+    given = token
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            given = value.strip()
+    if given is None or not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
+        raise Unauthorized("missing or wrong token: send Authorization: Bearer <token> or a token header")
 
 
 def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Settings) -> Table:
@@ -117,41 +146,86 @@ async def _receive_body(receive: Receive, declared: bytes | None, limit: int) ->
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _score_request(state: State, receive: Receive, content_type: str | None, accept: str | None,
-                         declared: bytes | None) -> tuple[bytes, str]:
+async def _score_request(state: State, receive: Receive, headers: _Headers) -> tuple[bytes, str]:
     scorer, batcher = _ready_scorer(state)
-    media = codecs.negotiate(accept)
-    body = await _receive_body(receive, declared, state.settings.max_body_bytes)
+    check_token(state, headers.authorization, headers.token)
+    media = codecs.negotiate(headers.accept)
+    body = await _receive_body(receive, headers.content_length, state.settings.max_body_bytes)
     if len(body) > _OFFLOAD_BYTES:
-        prepared = await asyncio.to_thread(_table, body, content_type, scorer, state.settings)
+        prepared = await asyncio.to_thread(_table, body, headers.content_type, scorer, state.settings)
     else:
-        prepared = _table(body, content_type, scorer, state.settings)
-    result = await batcher.submit(prepared)
+        prepared = _table(body, headers.content_type, scorer, state.settings)
+    result = await _until_scored(batcher.enqueue(prepared), receive, headers.deadline)
     if len(result) > 2000:
         return await asyncio.to_thread(codecs.encode, result, media), media
     return codecs.encode(result, media), media
+
+
+async def _until_scored(future: asyncio.Future[Table], receive: Receive, deadline: float) -> Table:
+    """Wait for a queued request's result. When the request times out, or its client disconnects,
+    the future is cancelled: if its batch has not started, it is never scored."""
+    loop = asyncio.get_running_loop()
+    why: list[ScorerError] = []
+
+    def give_up(reason: ScorerError) -> None:
+        if not future.done():
+            why.append(reason)
+            future.cancel()
+
+    timer = loop.call_at(deadline, give_up, RequestTimeout("the request was not answered within the request timeout"))
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        give_up(ClientDisconnected("the client disconnected before its result was ready"))
+
+    watcher = loop.create_task(watch())
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if why:
+            raise why[0] from None
+        raise
+    finally:
+        timer.cancel()
+        watcher.cancel()
+
+
+@dataclass(slots=True)
+class _Headers:
+    content_type: str | None = None
+    accept: str | None = None
+    content_length: bytes | None = None
+    authorization: str | None = None
+    token: str | None = None
+    deadline: float = 0.0
 
 
 async def predict_asgi(state: State, scope: Scope, receive: Receive, send: Send) -> None:
     """POST /predict and /invocations as a bare ASGI handler: the hot path skips Starlette's
     request objects and middleware stack (about half of the per-request cost for one-row requests);
     it does the same request-id and metrics work as :class:`RequestContext`."""
-    rid = content_type = accept = declared = None
+    rid = None
+    request = _Headers(deadline=asyncio.get_running_loop().time() + state.settings.request_timeout_s)
     for key, value in scope["headers"]:
         if key == b"content-type":
-            content_type = value.decode("latin-1")
+            request.content_type = value.decode("latin-1")
         elif key == b"accept":
-            accept = value.decode("latin-1")
+            request.accept = value.decode("latin-1")
         elif key == b"content-length":
-            declared = value
+            request.content_length = value
         elif key == b"x-request-id":
             rid = value.decode("latin-1")[:128]
+        elif key == b"authorization":
+            request.authorization = value.decode("latin-1")
+        elif key == b"token":
+            request.token = value.decode("latin-1")
     rid = rid or new_request_id()
     token = request_id.set(rid)
     started = time.perf_counter()
     headers: dict[str, str] | None = None
     try:
-        payload, media = await _score_request(state, receive, content_type, accept, declared)
+        payload, media = await _score_request(state, receive, request)
         status = 200
     except Exception as exc:
         status, payload, headers = _error_parts(exc)
@@ -194,16 +268,25 @@ async def ready(request: Request) -> Response:
     return _json(200, {"status": "ready"})
 
 
+def _authorize(request: Request) -> None:
+    check_token(request.app.state.scorer, request.headers.get("authorization"), request.headers.get("token"))
+
+
 async def metadata(request: Request) -> Response:
     try:
+        _authorize(request)
         scorer, _ = _ready_scorer(request.app.state.scorer)
-    except NotReady as exc:
+    except (NotReady, Unauthorized) as exc:
         return error_response(exc)
     return _json(200, scorer.metadata())
 
 
 async def metrics(request: Request) -> Response:
     state: State = request.app.state.scorer
+    try:
+        _authorize(request)
+    except Unauthorized as exc:
+        return error_response(exc)
     return Response(state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
@@ -301,7 +384,8 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. Without ``scorer``, the bundle at ``settings.bundle`` loads in the background."""
     state = State(settings=settings)
-    policy = BatchPolicy(max_rows=settings.max_batch_rows, max_wait=settings.max_batch_wait_ms / 1000)
+    policy = BatchPolicy(max_rows=settings.max_batch_rows, max_wait=settings.max_batch_wait_ms / 1000,
+                         max_queue_rows=settings.max_queue_rows)
 
     def activate(loaded: Scorer) -> None:
         batcher = Batcher(loaded.predict, policy, state.metrics.observe_batch)
@@ -338,8 +422,10 @@ def create_app(
             if loader is not None and not loader.done():
                 log.warning("shutting down while the bundle is still loading: the load is abandoned")
                 loader.cancel()
-            if state.batcher is not None:
-                await state.batcher.stop()
+            left = settings.shutdown_grace_s - (time.monotonic() - state.shutdown_started if state.shutdown_started else 0)
+            if state.batcher is not None and not await state.batcher.stop(timeout=max(left, 0.5)):
+                log.error("a model call was still running %.0f s after shutdown began: abandoned, its requests "
+                          "failed", settings.shutdown_grace_s)
 
     app = ScorerApp(
         routes=_ROUTES,

@@ -36,6 +36,18 @@ class Settings:
         "How long a model call waits for more requests to join it. 0: never wait; requests that "
         "arrive while the model is busy are batched anyway, so idle latency costs nothing.",
     )
+    max_queue_rows: int = _setting(
+        100_000, "Most rows waiting for the model; beyond it requests get 503 with Retry-After at once."
+    )
+    request_timeout_s: float = _setting(
+        60.0, "A request not answered within this many seconds gets 504 (and is not scored later)."
+    )
+    shutdown_grace_s: float = _setting(
+        30.0, "On SIGTERM, how long in-flight requests may take to finish; a model call hung longer is abandoned."
+    )
+    auth_token: str = _setting(
+        "", "If set, scoring, /metadata and /metrics need Authorization: Bearer <token> (or a token header)."
+    )
     max_body_bytes: int = _setting(64 * 1024 * 1024, "Largest request body accepted (413 above).")
     max_request_rows: int = _setting(1_000_000, "Most rows accepted in one request (413 above).")
     extra_columns: str = _setting(
@@ -74,7 +86,8 @@ class Settings:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}")
-        positive = ("port", "max_batch_rows", "max_body_bytes", "max_request_rows", "chunk_rows")
+        positive = ("port", "max_batch_rows", "max_body_bytes", "max_request_rows", "chunk_rows", "max_queue_rows",
+                    "request_timeout_s", "shutdown_grace_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
