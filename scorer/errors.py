@@ -15,6 +15,7 @@
     │   ├── PayloadTooLarge        413  body or row count over the configured limit
     │   ├── UnsupportedMediaType   415  Content-Type we do not decode
     │   ├── SchemaError            422  missing columns, values that cannot be coerced
+    │   ├── BodyTimeout            408  the body did not arrive within the client timeout
     │   └── ClientDisconnected     499  the client went away before its body arrived (nobody reads it)
     ├── Unauthorized             401  a token is configured and the request lacks it
     ├── ModelError               the model (or bundle code) raised while scoring   500
@@ -92,6 +93,10 @@ class SchemaError(RequestError):
         self.detail = detail  # the problem without its row number, e.g. "'abc' (str) is not a number"
 
 
+class BodyTimeout(RequestError):
+    code = "body_timeout"
+
+
 class ClientDisconnected(RequestError):
     code = "client_disconnected"
 
@@ -138,6 +143,7 @@ HTTP_STATUS: dict[type[ScorerError], int] = {
     UnsupportedMediaType: 415,
     SchemaError: 422,
     ClientDisconnected: 499,
+    BodyTimeout: 408,
     ModelError: 500,
     NotReady: 503,
     RequestTimeout: 504,

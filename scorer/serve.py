@@ -44,7 +44,12 @@ _SWITCH_INTERVAL = 0.001  # seconds; see run_worker
 
 
 class _NoDelayHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with TCP_NODELAY forced on every connection."""
+    """uvicorn's httptools protocol with TCP_NODELAY forced on every connection, and a deadline for
+    the request head: a client that connects and sends nothing, or trickles its headers, is cut
+    off after ``header_timeout`` seconds (uvicorn itself only times out idle keep-alive connections)."""
+
+    header_timeout = 30.0
+    _head_timer: Any = None
 
     def connection_made(self, transport: Any) -> None:
         sock = transport.get_extra_info("socket")
@@ -54,6 +59,32 @@ class _NoDelayHttpTools(HttpToolsProtocol):
             except OSError:
                 pass
         super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        self.transport.close()
 
 
 def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer: Scorer | None = None) -> int:
@@ -80,7 +111,7 @@ def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer:
         app,
         host=settings.host,
         port=settings.port,
-        http=_NoDelayHttpTools,
+        http=type("_HttpProtocol", (_NoDelayHttpTools,), {"header_timeout": settings.client_timeout_s}),
         lifespan="on",
         access_log=False,
         log_config=None,

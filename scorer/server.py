@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,12 +38,15 @@ from scorer._logging import request_id
 from scorer.batching import Batcher, BatchPolicy
 from scorer.core import Scorer
 from scorer.errors import (
+    BodyTimeout,
     ClientDisconnected,
+    MalformedBody,
     NotReady,
     PayloadTooLarge,
     RequestTimeout,
     ScorerError,
     Unauthorized,
+    UnsupportedMediaType,
     http_status,
 )
 from scorer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -91,6 +95,8 @@ def _error_parts(exc: BaseException) -> tuple[int, bytes, dict[str, str] | None]
     if columns:
         body["columns"] = columns
     extra = {"Retry-After": "1"} if status == 503 else {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status in (408, 413):  # the body may be unread (or still trickling in): do not keep the connection
+        extra = {"Connection": "close"}
     return status, orjson.dumps(body), extra
 
 
@@ -126,31 +132,69 @@ def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Sett
     return scorer.prepare(frame)
 
 
-async def _receive_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+async def _receive_body(receive: Receive, declared: bytes | None, limit: int, timeout: float) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
     chunks = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("the client went away while sending the body")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    task = asyncio.current_task()
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        if task is not None:
+            task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)  # cheaper than wait_for per receive
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected("the client went away while sending the body")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        if not expired or task is None:
+            raise
+        task.uncancel()
+        raise BodyTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    finally:
+        timer.cancel()
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """``Content-Encoding`` gzip/deflate, never inflating past ``limit`` bytes (a gzip bomb is 413
+    after at most ``limit`` bytes of work)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    d = zlib.decompressobj(wbits=47 if encoding != "deflate" else 15)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise MalformedBody(f"the {encoding} body could not be decompressed: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
+    return out
 
 
 async def _score_request(state: State, receive: Receive, headers: _Headers) -> tuple[bytes, str]:
     scorer, batcher = _ready_scorer(state)
     check_token(state, headers.authorization, headers.token)
     media = codecs.negotiate(headers.accept)
-    body = await _receive_body(receive, headers.content_length, state.settings.max_body_bytes)
+    limit = state.settings.max_body_bytes
+    body = await _receive_body(receive, headers.content_length, limit, state.settings.client_timeout_s)
+    if headers.content_encoding is not None:
+        body = _decompress(body, headers.content_encoding, limit)
     if len(body) > _OFFLOAD_BYTES:
         prepared = await asyncio.to_thread(_table, body, headers.content_type, scorer, state.settings)
     else:
@@ -198,6 +242,7 @@ class _Headers:
     content_length: bytes | None = None
     authorization: str | None = None
     token: str | None = None
+    content_encoding: str | None = None
     deadline: float = 0.0
 
 
@@ -220,6 +265,8 @@ async def predict_asgi(state: State, scope: Scope, receive: Receive, send: Send)
             request.authorization = value.decode("latin-1")
         elif key == b"token":
             request.token = value.decode("latin-1")
+        elif key == b"content-encoding":
+            request.content_encoding = value.decode("latin-1")
     rid = rid or new_request_id()
     token = request_id.set(rid)
     started = time.perf_counter()

@@ -42,6 +42,9 @@ class Settings:
     request_timeout_s: float = _setting(
         60.0, "A request not answered within this many seconds gets 504 (and is not scored later)."
     )
+    client_timeout_s: float = _setting(
+        30.0, "A request's headers, and then its body, must arrive within this many seconds (slow clients are cut off)."
+    )
     shutdown_grace_s: float = _setting(
         30.0, "On SIGTERM, how long in-flight requests may take to finish; a model call hung longer is abandoned."
     )
@@ -87,7 +90,7 @@ class Settings:
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}")
         positive = ("port", "max_batch_rows", "max_body_bytes", "max_request_rows", "chunk_rows", "max_queue_rows",
-                    "request_timeout_s", "shutdown_grace_s")
+                    "request_timeout_s", "shutdown_grace_s", "client_timeout_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
