@@ -74,7 +74,10 @@ def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None 
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}; send one of: {', '.join(_DECODERS)}"
         )
-    return decoder(body, params, columns)
+    try:
+        return decoder(body, params, columns)
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"the {mt} body is not valid UTF-8 (byte {exc.start})") from None
 
 
 def _sniff(body: bytes) -> str:
@@ -247,10 +250,20 @@ def _decode_arrow(body: bytes, params: dict[str, str], columns: Sequence[str] | 
 
 
 def _from_arrow(table: pa.Table) -> Table:
+    """A client's Arrow table as a Table. It is untrusted: its buffers are fully validated first (a
+    corrupted IPC body otherwise crashed the process when read), and its pandas metadata (JSON that
+    ``to_pandas`` interprets) is dropped; pandas' index columns are dropped by name instead."""
+    try:
+        table.validate(full=True)
+    except (pa.ArrowException, ValueError) as exc:
+        raise MalformedBody(f"the Arrow data is corrupt: {exc}") from None
     names = table.column_names
     if len(set(names)) != len(names):
         raise MalformedBody(f"duplicate column names: {sorted({n for n in names if names.count(n) > 1})}")
-    return Table.from_frame(table.to_pandas())
+    index = [n for n in names if re.fullmatch(r"__index_level_\d+__", n)]
+    if index:
+        table = table.drop_columns(index)
+    return Table.from_frame(table.replace_schema_metadata(None).to_pandas())
 
 
 _DECODERS: dict[str, Callable[[bytes, dict[str, str], Sequence[str] | None], Table]] = {

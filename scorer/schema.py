@@ -125,13 +125,19 @@ def _fast_column(values: Any, kind: str) -> np.ndarray | None:
     return None
 
 
+def _short(value: Any) -> str:
+    """The offending value for an error message, cut short: errors name a problem, never echo data."""
+    text = repr(value)
+    return text if len(text) <= 24 else text[:20] + "...'"
+
+
 def _bad(name: str, series: pd.Series, mask: np.ndarray, expected: str) -> SchemaError:
     pos = int(np.flatnonzero(mask)[0])
     value = series.iloc[pos]
     return SchemaError(
-        f"column {name!r}: row {pos} has {value!r} ({type(value).__name__}), which is not a {expected}",
+        f"column {name!r}: row {pos} has {_short(value)} ({type(value).__name__}), which is not a {expected}",
         columns=[name],
-        detail=f"{value!r} ({type(value).__name__}) is not a {expected}",
+        detail=f"{_short(value)} ({type(value).__name__}) is not a {expected}",
     )
 
 

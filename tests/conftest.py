@@ -31,6 +31,15 @@ def load_build_module() -> Any:
     return module
 
 
+try:  # property-based tests: the same examples on every CI run (no flakiness), fresh ones locally
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+except ImportError:  # pragma: no cover - hypothesis is a test extra
+    pass
+
 @pytest.fixture(scope="session")
 def build_module() -> Any:
     return load_build_module()

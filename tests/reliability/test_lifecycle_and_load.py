@@ -178,3 +178,50 @@ def test_health_stays_fast_while_the_model_saturates_the_cpu(bundle_factory, liv
             assert all(f.result().status_code == 200 for f in load)
     print(f"/health+/ready while saturated: max {max(latencies) * 1000:.0f} ms")
     assert max(latencies) < 0.5, latencies
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("cause", ["code raises", "missing artifact", "unmet requirement", "wrong digest"])
+def test_broken_bundle_exits_3_with_one_line_naming_the_cause(cause: str, bundle_factory, live_server) -> None:  # type: ignore[no-untyped-def]
+    """Each way a bundle can fail to load: the server is never ready, exits 3 within seconds, and one
+    error line names the cause."""
+    args: tuple[str, ...] = ()
+    if cause == "code raises":
+        bundle = bundle_factory("b", code="""
+            import scorer
+            class CustomPreprocessor(scorer.CustomPreprocessor):
+                def load(self, artifacts_dir):
+                    raise RuntimeError("no weights here")
+                def predict(self, df):
+                    return df
+        """)
+        expected = "no weights here"
+    elif cause == "missing artifact":
+        bundle = bundle_factory("b")  # an artifacts/ folder with nothing in it, no custom code
+        expected = "artifact"
+    elif cause == "unmet requirement":
+        bundle = bundle_factory("b", code=RECORDING, requirements="not-a-real-package-xyz>=1\n")
+        expected = "not-a-real-package-xyz>=1 (not installed)"
+    else:
+        bundle = bundle_factory("b", code=RECORDING)
+        args = ("--bundle-digest", "sha256:" + "0" * 64)
+        expected = "digest"
+    with live_server(bundle, *args, wait=False) as server:
+        started = time.monotonic()
+        ready = []
+        while server.proc.poll() is None and time.monotonic() - started < 30:
+            try:
+                ready.append(requests.get(server.url + "/ready", timeout=1).status_code)
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        code = server.proc.wait(timeout=30)
+        seconds = time.monotonic() - started
+        log = server.log()
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert code == 3, log
+    assert 200 not in ready
+    assert seconds < 15, seconds
+    assert len(errors) == 1 and expected in errors[0], log

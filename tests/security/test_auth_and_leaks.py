@@ -40,9 +40,10 @@ def test_errors_and_logs_never_echo_request_data(sum_bundle, live_server) -> Non
                                  headers={"Content-Type": "application/json"})
         bad_csv = requests.post(server.url + "/predict", data=f"a,b\n{SECRET},1,2,3\n", headers={"Content-Type": "text/csv"})
         unknown_column = requests.post(server.url + "/predict", json={SECRET: 1.0, "b": 2.0})
-        responses = [bad_json, bad_csv, unknown_column]
+        bad_value = requests.post(server.url + "/predict", json={"a": SECRET, "b": 2.0})
+        responses = [bad_json, bad_csv, unknown_column, bad_value]
         log = server.log()
-    assert [r.status_code // 100 for r in responses] == [4, 4, 4], [r.text for r in responses]
+    assert [r.status_code for r in responses] == [400, 400, 422, 422], [r.text for r in responses]
     for r in responses:
         assert SECRET not in r.text, r.text
         assert "Traceback" not in r.text
