@@ -51,6 +51,7 @@ from scorer.errors import (
 )
 from scorer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from scorer.metrics import Metrics
+from scorer.openapi import document as openapi_document
 from scorer.settings import Settings
 from scorer.table import Table
 
@@ -328,6 +329,11 @@ async def metadata(request: Request) -> Response:
     return _json(200, scorer.metadata())
 
 
+async def openapi(request: Request) -> Response:
+    scorer = request.app.state.scorer.scorer
+    return _json(200, openapi_document(scorer.schema.columns if scorer is not None and scorer.schema else None))
+
+
 async def metrics(request: Request) -> Response:
     state: State = request.app.state.scorer
     try:
@@ -388,6 +394,7 @@ _ROUTES = [
     Route("/ping", ready, methods=["GET"]),
     Route("/metadata", metadata, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]
 _KNOWN_PATHS = {r.path for r in _ROUTES}
 _ID_PREFIX = uuid.uuid4().hex[:16]
