@@ -96,3 +96,16 @@ def test_gzip_bodies_and_bombs(sum_bundle, live_server) -> None:  # type: ignore
                                                                     "Content-Encoding": "gzip"}).status_code == 400
         assert requests.get(server.url + "/health").status_code == 200
     print(f"gzip bomb ({len(bomb)} bytes -> 200 MB): 413 in {seconds * 1000:.0f} ms")
+
+
+def test_row_cap_on_csv_is_checked_before_parsing(sum_bundle, live_server) -> None:  # type: ignore[no-untyped-def]
+    """--max-request-rows: a CSV body with more lines is refused (413) from a line count, before it is
+    parsed; JSON is refused after parsing (its cost is bounded by --max-body-bytes)."""
+    with live_server(sum_bundle(), "--max-request-rows", "1000") as server:
+        many = "a,b\n" + "1,2\n" * 5000
+        r = requests.post(server.url + "/predict", data=many, headers={"Content-Type": "text/csv"})
+        assert r.status_code == 413 and "counted before parsing" in r.json()["message"], r.text
+        r = requests.post(server.url + "/predict", json={"a": [1.0] * 5000, "b": [2.0] * 5000})
+        assert r.status_code == 413, r.text
+        r = requests.post(server.url + "/predict", data="a,b\n" + "1,2\n" * 1000, headers={"Content-Type": "text/csv"})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 1000
