@@ -1,20 +1,51 @@
-"""Helpers shared by the benchmark scripts (run them from the repository root or anywhere)."""
+"""Helpers shared by the benchmark scripts (run them from the repository root or anywhere).
+
+Process bookkeeping (everything started is killed on exit, error and Ctrl-C), CPU/RSS accounting
+of process trees from ``/proc``, a generic HTTP server process with a readiness probe, and the
+``wrk`` driver (a generated Lua script POSTs one body; its ``done()`` prints the latency
+percentiles as JSON). Only 127.0.0.1 is ever contacted.
+"""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import http.client
 import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLES_DIR = REPO / "bundles"
+RESULTS_DIR = REPO / "benchmarks" / "results"
+HOST = "127.0.0.1"  # the only address the benchmarks ever talk to
+
+SERVER_CPUS = "1"  # single-worker servers and the in-process child
+CLIENT_CPUS = "0"  # wrk and the orchestrating script
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# bundles
+# ---------------------------------------------------------------------------------------
 
 
 def load_build_module() -> Any:
     """bundles/build.py (the example bundles and their data generators), imported by path."""
+    if "bundles_build" in sys.modules:
+        return sys.modules["bundles_build"]
     path = BUNDLES_DIR / "build.py"
     if not path.is_file():
         raise SystemExit(f"{path} not found: it provides the example bundles and their data generators")
@@ -24,6 +55,40 @@ def load_build_module() -> Any:
     sys.modules["bundles_build"] = module  # dataclasses/pickle look modules up by name
     spec.loader.exec_module(module)
     return module
+
+
+# name -> (frame generator in build.py, feature list in build.py)
+BUNDLE_DATA = {
+    "tabular": ("make_tabular_frame", "TABULAR_FEATURES"),
+    "spam": ("make_spam_frame", "SPAM_FEATURES"),
+    "text": ("make_text_frame", "TEXT_FEATURES"),
+}
+
+
+def features(build: Any, name: str) -> list[str]:
+    return list(getattr(build, BUNDLE_DATA[name][1]))
+
+
+def make_frame(build: Any, name: str, n: int, seed: int) -> Any:
+    """``n`` request rows (feature columns only) for bundle ``name``; use a seed other than training's."""
+    make = getattr(build, BUNDLE_DATA[name][0])
+    return make(n, seed=seed)[features(build, name)].reset_index(drop=True)
+
+
+def is_built(name: str, root: Path) -> bool:
+    d = root / name
+    if name == "spam":
+        return all((d / p).is_file() for p in ("artifacts/first_model.pkl", "artifacts/second_model.pkl",
+                                                 "code/custom_preprocess.py"))
+    return (d / "artifacts" / "model.joblib").is_file()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def code_state() -> dict[str, Any]:
@@ -45,3 +110,399 @@ def code_state() -> dict[str, Any]:
         "uncommitted": git("status", "--porcelain", "--", "scorer", "bundles").splitlines(),
         "scorer_py_sha256": h.hexdigest()[:16],
     }
+
+
+# ---------------------------------------------------------------------------------------
+# process bookkeeping: everything we start is killed on exit / ctrl-c
+# ---------------------------------------------------------------------------------------
+
+CHILDREN: list[subprocess.Popen] = []  # servers, started in their own session (killpg on cleanup)
+FOREGROUND: list[subprocess.Popen] = []  # wrk, in-process child
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the process group of ``proc`` (started with start_new_session), SIGKILL after ``grace``."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+    # Workers of a multi-process server live in the same process group: make sure none is left.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def cleanup() -> None:
+    for proc in list(FOREGROUND):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    FOREGROUND.clear()
+    for proc in list(CHILDREN):
+        stop_group(proc)
+    CHILDREN.clear()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup() -> None:
+    """Kill what we started on exit, SIGTERM and Ctrl-C."""
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+def run_foreground(cmd: list[str], **kw: Any) -> tuple[int, str]:
+    """Run a short-lived child (killed by cleanup() if we are interrupted); returns (exit code, stdout)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    FOREGROUND.append(proc)
+    try:
+        out, _ = proc.communicate()
+    finally:
+        if proc in FOREGROUND:
+            FOREGROUND.remove(proc)
+    return proc.returncode, out
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def http_request(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 60.0,
+                 content_type: str = "application/json") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        headers = {"Content-Type": content_type} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def cpu_pinning_available() -> bool:
+    return shutil.which("taskset") is not None and hasattr(os, "sched_getaffinity") and {0, 1} <= os.sched_getaffinity(0)
+
+
+def pinned(cpus: str | None, cmd: list[str], pin: bool = True) -> list[str]:
+    return ["taskset", "-c", cpus, *cmd] if pin and cpus is not None else cmd
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for servers: no SCORER_* overrides, so defaults are what is measured."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+
+
+def f_ms(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def f_num(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.2f}" if x < 10 else f"{x:,.0f}"
+
+
+# ---------------------------------------------------------------------------------------
+# CPU and memory of process trees (Linux /proc)
+# ---------------------------------------------------------------------------------------
+
+
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants (Linux /proc), each once."""
+    found, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        if p in found:
+            continue
+        found.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def tree_rss_mib(pid: int) -> float | None:
+    """RSS of a process and all its descendants, in MiB."""
+    total_kib = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total_kib += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+        except OSError:
+            continue
+    return round(total_kib / 1024, 1) if total_kib else None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_busy_s() -> dict[str, float]:
+    """Busy seconds (user+nice+system+irq+softirq) per CPU line of /proc/stat ('cpu' = all)."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if not line.startswith("cpu"):
+                    break
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                out[name] = (v[0] + v[1] + v[2] + v[5] + v[6]) / CLK_TCK
+                out[name + "_steal"] = (v[7] if len(v) > 7 else 0) / CLK_TCK
+    except OSError:
+        pass
+    return out
+
+
+def tree_cpu_s(pid: int | None) -> float:
+    """utime+stime of a process tree (all threads), in seconds."""
+    if pid is None:
+        return 0.0
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class CpuWatch:
+    """CPU used on the machine during a window that our own processes do not account for.
+
+    ``foreign`` = all busy CPU time − (server tree + this process + children waited for in the
+    window, e.g. wrk). It is other processes' load plus some kernel work (loopback softirq) that
+    is not charged to any process; a few % is normal, tens of % mean a busy machine.
+    """
+
+    def __init__(self, server_pid: int | None = None) -> None:
+        self.server_pid = server_pid
+        self.t0 = time.perf_counter()
+        self.busy0 = cpu_busy_s()
+        self.srv0 = tree_cpu_s(server_pid)
+        self.os0 = os.times()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        busy1, srv1, os1 = cpu_busy_s(), tree_cpu_s(self.server_pid), os.times()
+        if not busy1 or not self.busy0 or wall <= 0:
+            return {}
+        d_busy = {k: busy1[k] - self.busy0.get(k, 0.0) for k in busy1}
+        ours = (srv1 - self.srv0) + (os1.user - self.os0.user) + (os1.system - self.os0.system) + (
+            os1.children_user - self.os0.children_user) + (os1.children_system - self.os0.children_system)
+        res = {
+            "wall_s": wall,
+            "server_cpu_pct": 100 * (srv1 - self.srv0) / wall,
+            "foreign_cpu_pct": max(0.0, 100 * (d_busy.get("cpu", 0.0) - ours) / wall),
+            # Time the hypervisor ran something else while this VM wanted the CPU.
+            "steal_pct": 100 * d_busy.get("cpu_steal", 0.0) / wall,
+        }
+        for k in ("cpu0", "cpu1"):
+            if k in d_busy:
+                res[f"{k}_busy_pct"] = 100 * d_busy[k] / wall
+        return res
+
+
+def idle_load(seconds: float = 2.0) -> float:
+    """% of one core busy while this script runs nothing: the machine's background load."""
+    w = CpuWatch()
+    time.sleep(seconds)
+    return w.stop().get("foreign_cpu_pct", 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# a server process
+# ---------------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """An HTTP server started in its own session (pinned with taskset), polled until ``ready_path`` is 200.
+
+    ``cold_start_s``: process start to the first 200 from the readiness probe.
+    """
+
+    def __init__(self, label: str, cmd: list[str], port: int, ready_path: str, logs: Path, *,
+                 cpus: str | None = SERVER_CPUS, pin: bool = True, env: dict[str, str] | None = None,
+                 cwd: Path = REPO) -> None:
+        self.label = label
+        self.port = port
+        self.ready_path = ready_path
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"{label.replace(' ', '_')}-{port}.log"
+        self.cmd = pinned(cpus, cmd, pin)
+        self._log = open(self.log_path, "wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=env if env is not None else clean_env(), cwd=cwd)
+        CHILDREN.append(self.proc)
+        self.cold_start_s: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 180.0, path: str | None = None) -> float:
+        """Seconds from process start to the first 200 on ``path`` (default: the readiness probe)."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                status, _ = http_request(self.port, "GET", path or self.ready_path, timeout=2)
+                if status == 200:
+                    elapsed = time.perf_counter() - self.started
+                    if path is None and self.cold_start_s is None:
+                        self.cold_start_s = elapsed
+                    return elapsed
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.label} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def rss_mib(self) -> float | None:
+        return tree_rss_mib(self.proc.pid)
+
+    def n_processes(self) -> int:
+        return len(tree_pids(self.proc.pid))
+
+    def wait_idle(self, timeout: float = 120.0) -> float:
+        """Wait until the server has finished work left over from the last wrk run.
+
+        wrk stops sending when its time is up, but requests already in flight (up to one per
+        connection, e.g. 4 x 10,000 rows or 64 queued rows) are still processed after it exits; the
+        next run must not start against a busy server. Idle = < 5 % CPU over 0.25 s.
+        """
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            c0 = tree_cpu_s(self.proc.pid)
+            time.sleep(0.25)
+            if tree_cpu_s(self.proc.pid) - c0 < 0.0125:
+                break
+        return time.perf_counter() - t0
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+        if self.proc in CHILDREN:
+            CHILDREN.remove(self.proc)
+        self._log.close()
+
+
+# ---------------------------------------------------------------------------------------
+# wrk
+# ---------------------------------------------------------------------------------------
+
+LUA_TEMPLATE = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "@CONTENT_TYPE@"
+local f = assert(io.open("@BODY@", "rb"))
+wrk.body = f:read("*a")
+f:close()
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '"mean_us":%.1f,"max_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.max, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9)))
+end
+"""
+
+
+def write_lua(path: Path, body_file: Path, content_type: str = "application/json") -> Path:
+    """A wrk script that POSTs the bytes of ``body_file`` on every request."""
+    path.write_text(LUA_TEMPLATE.replace("@BODY@", str(body_file)).replace("@CONTENT_TYPE@", content_type))
+    return path
+
+
+def wrk_version() -> str:
+    if shutil.which("wrk") is None:
+        return "not installed"
+    _, out = run_foreground(["wrk", "-v"])
+    return out.strip().splitlines()[0].split(" Copyright")[0] if out.strip() else "unknown"
+
+
+def run_wrk(port: int, path: str, lua: Path, conns: int, seconds: float, pin: bool) -> dict[str, Any]:
+    """One wrk run (1 thread, ``conns`` connections, pinned to the client core); its Lua summary as a dict."""
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s", "-s", str(lua), f"http://{HOST}:{port}{path}"]
+    code, out = run_foreground(pinned(CLIENT_CPUS, cmd, pin))
+    line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
+    if code != 0 or line is None:
+        raise RuntimeError(f"wrk failed (exit {code}):\n{out}")
+    return json.loads(line[len("WRKJSON "):])
+
+
+def measure(server: ServerProcess, path: str, lua: Path, rows: int, conns: int, duration: float, warmup: float,
+            pin: bool, probe: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Wait idle, warm up, wait idle, measured wrk run; ``probe()`` is called just before and after it
+    (after the server drained) and its results stored under ``probe_before`` / ``probe_after``."""
+    server.wait_idle()
+    if warmup > 0:
+        run_wrk(server.port, path, lua, conns, warmup, pin)
+        server.wait_idle()
+    before = probe() if probe else None
+    watch = CpuWatch(server.pid)
+    w = run_wrk(server.port, path, lua, conns, duration, pin)
+    cpu = watch.stop()
+    drain_s = server.wait_idle()
+    after = probe() if probe else None
+    secs = w["duration_us"] / 1e6
+    errors = {k: w[k] for k in ("connect", "read", "write", "status", "timeout")}
+    res: dict[str, Any] = {
+        "rows_per_request": rows,
+        "connections": conns,
+        "seconds": secs,
+        "requests": w["requests"],
+        "req_s": w["requests"] / secs,
+        "rows_s": w["requests"] * rows / secs,
+        # Only 2xx answers count as served: non-2xx (wrk's "status" errors) are excluded here.
+        "ok_rows_s": (w["requests"] - w["status"]) * rows / secs,
+        "p50_ms": w["p50_us"] / 1e3 if w["requests"] else None,
+        "p90_ms": w["p90_us"] / 1e3 if w["requests"] else None,
+        "p99_ms": w["p99_us"] / 1e3 if w["requests"] else None,
+        "p999_ms": w["p999_us"] / 1e3 if w["requests"] else None,
+        "mean_ms": w["mean_us"] / 1e3,
+        "max_ms": w["max_us"] / 1e3,
+        "errors": errors,
+        "non_2xx": w["status"],
+        "socket_errors": sum(v for k, v in errors.items() if k != "status"),
+        "ok_requests": w["requests"] - w["status"],
+        "cpu": cpu,
+        "drain_after_s": drain_s,
+    }
+    if probe:
+        res["probe_before"], res["probe_after"] = before, after
+    return res

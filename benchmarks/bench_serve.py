@@ -1,6 +1,6 @@
 """Serving benchmark: in-process limit vs. `scorer serve` under wrk, per example bundle.
 
-    python benchmarks/bench_serve.py [--bundle tabular|spam|all] [--duration 10] [--quick]
+    python benchmarks/bench_serve.py [--bundle tabular|spam|text|all] [--duration 10] [--quick]
 
 See benchmarks/README.md for what is measured and how to read it. In short, per bundle:
 
@@ -13,6 +13,9 @@ See benchmarks/README.md for what is measured and how to read it. In short, per 
 3. ``--workers 2`` (server on both cores, wrk still on core 0): 1 and 64 connections, 1 row,
    to look for the ~40 ms delayed-ACK trap.
 
+Peer columns (MLflow, MLServer) are the measurements of the last ``benchmarks/run``
+(``benchmarks/results/peers.json``, same machine, same models), when there is one.
+
 Only 127.0.0.1 is ever contacted. Nothing here asserts on timings: it only reports.
 Results: ``benchmarks/results/serve-<bundle>.json`` and ``benchmarks/results/serve.md``.
 """
@@ -20,15 +23,11 @@ Results: ``benchmarks/results/serve-<bundle>.json`` and ``benchmarks/results/ser
 from __future__ import annotations
 
 import argparse
-import atexit
 import datetime as _dt
-import http.client
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,19 +35,18 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from _harness import code_state, load_build_module  # noqa: E402 - scripts run by path
+from _harness import (  # noqa: E402 - scripts run by path
+    BUNDLES_DIR, CLIENT_CPUS, FOREGROUND, REPO, RESULTS_DIR, SERVER_CPUS, CpuWatch, ServerProcess, clean_env, cleanup,
+    code_state, free_port, cpu_pinning_available, f_ms, f_num, features, http_request, idle_load, install_cleanup,
+    is_built, load_build_module, log, make_frame, measure, pinned, write_lua,
+)
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-BUNDLES_DIR = REPO / "bundles"
-RESULTS_DIR = HERE / "results"
-HOST = "127.0.0.1"  # the only address this script ever talks to
 
-SERVER_CPUS = "1"  # single-worker server
-CLIENT_CPUS = "0"  # wrk and this orchestrator
 MULTI_SERVER_CPUS = "0,1"  # --workers 2 server
 ROW_COUNTS = (1, 100, 10_000)
 DATA_SEED = 4242  # rows scored here are a holdout draw, not training rows
+BUNDLE_NAMES = ("tabular", "spam", "text")
 
 # (rows per request, connections) for the single-worker runs, in this order.
 SCENARIOS = ((1, 1), (1, 64), (100, 4), (10_000, 4))
@@ -56,95 +54,34 @@ MULTI_SCENARIOS = ((1, 1), (1, 64))
 BATCHING_SCENARIO = (1, 64)
 
 # ---------------------------------------------------------------------------------------
-# Reference numbers copied from /work/shared/design/peers.md (NOT re-measured here).
-# Their "text" model is the nearest peer of our "spam" bundle but not the same model
-# (no custom text cleaning, no numeric features).
+# Peers: the last side-by-side run of benchmarks/run (bench_peers.py) on this machine, if any.
+# They serve the same tabular and text models; our spam bundle (custom code) has no peer.
 # ---------------------------------------------------------------------------------------
-PEERS_SOURCE = "/work/shared/design/peers.md (from peers.md, not re-measured)"
-PEERS: dict[str, dict[str, Any]] = {
-    "tabular": {
-        "model": "tabular",
-        "inproc_ms": {1: 3.1, 100: 3.9, 10_000: 100.0},
-        "parse_ms": {1: 0.15, 100: 0.23, 10_000: 22.0},
-        "served_rows_s": {
-            (1, 1): {"MLflow 3.17": 120, "MLServer default": 166, "MLServer adaptive": 65},
-            (1, 64): {"MLflow 3.17": 118, "MLServer default": 175, "MLServer adaptive": 782},
-            (100, 4): {"MLflow 3.17": 10_300, "MLServer default": 12_700, "MLServer adaptive": 17_400},
-            (10_000, 4): {"MLflow 3.17": 31_200, "MLServer default": 77_200, "MLServer adaptive": 48_900},
-        },
-        "served_p50_ms": {(1, 1): {"MLflow 3.17": 8.1, "MLServer default": 5.4, "MLServer adaptive": 12.6}},
-    },
-    "spam": {
-        "model": "text (TF-IDF+LogReg; nearest peer, not the same model)",
-        "inproc_ms": {1: 0.8, 100: 1.6, 10_000: 73.0},
-        "parse_ms": {1: 0.04, 100: 0.05, 10_000: 6.0},
-        "served_rows_s": {
-            (1, 64): {"MLflow 3.17": 386, "MLServer default": 373, "MLServer adaptive": 1_372},
-            (10_000, 4): {"MLflow 3.17": 61_200, "MLServer default": 118_900, "MLServer adaptive": 123_800},
-        },
-        "served_p50_ms": {},
-    },
-}
-PEER_NAMES = ("MLflow 3.17", "MLServer default", "MLServer adaptive")
-
-# ---------------------------------------------------------------------------------------
-# process bookkeeping: everything we start is killed on exit / ctrl-c
-# ---------------------------------------------------------------------------------------
-_children: list[subprocess.Popen] = []  # started in their own session (killpg on cleanup)
-_foreground: list[subprocess.Popen] = []  # wrk, in-process child
+PEERS_FILE = RESULTS_DIR / "peers.json"
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
+def measured_peers(name: str) -> dict[str, Any]:
+    """{"source": str, "labels": [...], "rows_s": {"ROWSxCONNS": {label: rows/s}}, "p50_ms": {...}} or {}."""
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=5)
-    # Workers of a multi-worker server live in the same process group: make sure none is left.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _cleanup() -> None:
-    for proc in list(_foreground):
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    _foreground.clear()
-    for proc in list(_children):
-        _stop_group(proc)
-    _children.clear()
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
-# ---------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def is_built(name: str, root: Path) -> bool:
-    d = root / name
-    if name == "tabular":
-        return (d / "artifacts" / "model.joblib").is_file()
-    return all((d / p).is_file() for p in ("artifacts/first_model.pkl", "artifacts/second_model.pkl", "code/custom_preprocess.py"))
+        data = json.loads(PEERS_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    b = data.get("bundles", {}).get(name)
+    if not b:
+        return {}
+    labels = [s["label"] for s in data.get("servers", []) if s["kind"] != "scorer"]
+    rows_s: dict[str, dict[str, float]] = {}
+    p50: dict[str, dict[str, float]] = {}
+    for point in b["points"]:
+        key = f"{point['rows_per_request']}x{point['connections']}"
+        for label in labels:
+            agg = point["servers"].get(label)
+            if agg:
+                rows_s.setdefault(key, {})[label] = agg["rows_s"]["mean"]
+                p50.setdefault(key, {})[label] = agg["p50_ms"]["mean"]
+    return {"source": f"{PEERS_FILE.relative_to(REPO)} ({data['meta']['started']}, "
+                      f"{'quick' if data['meta']['quick'] else 'full'} run)",
+            "labels": labels, "rows_s": rows_s, "p50_ms": p50}
 
 
 def prepare_bundle(build, name: str, tmp: Path, rebuild: bool) -> tuple[Path, str]:
@@ -155,152 +92,6 @@ def prepare_bundle(build, name: str, tmp: Path, rebuild: bool) -> tuple[Path, st
     build.build(name, tmp)
     log(f"built {name} in {time.perf_counter() - t0:.1f}s")
     return tmp / name, f"temp build via bundles/build.py ({time.perf_counter() - t0:.0f}s)"
-
-
-def features(build, name: str) -> list[str]:
-    return list(build.TABULAR_FEATURES if name == "tabular" else build.SPAM_FEATURES)
-
-
-def make_frame(build, name: str, n: int):
-    make = build.make_tabular_frame if name == "tabular" else build.make_spam_frame
-    return make(n, seed=DATA_SEED)[features(build, name)].reset_index(drop=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def http_request(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 60.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def cpu_pinning_available() -> bool:
-    return shutil.which("taskset") is not None and hasattr(os, "sched_getaffinity") and {0, 1} <= os.sched_getaffinity(0)
-
-
-def pinned(cpus: str, cmd: list[str], pin: bool) -> list[str]:
-    return ["taskset", "-c", cpus, *cmd] if pin else cmd
-
-
-def clean_env() -> dict[str, str]:
-    """The environment for servers: no SCORER_* overrides, so defaults are what is measured."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
-
-
-def tree_pids(pid: int) -> list[int]:
-    """A process and all its descendants (Linux /proc), each once."""
-    found, stack = [], [pid]
-    while stack:
-        p = stack.pop()
-        if p in found:
-            continue
-        found.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    stack += [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-    return found
-
-
-def tree_rss_mib(pid: int) -> float | None:
-    """RSS of a process and all its descendants, in MiB."""
-    total_kib = 0
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                total_kib += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
-        except OSError:
-            continue
-    return round(total_kib / 1024, 1) if total_kib else None
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_busy_s() -> dict[str, float]:
-    """Busy seconds (user+nice+system+irq+softirq) per CPU line of /proc/stat ('cpu' = all)."""
-    out: dict[str, float] = {}
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                if not line.startswith("cpu"):
-                    break
-                name, *vals = line.split()
-                v = [int(x) for x in vals]
-                out[name] = (v[0] + v[1] + v[2] + v[5] + v[6]) / CLK_TCK
-                out[name + "_steal"] = (v[7] if len(v) > 7 else 0) / CLK_TCK
-    except OSError:
-        pass
-    return out
-
-
-def tree_cpu_s(pid: int | None) -> float:
-    """utime+stime of a process tree (all threads), in seconds."""
-    if pid is None:
-        return 0.0
-    total = 0.0
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-class CpuWatch:
-    """CPU used on the machine during a window that our own processes do not account for.
-
-    ``foreign`` = all busy CPU time − (server tree + this process + children waited for in the
-    window, e.g. wrk). It is other processes' load plus some kernel work (loopback softirq) that
-    is not charged to any process; a few % is normal, tens of % mean a busy machine.
-    """
-
-    def __init__(self, server_pid: int | None = None) -> None:
-        self.server_pid = server_pid
-        self.t0 = time.perf_counter()
-        self.busy0 = cpu_busy_s()
-        self.srv0 = tree_cpu_s(server_pid)
-        self.os0 = os.times()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.perf_counter() - self.t0
-        busy1, srv1, os1 = cpu_busy_s(), tree_cpu_s(self.server_pid), os.times()
-        if not busy1 or not self.busy0 or wall <= 0:
-            return {}
-        d_busy = {k: busy1[k] - self.busy0.get(k, 0.0) for k in busy1}
-        ours = (srv1 - self.srv0) + (os1.user - self.os0.user) + (os1.system - self.os0.system) + (
-            os1.children_user - self.os0.children_user) + (os1.children_system - self.os0.children_system)
-        res = {
-            "wall_s": wall,
-            "server_cpu_pct": 100 * (srv1 - self.srv0) / wall,
-            "foreign_cpu_pct": max(0.0, 100 * (d_busy.get("cpu", 0.0) - ours) / wall),
-            # Time the hypervisor ran something else while this VM wanted the CPU.
-            "steal_pct": 100 * d_busy.get("cpu_steal", 0.0) / wall,
-        }
-        for k in ("cpu0", "cpu1"):
-            if k in d_busy:
-                res[f"{k}_busy_pct"] = 100 * d_busy[k] / wall
-        return res
-
-
-def idle_load(seconds: float = 2.0) -> float:
-    """% of one core busy while this script runs nothing: the machine's background load."""
-    w = CpuWatch()
-    time.sleep(seconds)
-    return w.stop().get("foreign_cpu_pct", 0.0)
 
 
 # Shared-machine protection (``--wait-quiet S``): until QUIET["deadline"] (a time.time() value, also
@@ -396,7 +187,7 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
     load_s = time.perf_counter() - t0
     feats = features(build, name)
 
-    if name == "tabular":
+    if (bundle / "artifacts" / "model.joblib").is_file():  # tabular, text: a plain Pipeline, no custom code
         pipe = joblib.load(bundle / "artifacts" / "model.joblib")
 
         def raw(df):
@@ -416,7 +207,7 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
 
         raw_desc = "clean_text + build_features + LogisticRegression.predict_proba (no scorer)"
 
-    frame = make_frame(build, name, max(ROW_COUNTS))
+    frame = make_frame(build, name, max(ROW_COUNTS), DATA_SEED)
     columns = list(scorer.schema.columns) if scorer.schema else None
     results: dict[str, Any] = {}
     for n in ROW_COUNTS:
@@ -478,9 +269,9 @@ def run_inprocess(name: str, bundle: Path, bodies: Path, tmp: Path, quick: bool,
         cmd.append("--quick")
     watch = CpuWatch()
     proc = subprocess.Popen(pinned(SERVER_CPUS, cmd, pin), cwd=REPO)
-    _foreground.append(proc)
+    FOREGROUND.append(proc)
     code = proc.wait()
-    _foreground.remove(proc)
+    FOREGROUND.remove(proc)
     if code != 0:
         raise RuntimeError(f"in-process benchmark of {name} failed (exit {code})")
     res = json.loads(out.read_text())
@@ -488,28 +279,10 @@ def run_inprocess(name: str, bundle: Path, bodies: Path, tmp: Path, quick: bool,
     return res
 
 
+
 # ---------------------------------------------------------------------------------------
 # 2. served
 # ---------------------------------------------------------------------------------------
-
-LUA_TEMPLATE = r"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = assert(io.open("@BODY@", "rb"))
-wrk.body = f:read("*a")
-f:close()
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
-    '"mean_us":%.1f,"max_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d}\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
-    latency.mean, latency.max, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency:percentile(99.9)))
-end
-"""
-
 
 METRIC_KEYS = {
     "scorer_batch_requests_sum", "scorer_batch_requests_count", "scorer_batch_rows_sum", "scorer_batch_rows_count",
@@ -521,39 +294,19 @@ LABELLED_METRIC_KEYS = {
 }
 
 
-class Server:
-    def __init__(self, bundle: Path, workers: int, cpus: str | None, logs: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.workers = workers
-        self.cpus = cpus
-        self.log_path = logs / f"server-{self.port}.log"
-        scorer_bin = Path(sys.executable).with_name("scorer")
-        cmd = [str(scorer_bin), "serve", str(bundle), "--host", HOST, "--port", str(self.port),
-               "--workers", str(workers), "--log-level", "warning"]
-        if cpus is not None:
-            cmd = ["taskset", "-c", cpus, *cmd]
-        self.cmd = cmd
-        self._log = open(self.log_path, "wb")
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**clean_env(), **(env or {})}, cwd=REPO)
-        _children.append(self.proc)
-        self.ready_s: float | None = None
 
-    def wait_ready(self, timeout: float = 120.0) -> float:
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                status, _ = http_request(self.port, "GET", "/ready", timeout=2)
-                if status == 200:
-                    self.ready_s = time.perf_counter() - self.started
-                    return self.ready_s
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log_tail()}")
+class Server(ServerProcess):
+    """``scorer serve BUNDLE`` (pinned with taskset), ready when ``GET /ready`` is 200."""
+
+    def __init__(self, bundle: Path, workers: int, cpus: str | None, logs: Path, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        port = port or free_port()
+        self.workers = workers
+        scorer_bin = Path(sys.executable).with_name("scorer")
+        cmd = [str(scorer_bin), "serve", str(bundle), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers), "--log-level", "warning"]
+        super().__init__(f"scorer-{workers}w", cmd, port, "/ready", logs, cpus=cpus, pin=cpus is not None,
+                         env={**clean_env(), **(env or {})})
 
     def wait_all_ready(self, timeout: float = 120.0) -> float:
         """With several workers /ready is answered by whichever accepts: wait for 20 200s in a row."""
@@ -568,15 +321,6 @@ class Server:
             if streak == 0:
                 time.sleep(0.05)
         return time.perf_counter() - self.started
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def rss_mib(self) -> float | None:
-        return tree_rss_mib(self.proc.pid)
 
     def _scrape(self) -> dict[str, float] | None:
         status, body = http_request(self.port, "GET", "/metrics")
@@ -615,27 +359,6 @@ class Server:
         total["_workers_seen"] = len(seen)
         return total
 
-    def wait_idle(self, timeout: float = 120.0) -> float:
-        """Wait until the server has finished work left over from the last wrk run.
-
-        wrk stops sending when its time is up, but requests already in flight (up to one per
-        connection, e.g. 4 x 10,000 rows or 64 queued rows) are still scored after it exits; the
-        next run must not start against a busy server. Idle = < 5 % CPU over 0.25 s.
-        """
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < timeout:
-            c0 = tree_cpu_s(self.proc.pid)
-            time.sleep(0.25)
-            if tree_cpu_s(self.proc.pid) - c0 < 0.0125:
-                break
-        return time.perf_counter() - t0
-
-    def stop(self) -> None:
-        _stop_group(self.proc)
-        if self.proc in _children:
-            _children.remove(self.proc)
-        self._log.close()
-
 
 def preflight(server: Server, bodies: Path, rows_list: list[int]) -> None:
     """Every body once through the server: 200 and one prediction per row, else stop."""
@@ -648,55 +371,13 @@ def preflight(server: Server, bodies: Path, rows_list: list[int]) -> None:
             raise RuntimeError(f"POST /predict with {n} rows returned {got} predictions")
 
 
-def run_wrk(port: int, lua: Path, conns: int, seconds: int, pin: bool) -> dict[str, Any]:
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s", "-s", str(lua), f"http://{HOST}:{port}/predict"]
-    proc = subprocess.Popen(pinned(CLIENT_CPUS, cmd, pin), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _foreground.append(proc)
-    out, _ = proc.communicate()
-    _foreground.remove(proc)
-    line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed (exit {proc.returncode}):\n{out}")
-    return json.loads(line[len("WRKJSON "):])
-
-
-def scenario(server: Server, lua: Path, rows: int, conns: int, duration: int, warmup: int, pin: bool) -> dict[str, Any]:
-    server.wait_idle()
-    if warmup > 0:
-        run_wrk(server.port, lua, conns, warmup, pin)
-        server.wait_idle()
-    before = server.metrics()
-    watch = CpuWatch(server.proc.pid)
-    w = run_wrk(server.port, lua, conns, duration, pin)
-    cpu = watch.stop()
-    drain_s = server.wait_idle()
-    after = server.metrics()
-    secs = w["duration_us"] / 1e6
-    ok = w["requests"] - w["status"]
-    res: dict[str, Any] = {
-        "rows_per_request": rows,
-        "connections": conns,
-        "workers": server.workers,
-        "seconds": secs,
-        "requests": w["requests"],
-        "req_s": w["requests"] / secs,
-        "rows_s": w["requests"] * rows / secs,
-        "p50_ms": w["p50_us"] / 1e3 if w["requests"] else None,
-        "p90_ms": w["p90_us"] / 1e3,
-        "p99_ms": w["p99_us"] / 1e3 if w["requests"] else None,
-        "p999_ms": w["p999_us"] / 1e3,
-        "mean_ms": w["mean_us"] / 1e3,
-        "max_ms": w["max_us"] / 1e3,
-        "errors": {k: w[k] for k in ("connect", "read", "write", "status", "timeout")},
-        "ok_requests": ok,
-        "cpu": cpu,
-        "drain_after_s": drain_s,
-    }
+def server_side(server: Server, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Batching and latency over a measured run, from /metrics deltas."""
     complete = before.get("_workers_seen") == server.workers == after.get("_workers_seen")
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after if not k.startswith("_")}
     calls = d.get("scorer_batch_requests_count", 0.0)
     served = d.get("predict_seconds_count", 0.0)
-    res["server_side"] = {
+    return {
         # Includes the requests still in flight when wrk stopped (scored while draining).
         "model_calls": calls,
         "requests_per_call": d.get("scorer_batch_requests_sum", 0.0) / calls if calls else None,
@@ -705,8 +386,16 @@ def scenario(server: Server, lua: Path, rows: int, conns: int, duration: int, wa
         "request_mean_ms": 1e3 * d.get("predict_seconds_sum", 0.0) / served if served else None,
         "complete": complete,
         "note": "deltas of /metrics over the measured run (+ drain), summed over "
-        + (f"all {server.workers} workers" if complete else f"the workers seen ({before.get('_workers_seen')}/{after.get('_workers_seen')} of {server.workers}): INCOMPLETE"),
+        + (f"all {server.workers} workers" if complete
+           else f"the workers seen ({before.get('_workers_seen')}/{after.get('_workers_seen')} of {server.workers}): INCOMPLETE"),
     }
+
+
+def scenario(server: Server, lua: Path, rows: int, conns: int, duration: float, warmup: float, pin: bool) -> dict[str, Any]:
+    res = measure(server, "/predict", lua, rows, conns, duration, warmup, pin, probe=server.metrics)
+    res["workers"] = server.workers
+    res["server_side"] = server_side(server, res.pop("probe_before"), res.pop("probe_after"))
+    cpu = res["cpu"]
     errs = sum(res["errors"].values())
     log(
         f"  workers={server.workers} rows={rows:>5} conns={conns:>2}: {res['req_s']:9.1f} req/s {res['rows_s']:10.0f} rows/s "
@@ -729,9 +418,7 @@ MULTI_VARIANTS = (
 def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, warmup: int, pin: bool) -> dict[str, Any]:
     luas = {}
     for n in ROW_COUNTS:
-        lua = tmp / f"{name}-{n}.lua"
-        lua.write_text(LUA_TEMPLATE.replace("@BODY@", str(bodies / f"{n}.json")))
-        luas[n] = lua
+        luas[n] = write_lua(tmp / f"{name}-{n}.lua", bodies / f"{n}.json")
     out: dict[str, Any] = {}
 
     log(f"{name}: starting 1-worker server" + (f" pinned to core {SERVER_CPUS}" if pin else ""))
@@ -799,18 +486,6 @@ def derive(name: str, inproc: dict[str, Any], served: dict[str, Any]) -> dict[st
     }
 
 
-def f_ms(x: float | None) -> str:
-    if x is None:
-        return "–"
-    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
-
-
-def f_num(x: float | None) -> str:
-    if x is None:
-        return "–"
-    return f"{x:,.2f}" if x < 10 else f"{x:,.0f}"
-
-
 def pct(run: dict[str, Any], key: str) -> str:
     v = (run.get("cpu") or {}).get(key)
     return "–" if v is None else f"{v:.0f}"
@@ -818,7 +493,8 @@ def pct(run: dict[str, Any], key: str) -> str:
 
 def render_bundle(r: dict[str, Any]) -> str:
     name = r["bundle"]
-    peers = PEERS[name]
+    peers = r.get("peers_measured") or {}
+    labels = peers.get("labels", [])
     ip = r["inprocess"]["by_rows"]
     L: list[str] = [f"## {name}", ""]
     L.append(f"Bundle: `{r['bundle_path']}` ({r['bundle_source']}). Raw call: {r['inprocess']['raw_call']}.")
@@ -830,9 +506,13 @@ def render_bundle(r: dict[str, Any]) -> str:
             f"{', '.join(x.strip() for x in st['uncommitted']) or 'none'}."
             + (" **WARNING: scorer/ or bundles/ changed during this bundle's measurements.**" if cs.get("changed_during_run") else "")
         )
-    L.append(f"Peer reference model: {peers['model']}; peer columns are **from peers.md, not re-measured**. "
-             "In the served table, a peer cell's (n×) is its rows/s divided by peers.md's in-process predict_proba rows/s "
-             "for the same rows per call: the like-for-like counterpart of our served ÷ in-process ratio.")
+    if peers:
+        L.append(f"Peer columns: the same model served by {', '.join(labels)}, measured on this machine by "
+                 f"`benchmarks/run` ({peers['source']}); rows/s (p50 ms), mean over its runs.")
+    elif name == "spam":
+        L.append("No peer columns: no peer serves this bundle (custom code); `text` is the peers' nearest model.")
+    else:
+        L.append("No peer columns: run `benchmarks/run` to measure MLflow and MLServer on this machine.")
     L.append("")
     L.append("### In-process (one process, no HTTP, pinned to core 1; medians)")
     L.append("")
@@ -843,16 +523,15 @@ def render_bundle(r: dict[str, Any]) -> str:
         f"OpenMP/BLAS threads in the pinned child: {', '.join(str(t.get('internal_api')) + '=' + str(t.get('num_threads')) for t in (r['inprocess'].get('threadpools') or [])) or 'n/a'}."
     )
     L.append("")
-    L.append("| rows | score() ms | score() rows/s | raw call ms | raw rows/s | core overhead ms (score−raw) | decode split JSON ms | encode ms | decode→score→encode ms | foreign CPU % (max) | peers.md predict_proba ms | peers.md parse ms |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| rows | score() ms | score() rows/s | raw call ms | raw rows/s | core overhead ms (score−raw) | decode split JSON ms | encode ms | decode→score→encode ms | foreign CPU % (max) |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in ROW_COUNTS:
         x = ip[str(n)]
         L.append(
             f"| {n:,} | {f_ms(x['score']['median_ms'])} | {f_num(x['score']['rows_s'])} | {f_ms(x['raw']['median_ms'])} | "
             f"{f_num(x['raw']['rows_s'])} | {f_ms(x['score']['median_ms'] - x['raw']['median_ms'])} | "
             f"{f_ms(x['decode']['median_ms'])} | {f_ms(x['encode']['median_ms'])} | {f_ms(x['pipeline']['median_ms'])} | "
-            f"{max(foreign_pct(x[k]) for k in ('score', 'raw', 'decode', 'encode', 'pipeline')):.0f} | "
-            f"{f_ms(peers['inproc_ms'].get(n))} | {f_ms(peers['parse_ms'].get(n))} |"
+            f"{max(foreign_pct(x[k]) for k in ('score', 'raw', 'decode', 'encode', 'pipeline')):.0f} |"
         )
     L.append("")
     s = r["served"]
@@ -863,29 +542,20 @@ def render_bundle(r: dict[str, Any]) -> str:
     L.append("")
     L.append("| rows/req | conns | req/s | rows/s | p50 ms | p99 ms | errors | served ÷ in-process rows/s | requests per model call | "
              "model call ms | server-side request ms | server CPU % | foreign CPU % | "
-             + " | ".join(f"{p} rows/s (peers.md; ×their in-process)" for p in PEER_NAMES) + " |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(PEER_NAMES))
+             + "".join(f" {p} rows/s (p50 ms) |" for p in labels))
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(labels))
     ratio = {(x["rows_per_request"], x["connections"]): x for x in r["derived"]["served_over_inproc"]}
     for x in s["single_worker"]:
         key = (x["rows_per_request"], x["connections"])
-        pr = peers["served_rows_s"].get(key, {})
-        pp = peers["served_p50_ms"].get(key, {})
-        peer_cells = []
-        for p in PEER_NAMES:
-            v = pr.get(p)
-            cell = "–" if v is None else f"{v:,}"
-            their_inproc = peers["inproc_ms"].get(key[0])
-            if v is not None and their_inproc:
-                cell += f" ({v / (key[0] / (their_inproc / 1e3)):.2f}×)"
-            if v is not None and p in pp:
-                cell += f" (p50 {pp[p]} ms)"
-            peer_cells.append(cell)
+        pr = (peers.get("rows_s") or {}).get(f"{key[0]}x{key[1]}", {})
+        pp = (peers.get("p50_ms") or {}).get(f"{key[0]}x{key[1]}", {})
+        peer_cells = [f"{f_num(pr[p])} ({f_ms(pp.get(p))})" if p in pr else "–" for p in labels]
         ss = x.get("server_side") or {}
         L.append(
             f"| {x['rows_per_request']:,} | {x['connections']} | {f_num(x['req_s'])} | {f_num(x['rows_s'])} | "
             f"{f_ms(x['p50_ms'])} | {f_ms(x['p99_ms'])} | {sum(x['errors'].values())} | "
             f"{ratio[key]['served_over_inproc']:.2f} | {f_num(ss.get('requests_per_call'))} | {f_ms(ss.get('model_call_ms'))} | "
-            f"{f_ms(ss.get('request_mean_ms'))} | {pct(x, 'server_cpu_pct')} | {pct(x, 'foreign_cpu_pct')} | " + " | ".join(peer_cells) + " |"
+            f"{f_ms(ss.get('request_mean_ms'))} | {pct(x, 'server_cpu_pct')} | {pct(x, 'foreign_cpu_pct')} |" + "".join(f" {c} |" for c in peer_cells)
         )
     L.append("")
     L.append("Model call ms and server-side request ms are means from /metrics (`scorer_model_call_seconds`, "
@@ -897,8 +567,9 @@ def render_bundle(r: dict[str, Any]) -> str:
         f"- HTTP overhead (served 1-row p50 at 1 conn − in-process 1-row score()): **{f_ms(d['http_overhead_ms'])} ms** "
         f"({f_ms(d['http_overhead_beyond_codec_ms'])} ms beyond in-process decode→score→encode). "
         + (
-            "peers.md for comparison: MLflow 8.1−3.1 = 5.0 ms, MLServer 5.4−3.1 = 2.3 ms."
-            if name == "tabular" else ""
+            "Peers' 1-row p50 at 1 conn (measured): "
+            + ", ".join(f"{p} {f_ms(v)} ms" for p, v in (peers.get("p50_ms") or {}).get("1x1", {}).items()) + "."
+            if peers else ""
         )
     )
     L.append(f"- In-process 1-row score(): {f_ms(one_ip)} ms (= {f_num(1e3 / one_ip)} rows/s).")
@@ -984,13 +655,22 @@ def render_summary(results: list[dict[str, Any]]) -> str:
     L = ["## Summary (side by side)", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     L += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     L.append("")
-    L.append("Peer reference (from peers.md, not re-measured; tabular ↔ their `tabular`, spam ↔ their `text`):")
-    L.append("")
-    L.append("| model | rows/req | conns | " + " | ".join(PEER_NAMES) + " |")
-    L.append("|---|---:|---:|" + "---:|" * len(PEER_NAMES))
-    for name in names:
-        for (rr, cc), vals in PEERS[name]["served_rows_s"].items():
-            L.append(f"| {PEERS[name]['model'].split(' ')[0]} | {rr:,} | {cc} | " + " | ".join(f"{vals[p]:,}" for p in PEER_NAMES) + " |")
+    measured = [r for r in results if r.get("peers_measured")]
+    if measured:
+        labels = measured[0]["peers_measured"]["labels"]
+        L.append(f"Peers, same models, measured by `benchmarks/run` ({measured[0]['peers_measured']['source']}); "
+                 "rows/s (p50 ms); the full comparison is in `benchmarks/results/peers.md`:")
+        L.append("")
+        L.append("| model | rows/req | conns | " + " | ".join(labels) + " |")
+        L.append("|---|---:|---:|" + "---:|" * len(labels))
+        for r in measured:
+            pm = r["peers_measured"]
+            for key, vals in pm["rows_s"].items():
+                rr, cc = key.split("x")
+                L.append(f"| {r['bundle']} | {int(rr):,} | {cc} | "
+                         + " | ".join(f"{f_num(vals.get(p))} ({f_ms(pm['p50_ms'][key].get(p))})" for p in labels) + " |")
+    else:
+        L.append("No peer measurements yet: `benchmarks/run` measures MLflow and MLServer on the same models.")
     L.append("")
     return "\n".join(L)
 
@@ -1005,7 +685,7 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "\"foreign CPU %\": CPU time used on the machine during a measurement that is not charged to the benchmark's own "
         "processes (other processes + some un-attributed kernel network work), in % of one core. Near 0 = clean run; "
-        "tens of % = the numbers are pessimistic. Peer columns are copied from peers.md, not re-measured.",
+        "tens of % = the numbers are pessimistic. Peer columns come from the last `benchmarks/run` on this machine, if any.",
         "",
     ]
     return "\n".join(head + [render_summary(results)] + [render_bundle(r) for r in results])
@@ -1018,7 +698,7 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="In-process vs served throughput/latency of the example bundles.")
-    parser.add_argument("--bundle", choices=("tabular", "spam", "all"), default="all")
+    parser.add_argument("--bundle", choices=(*BUNDLE_NAMES, "all"), default="all")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk scenario (default 10)")
     parser.add_argument("--quick", action="store_true", help="a couple of seconds per step: smoke test only")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
@@ -1044,15 +724,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log("WARNING: cannot pin to cores 0/1 (need taskset and >= 2 cores): results are not comparable")
 
-    atexit.register(_cleanup)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    install_cleanup()
 
     started = time.time()
     QUIET["deadline"] = started + args.wait_quiet if args.wait_quiet > 0 else 0.0
     t0 = time.perf_counter()
     build = load_build_module()
-    names = ["tabular", "spam"] if args.bundle == "all" else [args.bundle]
+    names = list(BUNDLE_NAMES) if args.bundle == "all" else [args.bundle]
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     results = []
     meta = {
@@ -1075,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{name}: background load {background:.0f}% of a core")
                 bodies = tmp / f"bodies-{name}"
                 bodies.mkdir()
-                frame = make_frame(build, name, max(ROW_COUNTS))
+                frame = make_frame(build, name, max(ROW_COUNTS), DATA_SEED)
                 for n in ROW_COUNTS:
                     (bodies / f"{n}.json").write_text(frame.head(n).to_json(orient="split"))
                 log(f"{name}: in-process timings (child pinned to core {SERVER_CPUS}) ...")
@@ -1092,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
                                "body_format": "pandas DataFrame.to_json(orient='split'), Content-Type application/json"},
                     "inprocess": inproc,
                     "served": served,
-                    "peers_reference": {"source": PEERS_SOURCE, **{k: (v if not isinstance(v, dict) else {str(kk): vv for kk, vv in v.items()}) for k, v in PEERS[name].items()}},
+                    "peers_measured": measured_peers(name),
                     "elapsed_s": time.perf_counter() - bt0,
                 }
                 r["derived"] = derive(name, inproc, served)
@@ -1104,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
                 log(f"{name}: done in {r['elapsed_s']:.0f}s -> {RESULTS_DIR / f'serve-{name}.json'}")
         finally:
-            _cleanup()
+            cleanup()
     meta["elapsed_s"] = time.perf_counter() - t0
     md = render(results, meta)
     (RESULTS_DIR / "serve.md").write_text(md + "\n")

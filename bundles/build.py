@@ -1,6 +1,6 @@
 """Deterministically (re)build the model artifacts of the example bundles.
 
-    python bundles/build.py [--out DIR] [--only tabular|spam] [--rows N]
+    python bundles/build.py [--out DIR] [--only tabular|spam|text] [--rows N]
 
 Committed per bundle: ``code/``, ``requirements.txt``, ``manifest.json``. Generated (and
 gitignored): ``artifacts/*`` and ``spam/sample.csv``. With the default ``--out`` (this
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 BUNDLES_DIR = Path(__file__).resolve().parent
-BUNDLE_NAMES = ("tabular", "spam")
+BUNDLE_NAMES = ("tabular", "spam", "text")
 COMMITTED_SOURCES = ("code", "requirements.txt", "manifest.json")
 
 # Seeds. The *world* seeds fix the data-generating process (effects, vocabulary weights);
@@ -286,6 +286,39 @@ def make_spam_frame(n: int, seed: int = TRAIN_SEED, spam_rate: float = 0.35) -> 
     return df
 
 
+# --------------------------------------------------------------------------------------
+# text: the spam messages alone, for a plain scikit-learn Pipeline (no custom code)
+# --------------------------------------------------------------------------------------
+
+TEXT_FEATURES = ["text"]
+TEXT_CLASSES = SPAM_CLASSES
+
+
+def make_text_frame(n: int, seed: int = TRAIN_SEED) -> pd.DataFrame:
+    """``n`` short messages: ``text`` (object dtype) and ``label`` (ham/spam), drawn like
+    :func:`make_spam_frame`'s ``feature2`` (same vocabulary, same 3 % label noise)."""
+    df = make_spam_frame(n, seed=seed)
+    out = pd.DataFrame(
+        {"text": df["feature2"].to_numpy(dtype=object), "label": df["label"].to_numpy(dtype=object)}
+    )
+    out[["text", "label"]] = out[["text", "label"]].astype(object)
+    return out
+
+
+def make_text_pipeline():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    # A bare TfidfVectorizer fed a DataFrame would iterate over its column names: select the
+    # column (a scalar name, so the vectorizer gets a 1-D series of strings).
+    pre = ColumnTransformer(
+        [("tfidf", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), "text")]
+    )
+    return Pipeline([("preprocess", pre), ("model", LogisticRegression(C=4, max_iter=1000))])
+
+
 def load_first_code():
     """The spam bundle's ``code/first_code.py`` as a module, without touching ``sys.path``."""
     path = BUNDLES_DIR / "spam" / "code" / "first_code.py"
@@ -428,7 +461,20 @@ def build_spam(dest: Path, rows: int = 20_000) -> dict[str, str]:
     }
 
 
-BUILDERS = {"tabular": build_tabular, "spam": build_spam}
+def build_text(dest: Path, rows: int = 20_000) -> dict[str, str]:
+    """Train the text pipeline and write ``dest/artifacts/model.joblib``. Returns {file: sha256}."""
+    dest = Path(dest)
+    df = make_text_frame(rows, seed=TRAIN_SEED)
+    model = make_text_pipeline().fit(df[TEXT_FEATURES], df["label"].to_numpy(dtype=object))
+    if list(model.classes_) != list(TEXT_CLASSES):
+        raise RuntimeError(f"text model learned classes {list(model.classes_)}; use more --rows")
+    _strip_process_state(model[0].named_transformers_["tfidf"])
+    out = dest / "artifacts" / "model.joblib"
+    _dump(model, out)
+    return {"artifacts/model.joblib": sha256_file(out)}
+
+
+BUILDERS = {"tabular": build_tabular, "spam": build_spam, "text": build_text}
 
 
 def build(name: str, out: Path = BUNDLES_DIR, rows: int | None = None) -> dict[str, str]:
@@ -445,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", choices=BUNDLE_NAMES, help="build only this bundle")
     parser.add_argument(
-        "--rows", type=int, default=None, help="training rows (default: 50000 tabular, 20000 spam)"
+        "--rows", type=int, default=None, help="training rows (default: 50000 tabular, 20000 spam and text)"
     )
     args = parser.parse_args(argv)
     if args.rows is not None and args.rows < 100:

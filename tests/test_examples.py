@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,11 +23,21 @@ def _hashes(root: Path) -> dict[str, str]:
     }
 
 
-def test_build_is_byte_identical_across_processes(example_bundles: dict[str, Path], tmp_path: Path) -> None:
-    """A second build in a fresh process (different hash seed, one thread) writes byte-identical files."""
+def _all_examples(example_bundles: dict[str, Path], build_module: Any) -> dict[str, Path]:
+    """Every bundle bundles/build.py makes (the fixture's build writes all of them side by side)."""
+    root = next(iter(example_bundles.values())).parent
+    return {name: root / name for name in build_module.BUNDLE_NAMES}
+
+
+def test_build_is_byte_identical_across_processes(example_bundles: dict[str, Path], build_module: Any,
+                                                  tmp_path: Path) -> None:
+    """A second build in a fresh process (different hash seed, one thread) writes byte-identical files,
+    for every bundle build.py knows (tabular, spam, text)."""
     env = {"PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, str(REPO / "bundles" / "build.py"), "--out", str(tmp_path)], check=True, env=env)
-    for name, first in example_bundles.items():
+    bundles = _all_examples(example_bundles, build_module)
+    assert {"tabular", "spam", "text"} <= set(bundles)
+    for name, first in bundles.items():
         second = _hashes(tmp_path / name)
         assert any(k.startswith("artifacts/") for k in second)
         assert second == _hashes(first), name
@@ -55,3 +66,16 @@ def test_example_predictions_make_sense(example_bundles: dict[str, Path]) -> Non
     result = tabular.score(pd.DataFrame(sample["data"], columns=sample["columns"]))
     assert list(result.columns) == ["prediction", "probability_no", "probability_yes"]
     assert ((result["probability_no"] + result["probability_yes"]).round(9) == 1).all()
+
+
+def test_text_bundle_is_a_plain_pipeline(example_bundles: dict[str, Path], build_module: Any) -> None:
+    """The text bundle (TF-IDF + LogisticRegression Pipeline, no custom code) scores its manifest's sample:
+    prediction + probability_ham/probability_spam, spam for the vendor's row, ham for the lunch message."""
+    text = Scorer.load(_all_examples(example_bundles, build_module)["text"])
+    assert text.bundle.custom_code() is None
+    sample = text.bundle.manifest.sample_input
+    assert sample is not None and sample["columns"] == ["text"]
+    result = text.score(pd.DataFrame(sample["data"], columns=sample["columns"]))
+    assert list(result.columns) == ["prediction", "probability_ham", "probability_spam"]
+    assert result["prediction"].tolist()[:2] == ["spam", "ham"]
+    assert ((result["probability_ham"] + result["probability_spam"]).round(9) == 1).all()
