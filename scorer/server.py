@@ -57,7 +57,7 @@ from scorer.table import Table
 
 log = logging.getLogger("scorer.server")
 
-# Bodies bigger than this are decoded and encoded in a thread so the event loop stays responsive.
+# Bodies bigger than this are decoded and encoded in the model thread so the event loop stays responsive.
 _OFFLOAD_BYTES = 256 * 1024
 
 
@@ -198,13 +198,13 @@ async def _score_request(state: State, receive: Receive, headers: _Headers) -> t
     body = await _receive_body(receive, headers.content_length, limit, state.settings.client_timeout_s)
     if headers.content_encoding is not None:
         body = _decompress(body, headers.content_encoding, limit)
-    if len(body) > _OFFLOAD_BYTES:
-        prepared = await asyncio.to_thread(_table, body, headers.content_type, scorer, state.settings)
+    if len(body) > _OFFLOAD_BYTES:  # off the event loop (it stays responsive), in turn with model calls
+        prepared = await batcher.offload(_table, body, headers.content_type, scorer, state.settings)
     else:
         prepared = _table(body, headers.content_type, scorer, state.settings)
     result = await _until_scored(batcher.enqueue(prepared), receive, headers.deadline)
     if len(result) > 2000:
-        return await asyncio.to_thread(codecs.encode, result, media), media
+        return await batcher.offload(codecs.encode, result, media), media
     return codecs.encode(result, media), media
 
 
