@@ -127,9 +127,14 @@ def check_token(state: State, authorization: str | None, token: str | None) -> N
 def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Settings) -> Table:
     """Decode a request body and check it against the input schema."""
     columns = list(scorer.schema.columns) if scorer.schema else None
-    if content_type is not None and content_type.startswith("text/csv") and body.count(b"\n") > settings.max_request_rows + 1:
-        raise PayloadTooLarge(f"more than {settings.max_request_rows} rows per request (counted before parsing)")
+    if content_type is not None and content_type.startswith("text/csv"):
+        if body.count(b"\n") > settings.max_request_rows + 1:
+            raise PayloadTooLarge(f"more than {settings.max_request_rows} rows per request (counted before parsing)")
+        if body.count(b",", 0, body.find(b"\n")) >= settings.max_columns:
+            raise PayloadTooLarge(f"more than {settings.max_columns} columns per request (counted before parsing)")
     frame = codecs.decode(body, content_type, columns)
+    if len(frame.columns) > settings.max_columns:
+        raise PayloadTooLarge(f"{len(frame.columns)} columns exceed the limit of {settings.max_columns} per request")
     if len(frame) > settings.max_request_rows:
         raise PayloadTooLarge(f"{len(frame)} rows exceed the limit of {settings.max_request_rows} per request")
     return scorer.prepare(frame)

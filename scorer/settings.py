@@ -53,6 +53,7 @@ class Settings:
     )
     max_body_bytes: int = _setting(64 * 1024 * 1024, "Largest request body accepted (413 above).")
     max_request_rows: int = _setting(1_000_000, "Most rows accepted in one request (413 above).")
+    max_columns: int = _setting(10_000, "Most columns accepted in one request (413 above; CSV: checked before parsing).")
     extra_columns: str = _setting(
         "drop", "What to do with input columns not in the schema.", choices=("drop", "reject")
     )
@@ -90,7 +91,7 @@ class Settings:
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}")
         positive = ("port", "max_batch_rows", "max_body_bytes", "max_request_rows", "chunk_rows", "max_queue_rows",
-                    "request_timeout_s", "shutdown_grace_s", "client_timeout_s")
+                    "request_timeout_s", "shutdown_grace_s", "client_timeout_s", "max_columns")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")

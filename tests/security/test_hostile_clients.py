@@ -109,3 +109,16 @@ def test_row_cap_on_csv_is_checked_before_parsing(sum_bundle, live_server) -> No
         assert r.status_code == 413, r.text
         r = requests.post(server.url + "/predict", data="a,b\n" + "1,2\n" * 1000, headers={"Content-Type": "text/csv"})
         assert r.status_code == 200 and len(r.json()["predictions"]) == 1000
+
+
+def test_column_cap(sum_bundle, live_server) -> None:  # type: ignore[no-untyped-def]
+    """--max-columns: a CSV header with more columns is 413 before parsing; JSON after decoding."""
+    with live_server(sum_bundle(), "--max-columns", "50") as server:
+        header = ",".join(f"c{i}" for i in range(100))
+        r = requests.post(server.url + "/predict", data=f"a,b,{header}\n" + "1,2," + ",".join("0" * 100) + "\n",
+                          headers={"Content-Type": "text/csv"})
+        assert r.status_code == 413 and "counted before parsing" in r.json()["message"], r.text
+        r = requests.post(server.url + "/predict", json={"a": 1.0, "b": 2.0, **{f"c{i}": 0 for i in range(100)}})
+        assert r.status_code == 413 and "columns" in r.json()["message"], r.text
+        r = requests.post(server.url + "/predict", json={"a": 1.0, "b": 2.0, **{f"c{i}": 0 for i in range(40)}})
+        assert r.status_code == 200, r.text
