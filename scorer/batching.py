@@ -191,15 +191,17 @@ class Batcher:
         deadline = loop.time() + min(max(call_seconds, _ARRIVAL_GAP), _MAX_RETURN_WAIT)
         while len(self._queue) < expected and not self._closing:
             remaining = min(deadline - loop.time(), _ARRIVAL_GAP)
-            if remaining <= 0:
+            if remaining <= 0 or not await self._arrival(remaining) or self._queued_rows >= self._policy.max_rows:
                 return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
-            if sum(len(i.table) for i in self._queue) >= self._policy.max_rows:
-                return
+
+    async def _arrival(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for another request to be queued; False if none was."""
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -214,14 +216,9 @@ class Batcher:
                 continue
             if self._policy.max_wait > 0:
                 deadline = loop.time() + self._policy.max_wait
-                while sum(len(i.table) for i in self._queue) < self._policy.max_rows and not self._closing:
+                while self._queued_rows < self._policy.max_rows and not self._closing:
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    self._wakeup.clear()
-                    try:
-                        await asyncio.wait_for(self._wakeup.wait(), remaining)
-                    except TimeoutError:
+                    if remaining <= 0 or not await self._arrival(remaining):
                         break
             elif expected > len(self._queue):
                 await self._await_returning(loop, expected, call_seconds)
