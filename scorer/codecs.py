@@ -290,18 +290,12 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _column_values(series: pd.Series) -> list[Any]:
-    return series.to_numpy(dtype=object, na_value=None).tolist() if series.dtype == object else series.tolist()
-
-
 def json_predictions(frame: pd.DataFrame | Table) -> bytes:
     """``{"predictions": [...]}``: scalars for one output column, else one object per row."""
-    if isinstance(frame, Table):
-        names = list(frame.columns)
-        cols = [np.asarray(v).tolist() for v in frame.columns.values()]
-    else:
-        names = [str(c) for c in frame.columns]
-        cols = [_column_values(frame[c]) for c in frame.columns]
+    if not isinstance(frame, Table):
+        frame = Table.from_output(frame)
+    names = list(frame.columns)
+    cols = [np.asarray(v).tolist() for v in frame.columns.values()]
     if len(cols) == 1:
         items: list[Any] = cols[0]
     else:

@@ -441,7 +441,6 @@ def create_app(
     *,
     scorer: Scorer | None = None,
     on_load_error: Callable[[BaseException], None] | None = None,
-    on_ready: Callable[[], None] | None = None,
 ) -> Starlette:
     """The ASGI app. Without ``scorer``, the bundle at ``settings.bundle`` loads in the background."""
     state = State(settings=settings)
@@ -454,8 +453,6 @@ def create_app(
         state.scorer, state.batcher = loaded, batcher
         state.metrics.load_seconds.set(loaded.load_seconds)
         state.metrics.ready.set(1)
-        if on_ready is not None:
-            on_ready()
 
     async def load_in_background() -> None:
         try:
