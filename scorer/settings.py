@@ -82,6 +82,13 @@ class Settings:
     )
     max_rejected_rows: int = _setting(1000, "batch: with bad_rows=reject, a file with more rejected rows fails.")
     overwrite: bool = _setting(False, "batch: replace an output written with another bundle or settings.")
+    engine: str = _setting(
+        "local", "batch: local (this machine, a process per core) or spark (a Spark cluster; writes a Spark dataset).",
+        choices=("local", "spark"),
+    )
+    spark_master: str = _setting(
+        "", "batch --engine spark: master URL (spark://host:7077, k8s://..., yarn, local[4]). Empty: spark-submit's, else local[*]."
+    )
     log_level: str = _setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
     log_format: str = _setting("json", "Log line format.", choices=("json", "text"))
 

@@ -1,0 +1,99 @@
+"""The process's SparkSession: one per process, created on first use, loopback only.
+
+Online and ``scorer batch`` (engine local) use a local session (``local[N]``, UI off, Arrow on,
+bound to 127.0.0.1). The Spark engine uses the same builder with the master it is given, or the
+one ``spark-submit`` configured. The Sparkling Water scoring jar (H2O MOJOs), when installed, is
+put on the classpath of the driver and the executors at creation.
+
+A process with a JVM cannot be forked safely (the children would share one py4j connection):
+:func:`jvm_started` tells the server and the batch runner to stay in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from scorer.errors import BundleCodeError
+
+log = logging.getLogger("scorer.jvm")
+
+_LOCAL_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.adaptive.enabled": "false",
+}
+
+
+def sparkling_jar() -> Path | None:
+    """The Sparkling Water scoring assembly jar shipped in ``h2o-pysparkling-scoring-3-5``, if installed."""
+    try:
+        import sparkling_water
+    except ImportError:
+        return None
+    jar = Path(sparkling_water.__file__).parent / "sparkling_water_scoring_assembly.jar"
+    return jar if jar.is_file() else None
+
+
+def _prepare_environment() -> None:
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def spark_session(master: str | None = None, *, app_name: str = "scorer", conf: dict[str, str] | None = None) -> Any:
+    """Get the process's SparkSession, creating it if needed.
+
+    ``master=None``: the master ``spark-submit`` configured, else ``local[<cores>]`` with the
+    loopback-only settings above. Any other master (``spark://``, ``k8s://``, ``yarn``) keeps
+    Spark's own configuration for addresses.
+    """
+    _prepare_environment()
+    try:
+        from pyspark import SparkConf
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise BundleCodeError(
+            "this bundle needs Spark: install scorer[spark] (pyspark 3.5, Java 17) or use the Spark image"
+        ) from exc
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    submitted = SparkConf()  # spark-submit passes its settings as spark.* system properties
+    builder = SparkSession.builder.appName(app_name)
+    chosen = master or submitted.get("spark.master", None)
+    if chosen is None:
+        chosen = f"local[{os.cpu_count() or 1}]"
+    builder = builder.master(chosen)
+    if chosen.startswith("local"):
+        for key, value in _LOCAL_CONF.items():
+            builder = builder.config(key, value)
+    else:
+        builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    jar = sparkling_jar()
+    if jar is not None:
+        jars = [j for j in (submitted.get("spark.jars", ""), str(jar)) if j]
+        builder = builder.config("spark.jars", ",".join(jars))
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    log.info("started Spark %s session on %s", session.version, chosen)
+    return session
+
+
+def jvm_started() -> bool:
+    """Whether this process has started a JVM through pyspark (so it must not fork)."""
+    if "pyspark" not in sys.modules:
+        return False
+    from pyspark import SparkContext
+
+    return SparkContext._gateway is not None
