@@ -25,6 +25,9 @@ log = logging.getLogger("scorer.bundle")
 MANIFEST_NAME = "manifest.json"
 CUSTOM_MODULE = "custom_preprocess"
 ARTIFACT_SUFFIXES = (".pkl", ".pickle", ".joblib")
+# What a bundle without custom code holds: "python" (a pickle/joblib model), "spark" (a saved Spark ML
+# PipelineModel directory: metadata/ + stages/) or "h2o" (an H2O MOJO .zip, which contains model.ini).
+FLAVORS = ("python", "spark", "h2o")
 _SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 
 
@@ -39,6 +42,7 @@ class Manifest:
     output_columns: list[str] | None = None
     sample_input: dict[str, Any] | None = None
     artifact: str | None = None
+    flavor: str | None = None
 
     @classmethod
     def parse(cls, raw: bytes, path: Path) -> Manifest:
@@ -58,6 +62,9 @@ class Manifest:
         outputs = data.get("output_columns")
         if outputs is not None and not (isinstance(outputs, list) and all(isinstance(c, str) for c in outputs)):
             raise BundleLayoutError(f"{path}: output_columns must be a list of column names")
+        flavor = data.get("flavor")
+        if flavor is not None and flavor not in FLAVORS:
+            raise BundleLayoutError(f"{path}: flavor must be one of {list(FLAVORS)}, not {flavor!r}")
         return cls(**data)
 
 
@@ -107,9 +114,56 @@ class Bundle:
         return found[0] if found else None
 
     def artifacts(self) -> list[Path]:
+        """Pickle/joblib model files under ``artifacts/``."""
         if not self.artifacts_dir.is_dir():
             return []
         return sorted(p for p in self.artifacts_dir.rglob("*") if p.is_file() and p.suffix in ARTIFACT_SUFFIXES)
+
+    def spark_pipelines(self) -> list[Path]:
+        """Saved Spark ML pipelines under ``artifacts/``: directories with ``metadata/`` and ``stages/``."""
+        if not self.artifacts_dir.is_dir():
+            return []
+        return sorted(p.parent for p in self.artifacts_dir.rglob("stages") if p.is_dir() and (p.parent / "metadata").is_dir())
+
+    def mojos(self) -> list[Path]:
+        """H2O MOJOs under ``artifacts/``: zips holding ``model.ini``."""
+        if not self.artifacts_dir.is_dir():
+            return []
+        return sorted(p for p in self.artifacts_dir.rglob("*.zip") if p.is_file() and _is_mojo(p))
+
+    def default_model(self) -> tuple[str, Path]:
+        """The flavor and path of the one model a bundle without custom code holds.
+
+        The manifest's ``artifact`` names it (and ``flavor`` says what it is when the name does
+        not); otherwise exactly one model of any flavor must be present.
+        """
+        declared = self.manifest.flavor
+        if self.manifest.artifact:
+            path = self.artifacts_dir / self.manifest.artifact
+            if not path.exists():
+                raise BundleLayoutError(f"{self.source}: manifest artifact {self.manifest.artifact!r} not found in artifacts/")
+            flavor = declared or ("spark" if path.is_dir() else "h2o" if path.suffix == ".zip" else "python")
+            return flavor, path
+        found = {"python": self.artifacts(), "spark": self.spark_pipelines(), "h2o": self.mojos()}
+        candidates = [(f, p) for f, paths in found.items() if declared in (None, f) for p in paths]
+        if not candidates:
+            kinds = f"no {declared} model" if declared else "no model file (*.pkl, *.pickle, *.joblib), Spark pipeline or H2O MOJO"
+            raise BundleLayoutError(f"{self.source}: no {CUSTOM_MODULE}.py and {kinds} in artifacts/")
+        if len(candidates) > 1:
+            names = ", ".join(p.relative_to(self.artifacts_dir).as_posix() for _, p in candidates)
+            raise BundleLayoutError(
+                f"{self.source}: no {CUSTOM_MODULE}.py and {len(candidates)} models in artifacts/ ({names}): "
+                f'add code/{CUSTOM_MODULE}.py or name one with "artifact" in manifest.json'
+            )
+        return candidates[0]
+
+
+def _is_mojo(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return "model.ini" in zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def open_bundle(path: str | os.PathLike[str], *, expected_digest: str = "", workdir: Path | None = None) -> Bundle:

@@ -47,7 +47,7 @@ class Scorer:
             ensure_requirements(bundle, settings.requirements_cache)
         elif settings.check_requirements:
             check_requirements(bundle)
-        model = load_model(bundle)
+        model = load_model(bundle, settings)
         columns = bundle.manifest.input_schema or getattr(model, "input_schema", None)
         schema = Schema(columns, extra_columns=settings.extra_columns) if columns else None
         outputs = bundle.manifest.output_columns or getattr(model, "output_columns", None)

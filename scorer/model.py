@@ -6,9 +6,10 @@ clean``). One bundle is active per process: loading another evicts the previous 
 modules from ``sys.modules`` and its folders from ``sys.path``, so same-named helpers of two
 bundles never mix. Objects already loaded keep working.
 
-Default (no custom code): exactly one artifact, loaded with joblib (which also reads plain
-pickles). Classifiers give ``prediction`` plus ``probability_<class>`` per class; regressors
-give ``prediction``.
+Default (no custom code): exactly one model (:meth:`Bundle.default_model`): a pickle/joblib file
+(loaded with joblib, which also reads plain pickles), a saved Spark ML pipeline
+(:mod:`scorer.spark_ml`) or an H2O MOJO (:mod:`scorer.h2o_mojo`). Whatever the flavor, classifiers
+give ``prediction`` plus ``probability_<class>`` per class; regressors give ``prediction``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pandas as pd
 from scorer.bundle import CUSTOM_MODULE, Bundle
 from scorer.errors import BundleCodeError, BundleLayoutError, ModelOutputError
 from scorer.preprocessor import CustomPreprocessor
+from scorer.settings import Settings
 from scorer.table import frame_from_arrays
 
 log = logging.getLogger("scorer.model")
@@ -52,11 +54,11 @@ def _activate(bundle: Bundle) -> None:
     importlib.invalidate_caches()
 
 
-def load_model(bundle: Bundle) -> CustomPreprocessor:
+def load_model(bundle: Bundle, settings: Settings | None = None) -> CustomPreprocessor:
     """Instantiate and ``load`` the bundle's model; every failure names the file at fault."""
     code = bundle.custom_code()
     if code is None:
-        model: CustomPreprocessor = DefaultModel(_single_artifact(bundle))
+        model = default_model(bundle, settings or Settings())
     else:
         model = _instantiate_custom(bundle, code)
     where = code if code is not None else bundle.artifacts_dir
@@ -65,12 +67,28 @@ def load_model(bundle: Bundle) -> CustomPreprocessor:
             warnings.simplefilter("always")
             model.load(bundle.artifacts_dir)
         for w in caught:
+            if issubclass(w.category, ResourceWarning):  # py4j's sockets, not the bundle's business
+                continue
             log.warning("while loading %s: %s: %s", where, w.category.__name__, w.message)
     except BundleLayoutError:
         raise
     except Exception as exc:
         raise BundleCodeError(f"{where}: load() raised {type(exc).__name__}: {exc}") from exc
     return model
+
+
+def default_model(bundle: Bundle, settings: Settings) -> CustomPreprocessor:
+    """The model for a bundle without custom code, by flavor (Spark and H2O are imported only when used)."""
+    flavor, path = bundle.default_model()
+    if flavor == "spark":
+        from scorer.spark_ml import SparkPipelineModel
+
+        return SparkPipelineModel(path)
+    if flavor == "h2o":
+        from scorer.h2o_mojo import MojoModel
+
+        return MojoModel(path, backend=settings.mojo_backend)
+    return DefaultModel(path)
 
 
 def _instantiate_custom(bundle: Bundle, code: Path) -> CustomPreprocessor:
@@ -92,26 +110,6 @@ def _instantiate_custom(bundle: Bundle, code: Path) -> CustomPreprocessor:
         return klass()
     except Exception as exc:
         raise BundleCodeError(f"{code}: CustomPreprocessor() raised {type(exc).__name__}: {exc}") from exc
-
-
-def _single_artifact(bundle: Bundle) -> Path:
-    if bundle.manifest.artifact:
-        path = bundle.artifacts_dir / bundle.manifest.artifact
-        if not path.is_file():
-            raise BundleLayoutError(f"{bundle.source}: manifest artifact {bundle.manifest.artifact!r} not found in artifacts/")
-        return path
-    found = bundle.artifacts()
-    if not found:
-        raise BundleLayoutError(
-            f"{bundle.source}: no {CUSTOM_MODULE}.py and no model file (*.pkl, *.pickle, *.joblib) in artifacts/"
-        )
-    if len(found) > 1:
-        names = ", ".join(p.relative_to(bundle.artifacts_dir).as_posix() for p in found)
-        raise BundleLayoutError(
-            f"{bundle.source}: no {CUSTOM_MODULE}.py and {len(found)} model files in artifacts/ ({names}): "
-            f'add code/{CUSTOM_MODULE}.py or name one with "artifact" in manifest.json'
-        )
-    return found[0]
 
 
 # Classifiers whose predict() is exactly classes_[argmax(predict_proba())]: one model call gives both.

@@ -55,6 +55,7 @@ from scorer.fileio import (
     output_name,
     read_chunks,
 )
+from scorer.jvm import jvm_started
 from scorer.settings import Settings
 
 log = logging.getLogger("scorer.batch")
@@ -247,6 +248,9 @@ class BatchRun:
     def _pipeline(self, todo: list[Job], keep: str, first_only: bool) -> Iterator[tuple[Job, str, Any]]:
         """Events in input order; chunk events carry their scored result. At most ``window`` chunks in flight."""
         workers = self.settings.workers or cores()
+        if workers > 1 and jvm_started():
+            log.info("the bundle runs on the JVM (Spark/H2O): scoring in this process; Spark uses the cores")
+            workers = 1
         events = self._read_events(todo)
         if workers == 1:
             chunks.use(self.scorer)
@@ -486,6 +490,10 @@ class Progress:
 
 def run_batch(settings: Settings) -> int:
     """The whole command: plan and check, load the bundle, score, commit. Returns the exit code."""
+    if settings.engine == "spark":
+        from scorer.spark_engine import run_spark_batch
+
+        return run_spark_batch(settings)
     try:
         jobs = plan(settings)
     except UsageError as exc:

@@ -34,6 +34,7 @@ from scorer._loading import LoadingResponder
 from scorer._logging import configure
 from scorer.core import Scorer
 from scorer.errors import ScorerError
+from scorer.jvm import jvm_started
 from scorer.server import create_app
 from scorer.settings import Settings
 
@@ -191,6 +192,11 @@ def serve(settings: Settings) -> int:
         return 0
     finally:
         os.environ["OMP_NUM_THREADS"] = str(openmp_threads)
+    if jvm_started():
+        # A process with a JVM cannot fork (the children would share its py4j connection): serve here,
+        # with one process; Spark's local session already uses every core.
+        log.info("the bundle runs on the JVM (Spark/H2O): serving with one process instead of %d", settings.workers)
+        return run_worker(settings, sock, scorer=loaded)
     gc.collect()
     gc.freeze()  # the loaded model moves to the permanent generation: workers' collections never write to it
     ctx = multiprocessing.get_context("fork")

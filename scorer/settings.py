@@ -82,6 +82,10 @@ class Settings:
     )
     max_rejected_rows: int = _setting(1000, "batch: with bad_rows=reject, a file with more rejected rows fails.")
     overwrite: bool = _setting(False, "batch: replace an output written with another bundle or settings.")
+    mojo_backend: str = _setting(
+        "genmodel", "H2O MOJO bundles: genmodel (the MOJO's Java predictor on the whole batch, lowest latency) "
+        "or spark (pysparkling's H2OMOJOModel on a Spark DataFrame).", choices=("genmodel", "spark"),
+    )
     engine: str = _setting(
         "local", "batch: local (this machine, a process per core) or spark (a Spark cluster; writes a Spark dataset).",
         choices=("local", "spark"),

@@ -1,0 +1,299 @@
+"""Spark ML and H2O MOJO bundles (real local Spark, Java 17): detection, scoring equal to Spark's own
+``transform`` and to H2O's own predictions, both MOJO backends, custom code wrapping a pipeline,
+served online by a real server, and scored offline by ``scorer batch``.
+
+One SparkSession serves every in-process test (the process's session, :func:`scorer.jvm.spark_session`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from scorer.bundle import open_bundle
+from scorer.core import Scorer
+from scorer.errors import BundleLayoutError
+from scorer.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+SPARK_BUNDLE = REPO / "bundles" / "spark"
+H2O_BUNDLE = REPO / "bundles" / "h2o"
+H2O_REFERENCE = REPO / "bundles" / "_reference" / "h2o_predictions.csv"
+OUTPUT = ["prediction", "probability_no", "probability_yes"]
+
+
+def _features(bundle: Path) -> list[str]:
+    return [c["name"] for c in json.loads((bundle / "manifest.json").read_text())["input_schema"]]
+
+
+@pytest.fixture(scope="module")
+def rows(build_module) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """300 rows of the tabular world with the JVM bundles' columns, some unseen levels and missing values."""
+    features = _features(SPARK_BUNDLE)
+    df = build_module.make_tabular_frame(300, seed=777)[features].reset_index(drop=True)
+    strings = [c for c in features if df[c].dtype == object]
+    numbers = [c for c in features if c not in strings]
+    df.loc[::37, strings[0]] = "never-seen-level"
+    df.loc[5::41, numbers[0]] = np.nan
+    df.loc[7::43, strings[-1]] = None
+    return df
+
+
+@pytest.fixture(scope="module")
+def spark_scorer() -> Scorer:
+    return Scorer.load(SPARK_BUNDLE)
+
+
+@pytest.fixture(scope="module")
+def mojo_scorers() -> dict[str, Scorer]:
+    return {b: Scorer.load(H2O_BUNDLE, Settings(mojo_backend=b)) for b in ("genmodel", "spark")}
+
+
+# --- detection ---------------------------------------------------------------------------------
+
+
+def test_flavor_detected_from_artifacts(tmp_path: Path) -> None:
+    """A PipelineModel directory is "spark", a MOJO zip "h2o"; both at once need the manifest to choose."""
+    assert open_bundle(SPARK_BUNDLE).default_model() == ("spark", SPARK_BUNDLE / "artifacts" / "pipeline")
+    flavor, path = open_bundle(H2O_BUNDLE).default_model()
+    assert flavor == "h2o" and path.suffix == ".zip"
+    both = tmp_path / "both"
+    shutil.copytree(SPARK_BUNDLE / "artifacts", both / "artifacts")
+    shutil.copy(path, both / "artifacts" / path.name)
+    with pytest.raises(BundleLayoutError, match="2 models in artifacts/"):
+        open_bundle(both).default_model()
+    (both / "manifest.json").write_text(json.dumps({"flavor": "h2o"}))
+    assert open_bundle(both).default_model() == ("h2o", both / "artifacts" / path.name)
+    (both / "manifest.json").write_text(json.dumps({"flavor": "onnx"}))
+    with pytest.raises(BundleLayoutError, match="flavor must be one of"):
+        open_bundle(both)
+
+
+def test_zip_that_is_not_a_mojo_is_not_a_model(tmp_path: Path) -> None:
+    """Any other zip under artifacts/ is data, not a model."""
+    (tmp_path / "b" / "artifacts").mkdir(parents=True)
+    shutil.make_archive(str(tmp_path / "b" / "artifacts" / "data"), "zip", REPO / "bundles" / "spam" / "code")
+    with pytest.raises(BundleLayoutError, match="no model file"):
+        open_bundle(tmp_path / "b").default_model()
+
+
+# --- Spark ML pipeline ---------------------------------------------------------------------------
+
+
+def _spark_own(rows: pd.DataFrame) -> pd.DataFrame:
+    """Spark's own PipelineModel.transform on the rows, labels mapped by the pipeline's label indexer."""
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    from scorer.jvm import spark_session
+
+    spark = spark_session()
+    model = PipelineModel.load(str(SPARK_BUNDLE / "artifacts" / "pipeline"))
+    labels = next(s.labelsArray[0] for s in model.stages if type(s).__name__ == "StringIndexerModel"
+                  and s.getOutputCol() == model.stages[-1].getLabelCol())
+    schema = ", ".join(f"`{c}` {'string' if rows[c].dtype == object else 'double'}" for c in rows.columns)
+    out = model.transform(spark.createDataFrame(rows, schema=schema))
+    got = out.select(F.col("prediction"), vector_to_array("probability").alias("p")).toPandas()
+    return pd.DataFrame({
+        "prediction": [labels[int(i)] for i in got["prediction"]],
+        "probability_no": [p[0] for p in got["p"]],
+        "probability_yes": [p[1] for p in got["p"]],
+    })
+
+
+def test_spark_bundle_has_the_sklearn_shape_and_equals_spark_transform(spark_scorer: Scorer, rows: pd.DataFrame) -> None:
+    """Schema from the stages, output prediction + probability_<class>, values exactly Spark's own."""
+    assert spark_scorer.output_columns == OUTPUT
+    assert set(spark_scorer.model.input_schema) == set(rows.columns)  # type: ignore[attr-defined]
+    got = spark_scorer.score(rows)
+    assert list(got.columns) == OUTPUT and len(got) == len(rows)
+    pd.testing.assert_frame_equal(got, _spark_own(rows), check_exact=True, check_dtype=False)
+    assert set(got["prediction"]) <= {"no", "yes"}
+    assert np.allclose(got["probability_no"] + got["probability_yes"], 1.0)
+
+
+def test_spark_rows_scored_together_equal_rows_scored_alone(spark_scorer: Scorer, rows: pd.DataFrame) -> None:
+    """Coalescing requests into one Spark call does not change any row's answer."""
+    together = spark_scorer.score(rows.head(12))
+    alone = pd.concat([spark_scorer.score(rows.iloc[[i]]) for i in range(12)], ignore_index=True)
+    pd.testing.assert_frame_equal(together, alone, check_exact=True)
+
+
+def test_custom_code_wraps_a_spark_pipeline(tmp_path: Path, rows: pd.DataFrame, spark_scorer: Scorer) -> None:
+    """pandas feature engineering in a CustomPreprocessor, then the bundle's Spark pipeline."""
+    bundle = tmp_path / "wrapped"
+    shutil.copytree(SPARK_BUNDLE / "artifacts", bundle / "artifacts")
+    first = _features(SPARK_BUNDLE)[0]
+    schema = {c: ("string" if rows[c].dtype == object else "float") for c in rows.columns if c != first}
+    (bundle / "code").mkdir()
+    (bundle / "code" / "custom_preprocess.py").write_text(textwrap.dedent(f"""
+        import scorer
+        from scorer.spark_ml import SparkPipelineModel
+
+        class CustomPreprocessor(scorer.CustomPreprocessor):
+            input_schema = {{**{schema!r}, "{first}_percent": "float"}}
+
+            def load(self, artifacts_dir):
+                self.pipeline = SparkPipelineModel(artifacts_dir / "pipeline")
+                self.pipeline.load(artifacts_dir)
+
+            def preprocess(self, df):
+                return df.assign({first}=df["{first}_percent"] / 100.0)
+
+            def predict(self, df):
+                return self.pipeline.predict(df)
+    """))
+    scorer = Scorer.load(bundle)
+    sent = rows.assign(**{f"{first}_percent": rows[first] * 100.0}).drop(columns=[first])
+    expected = spark_scorer.score(rows.assign(**{first: sent[f"{first}_percent"] / 100.0}))
+    pd.testing.assert_frame_equal(scorer.score(sent), expected, check_exact=True)
+
+
+# --- H2O MOJO -----------------------------------------------------------------------------------
+
+
+def test_mojo_backends_agree_exactly(mojo_scorers: dict[str, Scorer], rows: pd.DataFrame) -> None:
+    """The MOJO's own Java predictor on a whole batch and pysparkling's H2OMOJOModel give the same bits."""
+    genmodel, spark = (mojo_scorers[b].score(rows) for b in ("genmodel", "spark"))
+    assert list(genmodel.columns) == OUTPUT
+    pd.testing.assert_frame_equal(genmodel, spark, check_exact=True, check_dtype=False)
+
+
+@pytest.mark.parametrize("backend", ["genmodel", "spark"])
+def test_mojo_equals_h2o_own_predictions(mojo_scorers: dict[str, Scorer], backend: str) -> None:
+    """Against H2O's own in-cluster predict() on the same rows (recorded when the bundle was built),
+    including unseen levels and missing values."""
+    reference = pd.read_csv(H2O_REFERENCE, keep_default_na=False, na_values=[""])
+    features = _features(H2O_BUNDLE)
+    inputs = reference[features].astype({c: object for c in features if reference[c].dtype == object})
+    inputs = inputs.where(inputs.notna(), None)
+    got = mojo_scorers[backend].score(inputs)
+    assert list(got["prediction"]) == list(reference["predict"].astype(str))
+    for c in ("no", "yes"):
+        np.testing.assert_allclose(got[f"probability_{c}"], reference[c], rtol=0, atol=1e-12)
+
+
+def test_mojo_strings_with_quotes_commas_and_backslashes(mojo_scorers: dict[str, Scorer], rows: pd.DataFrame) -> None:
+    """Hostile category values reach the genmodel backend intact (they are unseen levels: missing)."""
+    strings = [c for c in rows.columns if rows[c].dtype == object]
+    weird = rows.head(6).copy()
+    weird[strings[0]] = ['a,"b\\', '"', "\\", "x\ny", ",", "é ü"]
+    as_missing = rows.head(6).copy()
+    as_missing[strings[0]] = None
+    genmodel = mojo_scorers["genmodel"]
+    pd.testing.assert_frame_equal(genmodel.score(weird), genmodel.score(as_missing), check_exact=True)
+    pd.testing.assert_frame_equal(genmodel.score(weird), mojo_scorers["spark"].score(weird), check_exact=True,
+                                  check_dtype=False)
+
+
+def test_mojo_concurrent_calls_do_not_mix(mojo_scorers: dict[str, Scorer], rows: pd.DataFrame) -> None:
+    """The genmodel backend reuses one pair of files per model: calls from several threads stay separate."""
+    scorer = mojo_scorers["genmodel"]
+    expected = {i: scorer.score(rows.iloc[i * 10:(i + 1) * 10]) for i in range(8)}
+    got: dict[int, pd.DataFrame] = {}
+
+    def call(i: int) -> None:
+        got[i] = scorer.score(rows.iloc[i * 10:(i + 1) * 10])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        pd.testing.assert_frame_equal(got[i], expected[i], check_exact=True)
+
+
+# --- online and offline --------------------------------------------------------------------------
+
+
+def _ready_statuses(server, timeout: float = 240) -> list[int]:  # type: ignore[no-untyped-def]
+    """Poll /ready from the moment the process starts until it answers 200: every status seen, in order
+    (consecutive repeats collapsed; connection refused is not a status)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.proc.poll() is None, server.log()
+        try:
+            status = requests.get(server.url + "/ready", timeout=5).status_code
+        except requests.ConnectionError:
+            time.sleep(0.05)
+            continue
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status == 200:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"not ready after {timeout}s: {seen}\n{server.log()}")
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
+
+
+@pytest.mark.parametrize("bundle", [SPARK_BUNDLE, H2O_BUNDLE], ids=["spark", "h2o"])
+def test_served_online_coalesced_and_equal_to_in_process(bundle: Path, rows: pd.DataFrame, live_server,  # type: ignore[no-untyped-def]
+                                                         spark_scorer: Scorer, mojo_scorers: dict[str, Scorer]) -> None:
+    """A real server: /ready is never 200 before the model is loaded; 64 concurrent one-row requests are
+    coalesced into fewer Spark/JVM calls and each answer equals the in-process one; --workers 2 serves with
+    one process (a JVM cannot be forked)."""
+    expected = spark_scorer.score(rows) if bundle == SPARK_BUNDLE else mojo_scorers["genmodel"].score(rows)
+    with live_server(bundle, "--workers", "2", wait=False) as server:
+        statuses = _ready_statuses(server)
+        assert statuses[-1] == 200 and 503 in statuses, statuses
+        assert requests.get(server.url + "/health", timeout=5).status_code == 200
+        one = rows.head(64)
+        answers: dict[int, dict] = {}
+
+        def send(i: int) -> None:
+            body = one.iloc[[i]].to_json(orient="split", index=False)
+            answers[i] = requests.post(server.url + "/predict", data=body, timeout=120,
+                                       headers={"Content-Type": "application/json"}).json()
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(64):
+            answer = answers[i]
+            got = pd.DataFrame(answer["predictions"])
+            pd.testing.assert_frame_equal(got, expected.iloc[[i]].reset_index(drop=True), check_exact=True,
+                                          check_dtype=False)
+        metrics = requests.get(server.url + "/metrics", timeout=10).text
+        calls = _metric(metrics, "scorer_batch_requests_count")
+        assert _metric(metrics, "scorer_batch_requests_sum") == 64
+        assert calls < 64, metrics
+        assert "serving with one process" in server.log()
+
+
+@pytest.mark.parametrize("bundle", [SPARK_BUNDLE, H2O_BUNDLE], ids=["spark", "h2o"])
+def test_scorer_batch_scores_jvm_bundles_like_any_other(bundle: Path, rows: pd.DataFrame, tmp_path: Path,
+                                                        spark_scorer: Scorer, mojo_scorers: dict[str, Scorer]) -> None:
+    """``scorer batch`` (engine local, --workers 2) over a CSV: ids kept, predictions equal to in-process."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rows.assign(id=range(len(rows))).to_csv(inputs / "part.csv", index=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "scorer.cli", "batch", str(bundle), "--input", str(inputs), "--output",
+         str(tmp_path / "out"), "--output-format", "parquet", "--workers", "2", "--chunk-rows", "100"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = pd.read_parquet(tmp_path / "out" / "part.parquet")
+    assert list(out["id"]) == list(range(len(rows)))
+    expected = spark_scorer.score(rows) if bundle == SPARK_BUNDLE else mojo_scorers["genmodel"].score(rows)
+    pd.testing.assert_frame_equal(out[OUTPUT], expected, check_exact=True, check_dtype=False)
+    assert (tmp_path / "out" / "_SUCCESS").exists()
