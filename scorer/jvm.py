@@ -76,6 +76,9 @@ def spark_session(master: str | None = None, *, app_name: str = "scorer", conf: 
     if chosen.startswith("local"):
         for key, value in _LOCAL_CONF.items():
             builder = builder.config(key, value)
+        if "spark.driver.extraJavaOptions" not in (conf or {}) and not submitted.contains("spark.driver.extraJavaOptions"):
+            log4j = Path(__file__).with_name("log4j2.properties")
+            builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j.as_uri()}")
     else:
         builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
     jar = sparkling_jar()

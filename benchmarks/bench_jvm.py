@@ -1,0 +1,151 @@
+"""Spark ML and H2O MOJO bundles: in-process and served latency, throughput, cold start.
+
+    .venv/bin/python benchmarks/bench_jvm.py [--quick]
+
+For each JVM bundle (bundles/spark; bundles/h2o with both MOJO backends):
+
+* in-process: ``Scorer.score`` on 1, 100 and 10,000 rows (median of repeated calls, after warm-up);
+* served (``scorer serve``, the Spark session pinned to nothing: Spark runs its own threads):
+  cold start (process start to the first 200 on /ready), sequential request latency p50 for
+  1 / 100 / 10,000-row JSON bodies, and ``wrk`` with 64 connections each sending one row
+  (rows/s, p50, p99, rows per model call from /metrics).
+
+Results: printed as markdown and written to benchmarks/results/jvm.md (+ jvm.json). Only 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as h  # noqa: E402
+
+CASES = [("spark", "bundles/spark", "genmodel"), ("h2o genmodel", "bundles/h2o", "genmodel"),
+         ("h2o spark", "bundles/h2o", "spark")]
+SIZES = (1, 100, 10_000)
+
+
+def rows_frame(build: Any, bundle: Path, n: int) -> Any:
+    columns = [c["name"] for c in json.loads((bundle / "manifest.json").read_text())["input_schema"]]
+    return build.make_tabular_frame(n, seed=99)[columns]
+
+
+def inprocess(bundle: Path, backend: str, quick: bool) -> dict[str, Any]:
+    """Run in a child process (its own JVM) so each case starts cold and alone."""
+    code = f"""
+import json, statistics, sys, time
+sys.path.insert(0, {str(h.REPO / 'benchmarks')!r})
+import _harness as h
+from scorer.core import Scorer
+from scorer.settings import Settings
+from bench_jvm import rows_frame
+from pathlib import Path
+build = h.load_build_module()
+t0 = time.perf_counter()
+scorer = Scorer.load({str(bundle)!r}, Settings(mojo_backend={backend!r}))
+out = {{"load_s": time.perf_counter() - t0}}
+for n in {SIZES!r}:
+    df = rows_frame(build, Path({str(bundle)!r}), n)
+    for _ in range(3):
+        scorer.score(df)
+    times = []
+    for _ in range({3 if quick else 15}):
+        t = time.perf_counter(); scorer.score(df); times.append(time.perf_counter() - t)
+    out[str(n)] = statistics.median(times) * 1e3
+print("RESULT " + json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=h.REPO, env=h.clean_env())
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(line[len("RESULT "):])
+
+
+def served(bundle: Path, backend: str, build: Any, tmp: Path, quick: bool) -> dict[str, Any]:
+    port = h.free_port()
+    cmd = [str(h.REPO / ".venv/bin/scorer"), "serve", str(bundle), "--port", str(port), "--log-level", "warning",
+           "--mojo-backend", backend]
+    server = h.ServerProcess(f"jvm-{bundle.name}-{backend}", cmd, port, "/ready", tmp / "logs", pin=False, cpus=None)
+    try:
+        out: dict[str, Any] = {"cold_start_s": server.wait_ready(timeout=300)}
+        out["rss_mib"] = server.rss_mib()
+        for n in SIZES:
+            body = rows_frame(build, bundle, n).to_json(orient="split", index=False).encode()
+            for _ in range(3):
+                h.http_request(port, "POST", "/predict", body)
+            times = []
+            for _ in range(3 if quick else 15):
+                t = time.perf_counter()
+                status, _ = h.http_request(port, "POST", "/predict", body)
+                times.append(time.perf_counter() - t)
+                assert status == 200
+            out[f"http_{n}_ms"] = statistics.median(times) * 1e3
+        one = tmp / f"one-{bundle.name}.json"
+        one.write_bytes(rows_frame(build, bundle, 1).to_json(orient="split", index=False).encode())
+        lua = h.write_lua(tmp / f"one-{bundle.name}.lua", one)
+        _, before = h.http_request(port, "GET", "/metrics")
+        w = h.measure(server, "/predict", lua, 1, 64, 5 if quick else 15, 2 if quick else 5, pin=False)
+        _, after = h.http_request(port, "GET", "/metrics")
+        calls = _metric(after, "scorer_batch_requests_count") - _metric(before, "scorer_batch_requests_count")
+        reqs = _metric(after, "scorer_batch_requests_sum") - _metric(before, "scorer_batch_requests_sum")
+        out["c64"] = {k: w[k] for k in ("rows_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors")}
+        out["c64"]["requests_per_call"] = reqs / calls if calls else None
+        return out
+    finally:
+        server.stop()
+
+
+def _metric(text: bytes | str, name: str) -> float:
+    text = text.decode() if isinstance(text, bytes) else text
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.split("{")[0].split(" ")[0] == name)
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [
+        "| bundle | load in-process | in-process 1 / 100 / 10k rows (ms) | served cold start | "
+        "HTTP 1 / 100 / 10k rows p50 (ms) | 64 conns × 1 row: rows/s | p50 / p99 (ms) | requests per call |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, r in results.items():
+        i, s = r["inprocess"], r["served"]
+        c = s["c64"]
+        lines.append(
+            f"| {label} | {i['load_s']:.1f} s | {i['1']:.1f} / {i['100']:.1f} / {i['10000']:.1f} | "
+            f"{s['cold_start_s']:.1f} s | {s['http_1_ms']:.1f} / {s['http_100_ms']:.1f} / {s['http_10000_ms']:.1f} | "
+            f"{c['rows_s']:,.0f} | {c['p50_ms']:.0f} / {c['p99_ms']:.0f} | {c['requests_per_call'] or 0:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter wrk runs")
+    args = parser.parse_args(argv)
+    h.install_cleanup()
+    build = h.load_build_module()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-jvm-") as tmp:
+        for label, rel, backend in CASES:
+            bundle = h.REPO / rel
+            h.log(f"{label}: in-process")
+            inproc = inprocess(bundle, backend, args.quick)
+            h.log(f"{label}: served")
+            results[label] = {"inprocess": inproc, "served": served(bundle, backend, build, Path(tmp), args.quick)}
+    table = render(results)
+    print(table)
+    h.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (h.RESULTS_DIR / "jvm.json").write_text(json.dumps(results, indent=2))
+    (h.RESULTS_DIR / "jvm.md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
