@@ -1,17 +1,26 @@
 """Deterministically (re)build the model artifacts of the example bundles.
 
-    python bundles/build.py [--out DIR] [--only tabular|spam|text] [--rows N]
+    python bundles/build.py [BUNDLE ...] [--out DIR] [--only BUNDLE] [--rows N]
+
+BUNDLE is tabular, spam, text (the default: all three), spark or h2o (only when named:
+they need Java 17 and the ``bundles`` extra -- pyspark, h2o -- which are imported lazily).
 
 Committed per bundle: ``code/``, ``requirements.txt``, ``manifest.json``. Generated (and
-gitignored): ``artifacts/*`` and ``spam/sample.csv``. With the default ``--out`` (this
-directory) the artifacts are written next to the committed sources; with another ``--out``
-the committed sources are copied to ``DIR/<bundle>/`` first.
+gitignored): ``artifacts/*`` and ``spam/sample.csv``. The spark and h2o bundles are the
+exception: their artifacts (tens of KB) and ``sample.csv`` are generated *and committed*, as is
+``_reference/h2o_predictions.csv`` (H2O's own predictions), so tests need neither H2O nor
+training. With the default ``--out`` (this directory) the artifacts are written next to the
+committed sources; with another ``--out`` the committed sources are copied to ``DIR/<bundle>/``
+first (and the reference file goes to ``DIR/_reference/``).
 
 The build is byte-for-byte reproducible (same sha256 across runs, processes, hash seeds and
 thread counts): fixed seeds everywhere, uncompressed ``joblib.dump``, and two bits of
 run-time state sklearn would otherwise pickle are normalised before dumping --
 ``TfidfVectorizer._stop_words_id`` (an ``id()``, i.e. a memory address) and the OpenMP
-thread count in ``HistGradientBoostingClassifier._bin_mapper.n_threads``.
+thread count in ``HistGradientBoostingClassifier._bin_mapper.n_threads``. The saved Spark
+pipeline and the H2O MOJO are rewritten after saving (:func:`normalise_spark_model`,
+:func:`normalise_mojo`): random uids and part-file names, timestamps, checksum files and
+machine details removed; both still load and score exactly like the models in memory.
 
 Importable by path (tests, benchmarks)::
 
@@ -25,10 +34,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import json
 import os
+import re
 import shutil
+import socket
 import sys
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import joblib
@@ -36,7 +50,10 @@ import numpy as np
 import pandas as pd
 
 BUNDLES_DIR = Path(__file__).resolve().parent
-BUNDLE_NAMES = ("tabular", "spam", "text")
+BUNDLE_NAMES = ("tabular", "spam", "text")  # built by default; artifacts gitignored
+# Built only when named (Java 17 and the ``bundles`` extra); their tiny artifacts are committed.
+JVM_BUNDLE_NAMES = ("spark", "h2o")
+ALL_BUNDLE_NAMES = BUNDLE_NAMES + JVM_BUNDLE_NAMES
 COMMITTED_SOURCES = ("code", "requirements.txt", "manifest.json")
 
 # Seeds. The *world* seeds fix the data-generating process (effects, vocabulary weights);
@@ -333,6 +350,56 @@ def load_first_code():
 
 
 # --------------------------------------------------------------------------------------
+# spark and h2o: the tabular world on fewer columns, for models scored on the JVM
+# --------------------------------------------------------------------------------------
+
+JVM_NUMERIC = TABULAR_NUMERIC[:6]
+JVM_CATEGORICAL = ["c1", "c2"]
+JVM_FEATURES = JVM_NUMERIC + JVM_CATEGORICAL
+JVM_CLASSES = TABULAR_CLASSES
+JVM_REFERENCE_ROWS = 200
+JVM_SAMPLE_ROWS = 20  # sample.csv: the reference rows before the first edge case
+
+
+def make_jvm_frame(n: int, seed: int = TRAIN_SEED) -> pd.DataFrame:
+    """``n`` rows of the tabular world, restricted to f0..f5 (float), c1 (5 levels), c2 (6 levels)
+    (object-dtype strings) and ``label`` (no/yes)."""
+    return make_tabular_frame(n, seed=seed)[[*JVM_FEATURES, "label"]].copy()
+
+
+def unseen_level(column: str) -> str:
+    """A level of categorical ``column`` that no training row has (``c1_99``)."""
+    return f"{column}_99"
+
+
+def jvm_reference_frame(n: int = JVM_REFERENCE_ROWS) -> pd.DataFrame:
+    """Scoring rows (no label) for the spark and h2o bundles, numerics rounded to 3 decimals.
+
+    Rows 0..19 are ordinary draws (``sample.csv``, the manifests' ``sample_input``). From row 20 on,
+    every 25 rows: one with an unseen c1 level (row % 25 == 10), one with an unseen c2 level
+    (== 15), one with f0 missing (== 20), one with f3 and f5 missing (== 5); the last row has
+    every number missing and both levels unseen.
+    """
+    df = make_tabular_frame(n, seed=SAMPLE_CSV_SEED)[JVM_FEATURES].copy()
+    df[JVM_NUMERIC] = df[JVM_NUMERIC].round(3)
+    for i in range(JVM_SAMPLE_ROWS, n):
+        k = i % 25
+        if k == 10:
+            df.loc[i, "c1"] = unseen_level("c1")
+        elif k == 15:
+            df.loc[i, "c2"] = unseen_level("c2")
+        elif k == 20:
+            df.loc[i, "f0"] = np.nan
+        elif k == 5:
+            df.loc[i, ["f3", "f5"]] = np.nan
+    if n > JVM_SAMPLE_ROWS:
+        df.loc[n - 1, JVM_NUMERIC] = np.nan
+        df.loc[n - 1, JVM_CATEGORICAL] = [unseen_level(c) for c in JVM_CATEGORICAL]
+    df[JVM_CATEGORICAL] = df[JVM_CATEGORICAL].astype(object)
+    return df
+
+
+# --------------------------------------------------------------------------------------
 # building
 # --------------------------------------------------------------------------------------
 
@@ -474,7 +541,321 @@ def build_text(dest: Path, rows: int = 20_000) -> dict[str, str]:
     return {"artifacts/model.joblib": sha256_file(out)}
 
 
-BUILDERS = {"tabular": build_tabular, "spam": build_spam, "text": build_text}
+# --------------------------------------------------------------------------------------
+# spark and h2o builders (need the ``bundles`` extra: pyspark, h2o, Java 17; imported lazily)
+# --------------------------------------------------------------------------------------
+
+JVM_TRAIN_ROWS = 5_000
+REFERENCE_DIR = "_reference"  # next to the bundles: expected outputs computed by the training tool
+
+# Spark names every stage with a random uid (``StringIndexer_3f9c0e1a2b4d``) that ends up in
+# directory names and metadata; the builder renames them to these.
+SPARK_PIPELINE_UID = "PipelineModel_spark"
+SPARK_STAGE_UIDS = (
+    "StringIndexer_features",
+    "StringIndexer_label",
+    "VectorAssembler_features",
+    "GBTClassifier_model",
+)
+_SPARK_PART_UUID = re.compile(r"^(part-\d{5})-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
+
+
+def jvm_spark_session():
+    """The process's SparkSession for building (``local[1]``, via :func:`scorer.jvm.spark_session`).
+
+    Spark writes one part file per partition, so a model saved from a session with more than one
+    core has other files (and bytes): refuse that instead of writing a different artifact.
+    """
+    from scorer.jvm import spark_session
+
+    spark = spark_session("local[1]", app_name="bundles-build")
+    if spark.sparkContext.defaultParallelism != 1:
+        raise RuntimeError(
+            "bundles/build.py: build the spark and h2o bundles in a local[1] session (a fresh process)"
+        )
+    return spark
+
+
+def make_spark_pipeline():
+    """StringIndexer (c1, c2; unseen levels get their own index), StringIndexer on the label
+    (alphabetical: index 0 = "no", 1 = "yes", the order of sklearn's ``classes_``; skipped when
+    scoring rows have no label column), VectorAssembler (NaN kept), GBTClassifier."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import GBTClassifier
+    from pyspark.ml.feature import StringIndexer, VectorAssembler
+
+    indexed = [f"{c}_idx" for c in JVM_CATEGORICAL]
+    gbt = GBTClassifier(labelCol="label_idx", featuresCol="features", maxIter=20, maxDepth=3, seed=TRAIN_SEED)
+    # pyspark's default seed is hash(class name): a different number in every process (hash
+    # randomisation), and the saved metadata lists it among the defaults.
+    gbt._setDefault(seed=TRAIN_SEED)
+    return Pipeline(
+        stages=[
+            StringIndexer(inputCols=JVM_CATEGORICAL, outputCols=indexed, handleInvalid="keep"),
+            StringIndexer(inputCol="label", outputCol="label_idx", stringOrderType="alphabetAsc"),
+            VectorAssembler(inputCols=JVM_NUMERIC + indexed, outputCol="features", handleInvalid="keep"),
+            gbt,
+        ]
+    )
+
+
+def _canonical_spark_json(text: str, uids: dict[str, str]) -> str:
+    """A Spark ML metadata record with stable uids, timestamp 0 and sorted keys. Spark writes the
+    params in hash order, and the hash of a param includes its stage's (random) uid."""
+    for old, new in uids.items():
+        text = text.replace(old, new)
+    record = json.loads(text)
+    record["timestamp"] = 0
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def _rewrite_parquet(path: Path) -> None:
+    """Rewrite a Parquet file Spark wrote, with pyarrow (same schema, Spark's row metadata kept).
+
+    parquet-mr lists each column chunk's encodings from a hash set whose order changes from one
+    JVM to the next, so the same rows give different footers. And each tree of an ensemble has
+    its own random uid (``dtr_5a4d...``) and timestamp in its ``treesMetadata`` JSON.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if path.parent.name == "treesMetadata":
+        records = []
+        for tree_id, text in zip(table["treeID"].to_pylist(), table["metadata"].to_pylist(), strict=True):
+            old = json.loads(text)["uid"]
+            records.append(_canonical_spark_json(text, {old: f"{old.split('_')[0]}_tree{tree_id:03d}"}))
+        i = table.schema.get_field_index("metadata")
+        table = table.set_column(i, table.schema.field(i), pa.array(records, pa.string()))
+    pq.write_table(table, path, compression="snappy", store_schema=False)
+
+
+def normalise_spark_model(root: Path, uids: dict[str, str]) -> None:
+    """Make a saved Spark ML model directory reproducible, byte for byte, and still loadable:
+    stable uids (directory names and metadata), timestamps 0, sorted JSON keys, Parquet files
+    rewritten by pyarrow, part files without their random UUID, no ``.crc`` checksums and no
+    ``_SUCCESS`` markers (Spark's readers skip files starting with ``_`` or ``.``)."""
+    stages = root / "stages"
+    if stages.is_dir():
+        for d in sorted(stages.iterdir()):
+            index, _, uid = d.name.partition("_")
+            d.rename(stages / f"{index}_{uids[uid]}")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.name == "_SUCCESS" or (path.name.startswith(".") and path.name.endswith(".crc")):
+            path.unlink()
+            continue
+        if path.parent.name == "metadata" and path.name.startswith("part-"):
+            _write_text(path, _canonical_spark_json(path.read_text("utf-8"), uids) + "\n")
+        elif path.suffix == ".parquet":
+            _rewrite_parquet(path)
+        stable = _SPARK_PART_UUID.sub(r"\1", path.name)
+        if stable != path.name:
+            path.rename(path.with_name(stable))
+
+
+def _spark_outputs(model, sdf) -> pd.DataFrame:
+    from pyspark.ml.functions import vector_to_array
+
+    out = model.transform(sdf).select("prediction", vector_to_array("probability").alias("probability"))
+    df = out.toPandas()
+    df["probability"] = df["probability"].map(list)
+    return df
+
+
+def build_spark(dest: Path, rows: int = JVM_TRAIN_ROWS) -> dict[str, str]:
+    """Train the Spark ML pipeline; write ``dest/artifacts/pipeline/`` (Spark's own format,
+    normalised) and ``dest/sample.csv``. Returns {file: sha256}."""
+    from pyspark.ml import PipelineModel
+
+    dest = Path(dest)
+    spark = jvm_spark_session()
+    train = spark.createDataFrame(make_jvm_frame(rows, seed=TRAIN_SEED)).coalesce(1)
+    model = make_spark_pipeline().fit(train)
+    if list(model.stages[1].labels) != list(JVM_CLASSES):
+        raise RuntimeError(f"spark label indexer learned {model.stages[1].labels}; use more --rows")
+
+    reference = jvm_reference_frame()
+    target = dest / "artifacts" / "pipeline"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=target.parent))
+    try:
+        saved = tmp / "pipeline"
+        model.write().save(saved.as_uri())
+        uids = {model.uid: SPARK_PIPELINE_UID} | {
+            s.uid: u for s, u in zip(model.stages, SPARK_STAGE_UIDS, strict=True)
+        }
+        normalise_spark_model(saved, uids)
+        # The normalised directory must load and score exactly like the model in memory,
+        # including unseen levels, missing numbers and rows without a label column.
+        sdf = spark.createDataFrame(reference)
+        if not _spark_outputs(PipelineModel.load(saved.as_uri()), sdf).equals(_spark_outputs(model, sdf)):
+            raise RuntimeError("the normalised Spark pipeline scores differently from the trained one")
+        if target.exists():
+            shutil.rmtree(target)
+        saved.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    sample = dest / "sample.csv"
+    _write_text(sample, reference.head(JVM_SAMPLE_ROWS).to_csv(index=False, lineterminator="\n"))
+    hashes = {
+        p.relative_to(dest).as_posix(): sha256_file(p) for p in sorted(target.rglob("*")) if p.is_file()
+    }
+    return hashes | {"sample.csv": sha256_file(sample)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrub_model_details(raw: bytes) -> bytes:
+    """``experimental/modelDetails.json`` without run-time state: times and durations, model size,
+    and the node/cluster tables (host, pid, memory, uptime). Sparkling Water needs the file (it
+    reads parameters, metrics and histories from it) but none of these fields."""
+    details = json.loads(raw)
+    details["timestamp"] = 0
+    output = details["output"]
+    for key in ("start_time", "end_time", "run_time"):
+        output[key] = 0
+    for key in ("training_metrics", "validation_metrics", "cross_validation_metrics"):
+        if isinstance(output.get(key), dict):
+            output[key]["scoring_time"] = 0
+    output["reproducibility_information_table"] = None
+    for table, columns in (
+        ("scoring_history", ("timestamp", "duration")),
+        ("model_summary", ("model_size_in_bytes",)),
+    ):
+        tab = output.get(table)
+        if not isinstance(tab, dict):
+            continue
+        names = [c["name"] for c in tab["columns"]]
+        for col in columns:
+            if col in names:
+                j = names.index(col)
+                tab["data"][j] = [0 if isinstance(v, int | float) else "" for v in tab["data"][j]]
+    return json.dumps(details, separators=(",", ":")).encode()
+
+
+def normalise_mojo(source: Path, out: Path) -> None:
+    """Rewrite an H2O MOJO zip reproducibly: entries sorted, fixed dates and modes, the
+    ``timestamp`` line of ``model.ini`` fixed, and ``experimental/modelDetails.json`` scrubbed."""
+    with zipfile.ZipFile(source) as zin:
+        entries = {info.filename: zin.read(info) for info in zin.infolist() if not info.is_dir()}
+    ini = entries["model.ini"].decode("utf-8")
+    entries["model.ini"] = re.sub(
+        r"(?m)^timestamp = .*$", "timestamp = 1970-01-01T00:00:00.000Z", ini
+    ).encode()
+    details = "experimental/modelDetails.json"
+    if details in entries:
+        entries[details] = _scrub_model_details(entries[details])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w") as zout:
+            for name in sorted(entries):
+                info = zipfile.ZipInfo(name, date_time=_FIXED_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.create_system = 3  # unix
+                info.external_attr = 0o644 << 16
+                zout.writestr(info, entries[name])
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _mojo_outputs(mojo: Path, reference: pd.DataFrame) -> pd.DataFrame:
+    """``reference`` scored by the MOJO through Sparkling Water's scoring package (no H2O cluster):
+    predict, no, yes. Unseen levels become NA, as H2O's own ``predict`` does."""
+    from pysparkling.ml import H2OMOJOModel, H2OMOJOSettings
+
+    spark = jvm_spark_session()
+    settings = H2OMOJOSettings(convertUnknownCategoricalLevelsToNa=True)
+    model = H2OMOJOModel.createFromMojo(mojo.resolve().as_uri(), settings)
+    cols = ["detailed_prediction.label AS predict"] + [
+        f"detailed_prediction.probabilities.{c} AS {c}" for c in JVM_CLASSES
+    ]
+    return model.transform(spark.createDataFrame(reference)).selectExpr(*cols).toPandas()
+
+
+def build_h2o(dest: Path, rows: int = JVM_TRAIN_ROWS) -> dict[str, str]:
+    """Train an H2O GBM on a local one-thread H2O cluster; write ``dest/artifacts/gbm.zip`` (the
+    MOJO, normalised), ``dest/sample.csv`` and ``<out>/_reference/h2o_predictions.csv`` (the
+    reference rows with H2O's own in-cluster predictions). Returns {file: sha256}."""
+    import warnings
+
+    os.environ["DO_NOT_TRACK"] = "1"  # the h2o package and its JVM report usage otherwise
+    import h2o
+    from h2o.estimators import H2OGradientBoostingEstimator
+
+    dest = Path(dest)
+    reference = jvm_reference_frame()
+    types = {c: "real" for c in JVM_NUMERIC} | {c: "enum" for c in JVM_CATEGORICAL}
+    mojo = dest / "artifacts" / "gbm.zip"
+    with tempfile.TemporaryDirectory(prefix="h2o-build.", ignore_cleanup_errors=True) as tmp:
+        # A port of our own (h2o.init() would otherwise join any H2O already listening on 54321)
+        # and an ice root (logs, spill files) that goes away with the build.
+        h2o.init(
+            ip="127.0.0.1", port=_free_port(), nthreads=1, max_mem_size="1G", ice_root=tmp, verbose=False
+        )
+        server = h2o.connection().local_server
+        try:
+            h2o.no_progress()
+            train = h2o.H2OFrame(
+                make_jvm_frame(rows, seed=TRAIN_SEED),
+                destination_frame="train",
+                column_types=types | {"label": "enum"},
+            )
+            model = H2OGradientBoostingEstimator(
+                model_id="gbm", ntrees=20, max_depth=3, learn_rate=0.1, seed=TRAIN_SEED, score_tree_interval=5
+            )
+            model.train(x=JVM_FEATURES, y="label", training_frame=train)
+            csv = Path(tmp) / "reference.csv"
+            csv.write_text(reference.to_csv(index=False, lineterminator="\n"))
+            frame = h2o.upload_file(str(csv), destination_frame="reference", col_types=types)
+            with warnings.catch_warnings():  # "levels not trained on": the unseen-level rows, on purpose
+                warnings.simplefilter("ignore")
+                predicted = model.predict(frame).as_data_frame(use_multi_thread=False)
+            out = Path(tmp) / "mojo"
+            out.mkdir()
+            normalise_mojo(Path(model.download_mojo(path=str(out))), mojo)
+        finally:
+            h2o.cluster().shutdown()
+            if server is not None:
+                server.shutdown()  # waits for the JVM to exit, before its ice root is removed
+                # The launcher puts the JVM's stdout/stderr files in a temp dir of its own and never
+                # removes it.
+                shutil.rmtree(getattr(server, "_tempdir", None) or tmp, ignore_errors=True)
+    if list(predicted.columns) != ["predict", *JVM_CLASSES]:
+        raise RuntimeError(f"H2O predicted columns {list(predicted.columns)}; use more --rows")
+
+    scored = _mojo_outputs(mojo, reference)
+    if scored["predict"].tolist() != predicted["predict"].tolist() or not np.allclose(
+        scored[list(JVM_CLASSES)], predicted[list(JVM_CLASSES)], rtol=0, atol=1e-12
+    ):
+        raise RuntimeError("the normalised MOJO scores differently from H2O's own predict()")
+
+    sample = dest / "sample.csv"
+    _write_text(sample, reference.head(JVM_SAMPLE_ROWS).to_csv(index=False, lineterminator="\n"))
+    ref = dest.parent / REFERENCE_DIR / "h2o_predictions.csv"
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    _write_text(ref, pd.concat([reference, predicted], axis=1).to_csv(index=False, lineterminator="\n"))
+    return {
+        "artifacts/gbm.zip": sha256_file(mojo),
+        "sample.csv": sha256_file(sample),
+        f"../{REFERENCE_DIR}/h2o_predictions.csv": sha256_file(ref),
+    }
+
+
+BUILDERS = {
+    "tabular": build_tabular,
+    "spam": build_spam,
+    "text": build_text,
+    "spark": build_spark,
+    "h2o": build_h2o,
+}
 
 
 def build(name: str, out: Path = BUNDLES_DIR, rows: int | None = None) -> dict[str, str]:
@@ -489,13 +870,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=BUNDLES_DIR, help="output directory (default: %(default)s)"
     )
-    parser.add_argument("--only", choices=BUNDLE_NAMES, help="build only this bundle")
     parser.add_argument(
-        "--rows", type=int, default=None, help="training rows (default: 50000 tabular, 20000 spam and text)"
+        "names",
+        nargs="*",
+        metavar="BUNDLE",
+        help=f"bundles to build: {', '.join(ALL_BUNDLE_NAMES)} (default: {' '.join(BUNDLE_NAMES)})",
+    )
+    parser.add_argument("--only", choices=ALL_BUNDLE_NAMES, help="build only this bundle")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="training rows (default: 50000 tabular, 20000 spam and text, 5000 spark and h2o)",
     )
     args = parser.parse_args(argv)
     if args.rows is not None and args.rows < 100:
         parser.error("--rows must be at least 100")
+    unknown = [n for n in args.names if n not in ALL_BUNDLE_NAMES]
+    if unknown:
+        parser.error(f"unknown bundle {unknown[0]!r}; choose from {', '.join(ALL_BUNDLE_NAMES)}")
+    names = list(dict.fromkeys(args.names + ([args.only] if args.only else []))) or list(BUNDLE_NAMES)
     # HistGradientBoosting's OpenMP threads spin-wait by default. On a small, busy machine
     # (tests, a server and benchmarks sharing 2 cores) that made the tabular build 4-8x
     # slower (~10 s -> 60-75 s); passive waiting costs ~30 % when the machine is idle but
@@ -503,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
     # the first sklearn import below. Does not affect the artifacts' bytes.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    for name in [args.only] if args.only else BUNDLE_NAMES:
+    for name in names:
         t0 = time.perf_counter()
         hashes = build(name, args.out, args.rows)
         elapsed = time.perf_counter() - t0

@@ -123,13 +123,15 @@ class Bundle:
         """Saved Spark ML pipelines under ``artifacts/``: directories with ``metadata/`` and ``stages/``."""
         if not self.artifacts_dir.is_dir():
             return []
-        return sorted(p.parent for p in self.artifacts_dir.rglob("stages") if p.is_dir() and (p.parent / "metadata").is_dir())
+        found = (p.parent for p in self.artifacts_dir.rglob("stages") if p.is_dir() and (p.parent / "metadata").is_dir())
+        return sorted(p for p in found if not _hidden(p.relative_to(self.artifacts_dir)))
 
     def mojos(self) -> list[Path]:
         """H2O MOJOs under ``artifacts/``: zips holding ``model.ini``."""
         if not self.artifacts_dir.is_dir():
             return []
-        return sorted(p for p in self.artifacts_dir.rglob("*.zip") if p.is_file() and _is_mojo(p))
+        found = (p for p in self.artifacts_dir.rglob("*.zip") if not _hidden(p.relative_to(self.artifacts_dir)))
+        return sorted(p for p in found if p.is_file() and _is_mojo(p))
 
     def default_model(self) -> tuple[str, Path]:
         """The flavor and path of the one model a bundle without custom code holds.
@@ -156,6 +158,10 @@ class Bundle:
                 f'add code/{CUSTOM_MODULE}.py or name one with "artifact" in manifest.json'
             )
         return candidates[0]
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
 
 
 def _is_mojo(path: Path) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ def sparkling_jar() -> Path | None:
 
 
 def _prepare_environment() -> None:
+    # pyspark 3.5 on pandas 3 warns about its own use of deprecated pandas and distutils APIs on every
+    # call: nothing a bundle author or operator can act on.
+    warnings.filterwarnings("ignore", module=r"pyspark\.")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
