@@ -86,8 +86,8 @@ def _error_parts(exc: BaseException) -> tuple[int, bytes, dict[str, str] | None]
     status = http_status(exc)
     if isinstance(exc, ScorerError):
         code, message = exc.code, exc.message
-        if status >= 500:
-            log.warning("%s: %s", code, message)
+        if status >= 500:  # not loaded yet is what readiness probes are for: not worth a warning each time
+            (log.debug if type(exc) is NotReady else log.warning)("%s: %s", code, message)
     else:
         log.exception("unexpected error")
         code, message = "internal_error", f"internal error: {type(exc).__name__}"

@@ -77,3 +77,34 @@ def publish(src: Path, dest: Path) -> Path:
     for p in [dest, *dest.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     return dest
+
+
+SPARK_IMAGE = "scorer-spark:test"
+
+
+@pytest.fixture(scope="session")
+def spark_image() -> dict[str, object]:
+    """The Spark image, built once from the repository's Dockerfile.spark (same rules as ``image``)."""
+    problem = _engine_problem()
+    if problem:
+        message = f"container tests need a Docker engine and a base image ({problem}): run scripts/provision-docker"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from scorer import __version__
+
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=REPO, capture_output=True, text=True).stdout.strip()
+    cmd = [DOCKER, "build", "-f", str(REPO / "Dockerfile.spark"), "--network", "host",
+           "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"VERSION={__version__}",
+           "--build-arg", f"REVISION={revision or 'unknown'}",
+           "-t", SPARK_IMAGE, "-t", f"scorer-spark:{__version__}", str(REPO)]
+    if os.path.exists(CA_BUNDLE):
+        cmd[2:2] = ["--secret", f"id=cacert,src={CA_BUNDLE}"]
+    started = time.monotonic()
+    result = subprocess.run(cmd, check=False, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, f"docker build -f Dockerfile.spark failed:\n{result.stderr[-4000:]}"
+    size = int(subprocess.run([DOCKER, "image", "inspect", "-f", "{{.Size}}", SPARK_IMAGE], capture_output=True,
+                              text=True, check=True).stdout)
+    print(f"\nimage {SPARK_IMAGE}: built in {seconds:.1f}s, {size / 1e6:.0f} MB")
+    return {"name": SPARK_IMAGE, "build_seconds": seconds, "size": size, "version": __version__, "revision": revision}
