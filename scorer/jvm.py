@@ -48,7 +48,6 @@ def _prepare_environment() -> None:
     # pyspark 3.5 on pandas 3 warns about its own use of deprecated pandas and distutils APIs on every
     # call: nothing a bundle author or operator can act on.
     warnings.filterwarnings("ignore", module=r"pyspark\.")
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
@@ -62,7 +61,7 @@ def spark_session(master: str | None = None, *, app_name: str = "scorer", conf: 
     """
     _prepare_environment()
     try:
-        from pyspark import SparkConf
+        from pyspark import SparkConf, SparkContext
         from pyspark.sql import SparkSession
     except ImportError as exc:
         raise BundleCodeError(
@@ -71,11 +70,15 @@ def spark_session(master: str | None = None, *, app_name: str = "scorer", conf: 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):  # under spark-submit: attach to its JVM (its --master, --conf)
+        SparkContext._ensure_initialized()
     submitted = SparkConf()  # spark-submit passes its settings as spark.* system properties
     builder = SparkSession.builder.appName(app_name)
     chosen = master or submitted.get("spark.master", None)
     if chosen is None:
         chosen = f"local[{os.cpu_count() or 1}]"
+    if chosen.startswith("local"):  # on a cluster the driver must be reachable by its executors
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = builder.master(chosen)
     if chosen.startswith("local"):
         for key, value in _LOCAL_CONF.items():

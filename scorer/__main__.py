@@ -1,0 +1,5 @@
+"""``python -m scorer``: the ``scorer`` command line."""
+
+from scorer.cli import main
+
+raise SystemExit(main())
