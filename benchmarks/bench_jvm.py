@@ -4,7 +4,8 @@
 
 For each JVM bundle (bundles/spark; bundles/h2o with both MOJO backends):
 
-* in-process: ``Scorer.score`` on 1, 100 and 10,000 rows (median of repeated calls, after warm-up);
+* in-process: ``Scorer.score`` on 1, 100 and 10,000 rows (median of 15 calls after 30 warm-up calls:
+  the JVM's JIT keeps making Spark's per-call work faster for the first few dozen calls);
 * served (``scorer serve``, the Spark session pinned to nothing: Spark runs its own threads):
   cold start (process start to the first 200 on /ready), sequential request latency p50 for
   1 / 100 / 10,000-row JSON bodies, and ``wrk`` with 64 connections each sending one row
@@ -54,7 +55,7 @@ scorer = Scorer.load({str(bundle)!r}, Settings(mojo_backend={backend!r}))
 out = {{"load_s": time.perf_counter() - t0}}
 for n in {SIZES!r}:
     df = rows_frame(build, Path({str(bundle)!r}), n)
-    for _ in range(3):
+    for _ in range({5 if quick else 30}):  # the JVM keeps getting faster for the first few dozen calls
         scorer.score(df)
     times = []
     for _ in range({3 if quick else 15}):
@@ -79,7 +80,7 @@ def served(bundle: Path, backend: str, build: Any, tmp: Path, quick: bool) -> di
         out["rss_mib"] = server.rss_mib()
         for n in SIZES:
             body = rows_frame(build, bundle, n).to_json(orient="split", index=False).encode()
-            for _ in range(3):
+            for _ in range(5 if quick else 30):
                 h.http_request(port, "POST", "/predict", body)
             times = []
             for _ in range(3 if quick else 15):
