@@ -18,7 +18,6 @@ os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = "/usr/bin/docker"  # Debian's client, with BuildKit support
-IMAGE = "scorer:test"
 BASE_IMAGE = os.environ.get("TEST_BASE_IMAGE", "scorer-base:bookworm")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -33,9 +32,8 @@ def _engine_problem() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def image() -> dict[str, object]:
-    """The image, built once from the repository's Dockerfile (the same file users build)."""
+def _build(dockerfile: str, name: str) -> dict[str, object]:
+    """Build ``dockerfile`` of the repository as ``<name>:test`` and ``<name>:<version>`` (once per run)."""
     problem = _engine_problem()
     if problem:
         message = f"container tests need a Docker engine and a base image ({problem}): run scripts/provision-docker"
@@ -44,20 +42,27 @@ def image() -> dict[str, object]:
         pytest.skip(message)
     from scorer import __version__
 
+    tag = f"{name}:test"
     revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    cmd = [DOCKER, "build", "--network", "host", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
+    cmd = [DOCKER, "build", "-f", str(REPO / dockerfile), "--network", "host", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
            "--build-arg", f"VERSION={__version__}", "--build-arg", f"REVISION={revision or 'unknown'}",
-           "-t", IMAGE, "-t", f"scorer:{__version__}", str(REPO)]
+           "-t", tag, "-t", f"{name}:{__version__}", str(REPO)]
     if os.path.exists(CA_BUNDLE):
         cmd[2:2] = ["--secret", f"id=cacert,src={CA_BUNDLE}"]
     started = time.monotonic()
     result = subprocess.run(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True)
     seconds = time.monotonic() - started
-    assert result.returncode == 0, f"docker build failed:\n{result.stderr[-4000:]}"
-    size = int(subprocess.run([DOCKER, "image", "inspect", "-f", "{{.Size}}", IMAGE], capture_output=True,
+    assert result.returncode == 0, f"docker build -f {dockerfile} failed:\n{result.stderr[-4000:]}"
+    size = int(subprocess.run([DOCKER, "image", "inspect", "-f", "{{.Size}}", tag], capture_output=True,
                               text=True, check=True).stdout)
-    print(f"\nimage {IMAGE}: built in {seconds:.1f}s, {size / 1e6:.0f} MB")
-    return {"name": IMAGE, "build_seconds": seconds, "size": size, "version": __version__, "revision": revision}
+    print(f"\nimage {tag}: built in {seconds:.1f}s, {size / 1e6:.0f} MB")
+    return {"name": tag, "build_seconds": seconds, "size": size, "version": __version__, "revision": revision}
+
+
+@pytest.fixture(scope="session")
+def image() -> dict[str, object]:
+    """The image, built once from the repository's Dockerfile (the same file users build)."""
+    return _build("Dockerfile", "scorer")
 
 
 @pytest.fixture
@@ -79,32 +84,9 @@ def publish(src: Path, dest: Path) -> Path:
     return dest
 
 
-SPARK_IMAGE = "scorer-spark:test"
 
 
 @pytest.fixture(scope="session")
 def spark_image() -> dict[str, object]:
     """The Spark image, built once from the repository's Dockerfile.spark (same rules as ``image``)."""
-    problem = _engine_problem()
-    if problem:
-        message = f"container tests need a Docker engine and a base image ({problem}): run scripts/provision-docker"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from scorer import __version__
-
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=REPO, capture_output=True, text=True).stdout.strip()
-    cmd = [DOCKER, "build", "-f", str(REPO / "Dockerfile.spark"), "--network", "host",
-           "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"VERSION={__version__}",
-           "--build-arg", f"REVISION={revision or 'unknown'}",
-           "-t", SPARK_IMAGE, "-t", f"scorer-spark:{__version__}", str(REPO)]
-    if os.path.exists(CA_BUNDLE):
-        cmd[2:2] = ["--secret", f"id=cacert,src={CA_BUNDLE}"]
-    started = time.monotonic()
-    result = subprocess.run(cmd, check=False, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True)
-    seconds = time.monotonic() - started
-    assert result.returncode == 0, f"docker build -f Dockerfile.spark failed:\n{result.stderr[-4000:]}"
-    size = int(subprocess.run([DOCKER, "image", "inspect", "-f", "{{.Size}}", SPARK_IMAGE], capture_output=True,
-                              text=True, check=True).stdout)
-    print(f"\nimage {SPARK_IMAGE}: built in {seconds:.1f}s, {size / 1e6:.0f} MB")
-    return {"name": SPARK_IMAGE, "build_seconds": seconds, "size": size, "version": __version__, "revision": revision}
+    return _build("Dockerfile.spark", "scorer-spark")
