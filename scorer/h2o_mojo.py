@@ -33,7 +33,7 @@ import pyarrow.csv as pacsv
 from scorer.errors import BundleCodeError, BundleLayoutError
 from scorer.jvm import spark_session
 from scorer.preprocessor import CustomPreprocessor
-from scorer.spark_ml import quote
+from scorer.spark_ml import quote, spark_frame
 
 BACKENDS = ("genmodel", "spark")
 
@@ -146,9 +146,5 @@ class MojoModel(CustomPreprocessor):
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
         if self.backend == "genmodel":
             return self._genmodel_predict(df)
-        from scorer.spark_ml import _SPARK_TYPES
-
-        frame = df.reindex(columns=self.features)
-        schema = ", ".join(f"{quote(c)} {_SPARK_TYPES[self.input_schema[c]]}" for c in self.features)  # type: ignore[index]
-        sdf = self.session.createDataFrame(frame, schema=schema)
+        sdf = spark_frame(self.session, df.reindex(columns=self.features), self.input_schema or {})
         return self.transform_spark(sdf).select(*(quote(c) for c in self.output_columns)).toPandas()

@@ -62,6 +62,7 @@ from scorer.offline import (
     _walk,
 )
 from scorer.settings import Settings
+from scorer.spark_ml import SPARK_TYPES, column
 
 log = logging.getLogger("scorer.batch")
 
@@ -373,24 +374,18 @@ def is_native(scorer: Scorer) -> bool:
     return scorer.bundle.custom_code() is None and callable(getattr(scorer.model, "transform_spark", None))
 
 
-def _col(name: str) -> Any:
-    from pyspark.sql import functions as F
-
-    return F.col("`" + name.replace("`", "``") + "`")
-
-
 def _native_scored(sdf: Any, scorer: Scorer, settings: Settings, job: Job) -> Any:
     outputs = scorer.output_columns or ["prediction"]
     kept = _kept(sdf.columns, outputs, settings.keep_columns)
     typed: dict[str, str] = {}
     if READERS[job.in_fmt] == "csv" and scorer.schema is not None:  # the model's text columns to its types
-        spark_types = {"float": "double", "int": "bigint", "bool": "boolean"}
-        typed = {c: spark_types[k] for c, k in scorer.schema.columns.items() if k in spark_types and c in sdf.columns}
+        typed = {c: SPARK_TYPES[k] for c, k in scorer.schema.columns.items()
+                 if k in SPARK_TYPES and k != "string" and c in sdf.columns}
     raw = {c: f"__scorer_keep_{i}" for i, c in enumerate(kept) if c in typed}  # kept columns keep their text
-    model_input = sdf.select(*[_col(c).cast(typed[c]).alias(c) if c in typed else _col(c) for c in sdf.columns],
-                             *[_col(c).alias(alias) for c, alias in raw.items()])
+    model_input = sdf.select(*[column(c).cast(typed[c]).alias(c) if c in typed else column(c) for c in sdf.columns],
+                             *[column(c).alias(alias) for c, alias in raw.items()])
     scored = scorer.model.transform_spark(model_input)
-    return scored.select(*[_col(raw[c]).alias(c) if c in raw else _col(c) for c in kept], *map(_col, outputs))
+    return scored.select(*[column(raw[c]).alias(c) if c in raw else column(c) for c in kept], *map(column, outputs))
 
 
 # --- the command -------------------------------------------------------------------------------------------

@@ -24,12 +24,29 @@ from scorer.jvm import spark_session
 from scorer.preprocessor import CustomPreprocessor
 from scorer.table import frame_from_arrays
 
-_SPARK_TYPES = {"float": "double", "int": "bigint", "bool": "boolean", "string": "string"}
+SPARK_TYPES = {"float": "double", "int": "bigint", "bool": "boolean", "string": "string"}  # schema type -> Spark
 
 
 def quote(column: str) -> str:
     """A column name as Spark SQL expression text (dots and spaces are not paths)."""
     return "`" + column.replace("`", "``") + "`"
+
+
+def column(name: str) -> Any:
+    """``F.col`` of a column name taken literally."""
+    from pyspark.sql import functions as F
+
+    return F.col(quote(name))
+
+
+def spark_frame(session: Any, df: pd.DataFrame, types: dict[str, str]) -> Any:
+    """A pandas batch as a Spark DataFrame (Arrow transfer), typed by a scorer schema; a column the
+    schema does not name is a double if numeric, else a string."""
+    ddl = []
+    for c in df.columns:
+        kind = types.get(c) or ("float" if pd.api.types.is_numeric_dtype(df[c]) else "string")
+        ddl.append(f"{quote(c)} {SPARK_TYPES.get(kind, 'string')}")
+    return session.createDataFrame(df, schema=", ".join(ddl))
 
 
 def _param(stage: Any, name: str) -> Any:
@@ -105,17 +122,6 @@ class SparkPipelineModel(CustomPreprocessor):
         else:
             self.output_columns = ["prediction"]  # type: ignore[misc]
 
-    def spark_schema(self, columns: list[str], types: dict[str, str]) -> str:
-        return ", ".join(f"{quote(c)} {_SPARK_TYPES.get(types.get(c, 'string'), 'string')}" for c in columns)
-
-    def to_spark(self, df: pd.DataFrame) -> Any:
-        """A pandas batch as a Spark DataFrame, typed by the input schema (Arrow transfer)."""
-        schema = dict(self.input_schema or {})
-        for column in df.columns:
-            if column not in schema:
-                schema[column] = "float" if pd.api.types.is_numeric_dtype(df[column]) else "string"
-        return self.session.createDataFrame(df, schema=self.spark_schema(list(df.columns), schema))
-
     def transform_spark(self, sdf: Any) -> Any:
         """``sdf`` with the output columns appended (Spark's own ``transform``, then the sklearn shape)."""
         from pyspark.ml.functions import vector_to_array
@@ -138,7 +144,7 @@ class SparkPipelineModel(CustomPreprocessor):
         from pyspark.sql import functions as F
 
         wanted = [c for c in (self.input_schema or {}) if c in df.columns]
-        out = self.pipeline.transform(self.to_spark(df[wanted]))
+        out = self.pipeline.transform(spark_frame(self.session, df[wanted], self.input_schema or {}))
         prediction = F.col(quote(self.prediction_col))
         if self.classes is None:
             return out.select(prediction.cast("double").alias("prediction")).toPandas()
