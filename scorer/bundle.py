@@ -28,7 +28,6 @@ ARTIFACT_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # What a bundle without custom code holds: "python" (a pickle/joblib model), "spark" (a saved Spark ML
 # PipelineModel directory: metadata/ + stages/) or "h2o" (an H2O MOJO .zip, which contains model.ini).
 FLAVORS = ("python", "spark", "h2o")
-_SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 
 
 @dataclass(frozen=True)
@@ -194,15 +193,33 @@ def open_bundle(path: str | os.PathLike[str], *, expected_digest: str = "", work
 
 
 def _walk(root: Path) -> list[Path]:
+    """Every file of the bundle: bytecode caches, hidden folders and all, since anything in it can be
+    loaded. A symlink (to a file or a folder) or a special file is refused: what it points to is not
+    the bundle's content, so no digest could vouch for it."""
     files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        files.extend(Path(dirpath, f) for f in sorted(filenames) if not f.endswith(".pyc"))
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
+        for name in (*dirnames, *filenames):
+            path = Path(dirpath, name)
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise BundleLayoutError(f"{root}: refusing symlink {path.relative_to(root).as_posix()!r} in the "
+                                        "bundle (a link's target is not covered by its digest): copy the file in")
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise BundleLayoutError(f"{root}: refusing {path.relative_to(root).as_posix()!r}: not a regular file")
+        dirnames.sort()
+        files.extend(Path(dirpath, f) for f in sorted(filenames))
     return files
 
 
+def _raise(error: OSError) -> None:
+    raise BundleLayoutError(f"cannot read the bundle: {error}")
+
+
 def content_digest(root: Path) -> str:
-    """sha256 over relative paths and file contents: the same for a folder and its zip."""
+    """sha256 over every file's relative path, size and content: the same for a folder and its zip.
+
+    Nothing is skipped (``__pycache__``, ``*.pyc``, hidden folders count too), so a file added to a
+    pinned bundle, bytecode included, changes the digest; symlinks are refused (see :func:`_walk`)."""
     h = hashlib.sha256()
     for p in sorted(_walk(root), key=lambda p: p.relative_to(root).as_posix()):
         rel = p.relative_to(root).as_posix().encode()

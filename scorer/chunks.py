@@ -24,18 +24,19 @@ from scorer.fileio import BadRow, Chunk, decode_json_text
 from scorer.settings import Settings
 
 _scorer: Scorer | None = None
+_echo = False  # --echo-bad-values: reasons also quote the offending value / the model's own message
 
 
-def use(scorer: Scorer) -> None:
+def use(scorer: Scorer, *, echo: bool = False) -> None:
     """Score chunks in this process with an already loaded scorer (``--workers 1``)."""
-    global _scorer
-    _scorer = scorer
+    global _scorer, _echo
+    _scorer, _echo = scorer, echo
 
 
 def init_worker(bundle: str, settings: Settings) -> None:
     """ProcessPoolExecutor initializer: load the bundle once per worker process."""
     logging.getLogger("scorer").setLevel(logging.WARNING)
-    use(Scorer.load(bundle, settings))
+    use(Scorer.load(bundle, settings), echo=settings.echo_bad_values)
 
 
 @dataclass
@@ -50,8 +51,8 @@ def score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
         return _score_chunk(chunk, keep, first_error_only)
     except KeepColumnsError as exc:
         return ChunkResult(None, error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - reported as this file's failure, with its class and message
-        return ChunkResult(None, error=f"unexpected {type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - reported as this file's failure, with its class (text: opt-in)
+        return ChunkResult(None, error=f"unexpected {type(exc).__name__}" + (f": {exc}" if _echo else ""))
 
 
 class KeepColumnsError(ValueError):
@@ -103,6 +104,8 @@ def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, fi
         if len(frame) == 1:
             detail = getattr(exc, "detail", None)
             reason = f"column {exc.columns[0]!r}: {detail}" if detail and getattr(exc, "columns", None) else exc.message
+            if _echo and exc.data_detail:
+                reason = f"{reason}: {exc.data_detail}"
             return positions[:0], [], [(int(positions[0]), reason)]
     mid = len(frame) // 2
     good_a, out_a, bad_a = _score_bisect(scorer, frame.iloc[:mid], positions[:mid], first_only)

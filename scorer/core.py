@@ -67,7 +67,7 @@ class Scorer:
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleLayoutError(f"{self.bundle.source}: manifest sample_input is not a split table: {exc}") from exc
         except ScorerError as exc:
-            raise BundleCodeError(f"{self.bundle.source}: scoring the manifest sample_input failed: {exc.message}") from exc
+            raise BundleCodeError(f"{self.bundle.source}: scoring the manifest sample_input failed: {exc.describe(echo=True)}") from exc
         if self.output_columns is None:
             self.output_columns = list(out.columns)
         elif list(out.columns) != self.output_columns:

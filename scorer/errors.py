@@ -25,6 +25,11 @@
     └── RequestTimeout           not answered within the request timeout           504
 
 Transports never pick status codes themselves: they call :func:`http_status`.
+
+``message`` never carries request data: it names the column, row and expected type, or the class of
+what a model raised. Text that may carry data (the offending value, a model exception's own message)
+is kept apart in ``data_detail`` and shown only through :meth:`ScorerError.describe` with the
+operator's opt-in (``--echo-bad-values``, for development).
 """
 
 from __future__ import annotations
@@ -35,9 +40,14 @@ class ScorerError(Exception):
 
     code = "scorer_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, data_detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.data_detail = data_detail  # may carry request data: only ever shown by describe(echo=True)
+
+    def describe(self, echo: bool = False) -> str:
+        """The message, plus the data-bearing detail when ``echo`` (the operator's opt-in) is on."""
+        return f"{self.message}: {self.data_detail}" if echo and self.data_detail else self.message
 
 
 class BundleError(ScorerError):
@@ -87,10 +97,11 @@ class UnsupportedMediaType(RequestError):
 class SchemaError(RequestError):
     code = "schema_error"
 
-    def __init__(self, message: str, *, columns: list[str] | None = None, detail: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, columns: list[str] | None = None, detail: str | None = None,
+                 data_detail: str | None = None) -> None:
+        super().__init__(message, data_detail=data_detail)
         self.columns = columns or []
-        self.detail = detail  # the problem without its row number, e.g. "'abc' (str) is not a number"
+        self.detail = detail  # the problem without its row number, e.g. "a str value is not a number"
 
 
 class BodyTimeout(RequestError):
@@ -106,8 +117,9 @@ class ModelError(ScorerError):
 
     @classmethod
     def wrap(cls, exc: BaseException, where: str = "predict") -> ModelError:
-        """A ModelError carrying the original exception's class and message (never its traceback)."""
-        err = cls(f"model raised {type(exc).__name__} in {where}: {exc}")
+        """A ModelError naming the original exception's class; its own text (which may quote the data
+        it choked on) is the ``data_detail``, shown only with the opt-in. Never its traceback."""
+        err = cls(f"model raised {type(exc).__name__} in {where}", data_detail=str(exc) or None)
         err.__cause__ = exc
         return err
 

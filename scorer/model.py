@@ -2,7 +2,8 @@
 
 Custom code: ``custom_preprocess.py`` is imported with ``code/`` and the bundle root at the
 front of ``sys.path``, so helpers import the way users write them (``from first_code import
-clean``). One bundle is active per process: loading another evicts the previous bundle's
+clean``). Bundle modules are compiled from their source, never from bytecode, and no bytecode is
+written into the bundle (:class:`_SourceOnlyLoader`). One bundle is active per process: loading another evicts the previous bundle's
 modules from ``sys.modules`` and its folders from ``sys.path``, so same-named helpers of two
 bundles never mix. Objects already loaded keep working.
 
@@ -15,6 +16,8 @@ give ``prediction`` plus ``probability_<class>`` per class; regressors give ``pr
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import inspect
 import logging
 import os
 import sys
@@ -36,6 +39,30 @@ log = logging.getLogger("scorer.model")
 _active_paths: list[str] = []  # absolute sys.path entries of the active bundle
 
 
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a bundle module from its source every time: never reads a ``.pyc`` (bytecode beside or
+    under the code is not what the pinned digest vouches for) and never writes one (a read-only mount
+    needs no cache, and a writable one is not changed by being loaded)."""
+
+    def get_code(self, fullname: str) -> Any:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+_bundle_finder = importlib.machinery.FileFinder.path_hook(
+    (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES),
+    (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+)  # no SourcelessFileLoader: a bare .pyc in the bundle is never imported
+
+
+def _bundle_path_hook(path: str) -> Any:
+    """``sys.path_hooks`` entry: the active bundle's folders (and packages under them) get the
+    source-only finder; every other path is left to Python's own hooks."""
+    if any(path == p or path.startswith(os.path.join(p, "")) for p in _active_paths):
+        return _bundle_finder(path)
+    raise ImportError(path)
+
+
 def _activate(bundle: Bundle) -> None:
     """Make this bundle's code importable and forget the previously active bundle's modules."""
     for path in _active_paths:
@@ -47,6 +74,11 @@ def _activate(bundle: Bundle) -> None:
             file = getattr(module, "__file__", None)
             if file and file.startswith(prefixes):
                 del sys.modules[name]
+    for cached in list(sys.path_importer_cache):
+        if cached in _active_paths or cached.startswith(prefixes or ("\0",)):
+            del sys.path_importer_cache[cached]
+    if _bundle_path_hook not in sys.path_hooks:
+        sys.path_hooks.insert(0, _bundle_path_hook)
     root = bundle.root.resolve()
     _active_paths[:] = [str(root / "code"), str(root)]
     sys.path[:0] = _active_paths
@@ -112,13 +144,44 @@ def _instantiate_custom(bundle: Bundle, code: Path) -> CustomPreprocessor:
         raise BundleCodeError(f"{code}: CustomPreprocessor() raised {type(exc).__name__}: {exc}") from exc
 
 
-# Classifiers whose predict() is exactly classes_[argmax(predict_proba())]: one model call gives both.
+# scikit-learn classifiers whose predict() is exactly classes_[argmax(predict_proba())]: one model call
+# gives both. Named by module and class, but matched against the real class objects (see _argmax_consistent).
 _ARGMAX_CONSISTENT = {
-    "LogisticRegression", "LogisticRegressionCV", "HistGradientBoostingClassifier", "GradientBoostingClassifier",
-    "RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier", "ExtraTreeClassifier",
-    "GaussianNB", "MultinomialNB", "BernoulliNB", "ComplementNB", "CategoricalNB", "MLPClassifier",
-    "LinearDiscriminantAnalysis", "QuadraticDiscriminantAnalysis",
+    "sklearn.linear_model._logistic": ("LogisticRegression", "LogisticRegressionCV"),
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting": ("HistGradientBoostingClassifier",),
+    "sklearn.ensemble._gb": ("GradientBoostingClassifier",),
+    "sklearn.ensemble._forest": ("RandomForestClassifier", "ExtraTreesClassifier"),
+    "sklearn.tree._classes": ("DecisionTreeClassifier", "ExtraTreeClassifier"),
+    "sklearn.naive_bayes": ("GaussianNB", "MultinomialNB", "BernoulliNB", "ComplementNB", "CategoricalNB"),
+    "sklearn.neural_network._multilayer_perceptron": ("MLPClassifier",),
+    "sklearn.discriminant_analysis": ("LinearDiscriminantAnalysis", "QuadraticDiscriminantAnalysis"),
 }
+
+
+def _same_methods(klass: type, base: type, names: tuple[str, ...] = ("predict", "predict_proba")) -> bool:
+    """``klass`` resolves each method to the very attribute ``base`` defines (static lookup: scikit-learn's
+    ``available_if`` descriptors make a new object on every ordinary access)."""
+    return all(inspect.getattr_static(klass, n, None) is inspect.getattr_static(base, n, None) for n in names)
+
+
+def _argmax_consistent(estimator: Any) -> bool:
+    """True only when ``predict`` and ``predict_proba`` resolve to scikit-learn's own methods of a class
+    known to predict the argmax: decided from the real class objects (already imported, since the
+    unpickled estimator is one), never from a name, so a look-alike or a subclass with its own
+    ``predict`` (a threshold) keeps its own answer."""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(estimator, Pipeline):
+        if not _same_methods(type(estimator), Pipeline):
+            return False
+        estimator = estimator.steps[-1][1]
+    klass = type(estimator)
+    for base in klass.__mro__:
+        module = sys.modules.get(base.__module__)
+        if (base.__qualname__ in _ARGMAX_CONSISTENT.get(base.__module__, ())
+                and getattr(module, base.__qualname__, None) is base):
+            return _same_methods(klass, base)
+    return False
 
 
 class DefaultModel(CustomPreprocessor):
@@ -143,8 +206,7 @@ class DefaultModel(CustomPreprocessor):
         if classes is not None and callable(getattr(self.estimator, "predict_proba", None)):
             self.classes = list(np.asarray(classes).tolist())
             self._class_array = np.asarray(classes)
-            final = self.estimator.steps[-1][1] if hasattr(self.estimator, "steps") else self.estimator
-            self.one_call = type(final).__name__ in _ARGMAX_CONSISTENT
+            self.one_call = _argmax_consistent(self.estimator)
         from scorer.schema import infer_schema
 
         self.input_schema = infer_schema(self.estimator)  # type: ignore[misc]
@@ -183,7 +245,8 @@ def to_frame(result: Any, n_rows: int) -> pd.DataFrame:
             try:
                 arr = np.asarray(result)
             except Exception as exc:
-                raise ModelOutputError(f"predict returned an unusable {type(result).__name__}: {exc}") from exc
+                raise ModelOutputError(f"predict returned an unusable {type(result).__name__}",
+                                       data_detail=str(exc)) from exc
             if arr.ndim == 0:
                 raise ModelOutputError(f"predict returned a scalar ({type(result).__name__}), expected one row per input row")
             if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):

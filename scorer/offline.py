@@ -253,7 +253,7 @@ class BatchRun:
             workers = 1
         events = self._read_events(todo)
         if workers == 1:
-            chunks.use(self.scorer)
+            chunks.use(self.scorer, echo=self.settings.echo_bad_values)
             for job, event, payload in events:
                 if event == "chunk":
                     payload = (payload, chunks.score_chunk(payload, keep, first_only))

@@ -6,7 +6,8 @@ inferred from a scikit-learn model (``feature_names_in_`` plus what its ColumnTr
 does with each column). Coercion only makes changes that lose nothing: int32 -> int64,
 numeric strings -> numbers, integral floats -> ints (ints with missing values stay float
 with NaN, as pandas itself represents them), ints -> strings for string columns. Anything
-else is a :class:`~scorer.errors.SchemaError` naming the column, the row and the value.
+else is a :class:`~scorer.errors.SchemaError` naming the column, the row and the expected type
+(never the value, unless the operator opts in to echoing it).
 """
 
 from __future__ import annotations
@@ -125,19 +126,21 @@ def _fast_column(values: Any, kind: str) -> np.ndarray | None:
     return None
 
 
-def _short(value: Any) -> str:
-    """The offending value for an error message, cut short: errors name a problem, never echo data."""
-    text = repr(value)
-    return text if len(text) <= 24 else text[:20] + "...'"
+_ECHO_CHARS = 200  # with --echo-bad-values, how much of an offending value is quoted
 
 
 def _bad(name: str, series: pd.Series, mask: np.ndarray, expected: str) -> SchemaError:
+    """The first offending row, named by column, row and expected type; its value only as ``data_detail``
+    (errors and logs never quote submitted values unless the operator opts in)."""
     pos = int(np.flatnonzero(mask)[0])
     value = series.iloc[pos]
+    problem = f"a {type(value).__name__} value is not a {expected}"
+    text = repr(value)
     return SchemaError(
-        f"column {name!r}: row {pos} has {_short(value)} ({type(value).__name__}), which is not a {expected}",
+        f"column {name!r}: row {pos}: {problem}",
         columns=[name],
-        detail=f"{_short(value)} ({type(value).__name__}) is not a {expected}",
+        detail=problem,
+        data_detail=f"got {text if len(text) <= _ECHO_CHARS else text[:_ECHO_CHARS] + '...'}",
     )
 
 

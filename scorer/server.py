@@ -18,11 +18,13 @@ import itertools
 import logging
 import threading
 import time
+import traceback
 import uuid
 import zlib
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -76,20 +78,22 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status_code=status, media_type=codecs.JSON, headers=headers)
 
 
-def error_response(exc: BaseException) -> Response:
+def error_response(exc: BaseException, *, echo: bool = False) -> Response:
     """The one place an exception becomes an HTTP response."""
-    status, body, headers = _error_parts(exc)
+    status, body, headers = _error_parts(exc, echo=echo)
     return Response(body, status_code=status, media_type=codecs.JSON, headers=headers)
 
 
-def _error_parts(exc: BaseException) -> tuple[int, bytes, dict[str, str] | None]:
+def _error_parts(exc: BaseException, *, echo: bool = False) -> tuple[int, bytes, dict[str, str] | None]:
+    """Status, body and extra headers for ``exc``. ``echo`` (``--echo-bad-values``) adds the error's
+    data-bearing detail (an offending value, a model exception's text) to the body and the log line."""
     status = http_status(exc)
     if isinstance(exc, ScorerError):
-        code, message = exc.code, exc.message
+        code, message = exc.code, exc.describe(echo)
         if status >= 500:  # not loaded yet is what readiness probes are for: not worth a warning each time
             (log.debug if type(exc) is NotReady else log.warning)("%s: %s", code, message)
     else:
-        log.exception("unexpected error")
+        _log_unexpected(exc, echo)
         code, message = "internal_error", f"internal error: {type(exc).__name__}"
     body: dict[str, Any] = {"error": code, "message": message, "request_id": request_id.get()}
     columns = getattr(exc, "columns", None)
@@ -99,6 +103,17 @@ def _error_parts(exc: BaseException) -> tuple[int, bytes, dict[str, str] | None]
     if status in (408, 413):  # the body may be unread (or still trickling in): do not keep the connection
         extra = {"Connection": "close"}
     return status, orjson.dumps(body), extra
+
+
+def _log_unexpected(exc: BaseException, echo: bool) -> None:
+    """A bug of ours: its traceback is logged, but an exception's text can quote the request's data, so
+    without the opt-in the log gets the class and the frames only."""
+    if echo:
+        log.exception("unexpected error")
+        return
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames[-5:]))
+    log.error("unexpected error %s at %s", type(exc).__name__, where or "?")
 
 
 def _ready_scorer(state: State) -> tuple[Scorer, Batcher]:
@@ -192,6 +207,12 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise MalformedBody(f"the {encoding} body could not be decompressed: {exc}") from None
     if len(out) > limit or d.unconsumed_tail:
         raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
+    # A cut-off stream must not be scored on the rows that survived, nor bytes after its end ignored
+    # (a second gzip member, or anything else appended).
+    if not d.eof:
+        raise MalformedBody(f"the {encoding} body is truncated (its compressed stream does not end)")
+    if d.unused_data:
+        raise MalformedBody(f"the {encoding} body has {len(d.unused_data)} bytes after the end of its compressed stream")
     return out
 
 
@@ -283,7 +304,7 @@ async def predict_asgi(state: State, scope: Scope, receive: Receive, send: Send)
         payload, media = await _score_request(state, receive, request)
         status = 200
     except Exception as exc:
-        status, payload, headers = _error_parts(exc)
+        status, payload, headers = _error_parts(exc, echo=state.settings.echo_bad_values)
         media = codecs.JSON
     response_headers = [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode()),
                         (b"x-request-id", rid.encode("latin-1"))]
@@ -337,6 +358,10 @@ async def metadata(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
+    try:
+        _authorize(request)  # it names the input columns and their types, as /metadata does
+    except Unauthorized as exc:
+        return error_response(exc)
     scorer = request.app.state.scorer.scorer
     return _json(200, openapi_document(scorer.schema.columns if scorer is not None and scorer.schema else None))
 

@@ -49,13 +49,17 @@ class Settings:
         30.0, "On SIGTERM, how long in-flight requests may take to finish; a model call hung longer is abandoned."
     )
     auth_token: str = _setting(
-        "", "If set, scoring, /metadata and /metrics need Authorization: Bearer <token> (or a token header)."
+        "", "If set, scoring, /metadata, /metrics and /openapi.json need Authorization: Bearer <token> (or a token header)."
     )
     max_body_bytes: int = _setting(64 * 1024 * 1024, "Largest request body accepted (413 above).")
     max_request_rows: int = _setting(1_000_000, "Most rows accepted in one request (413 above).")
     max_columns: int = _setting(10_000, "Most columns accepted in one request (413 above; CSV: checked before parsing).")
     extra_columns: str = _setting(
         "drop", "What to do with input columns not in the schema.", choices=("drop", "reject")
+    )
+    echo_bad_values: bool = _setting(
+        False, "Development only: error bodies and logs also quote the offending value and a model exception's "
+        "own text (off: they name the column, row, expected type and exception class, never request data).",
     )
     check_requirements: bool = _setting(True, "Check the bundle's requirements.txt at load time.")
     install_requirements: bool = _setting(

@@ -276,7 +276,7 @@ def _worker_scorer(plan: WorkerPlan) -> Scorer:
 def score_batches(batches: Iterator[pa.RecordBatch], plan: WorkerPlan) -> Iterator[pa.RecordBatch]:
     """The ``mapInArrow`` function: every batch through the local engine's chunk scorer."""
     try:
-        chunks.use(_worker_scorer(plan))
+        chunks.use(_worker_scorer(plan), echo=plan.settings.echo_bad_values)
     except ScorerError as exc:
         raise BatchFailed(f"bundle failed to load on an executor: {exc.message}") from None
     settings = plan.settings

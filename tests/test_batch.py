@@ -658,8 +658,8 @@ def test_bad_rows_fail_fails_only_those_files(tmp_path: Path, sum_bundle) -> Non
 
 def test_bad_rows_reject_writes_good_rows_and_a_rejects_file(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
     """--bad-rows reject: exit 4, every file committed with its good rows in input order, and one rejects line per
-    bad row with its 0-based row, 1-based line (CSV/JSONL), a reason (the model's own message for the poison row)
-    and its values; the manifest counts rows in/out/rejected; _SUCCESS exists."""
+    bad row with its 0-based row, 1-based line (CSV/JSONL), a reason (for the poison row: the class of what the model
+    raised, not its text) and its values; the manifest counts rows in/out/rejected; _SUCCESS exists."""
     bundle = sum_bundle()
     inp, out = tmp_path / "in", tmp_path / "out"
     write_bad_inputs(inp)
@@ -685,10 +685,11 @@ def test_bad_rows_reject_writes_good_rows_and_a_rejects_file(tmp_path: Path, sum
         if name == "badvalue.csv":
             assert by_row[4]["values"].get("a") == "abc", by_row[4]
         if name == "poison.csv":
-            assert "poison row" in by_row[5]["reason"], by_row[5]
+            assert by_row[5]["reason"] == "model raised ValueError in predict", by_row[5]
             assert float(by_row[5]["values"]["a"]) == 666, by_row[5]
         if name == "mixed.jsonl":
-            assert "poison row" in by_row[6]["reason"] and by_row[3]["values"].get("a") == "abc", rejects
+            assert by_row[6]["reason"] == "model raised ValueError in predict", rejects
+            assert by_row[3]["values"].get("a") == "abc" and "abc" not in by_row[3]["reason"], rejects
     assert not any(p.startswith("good.csv.rejects") for p in rejects_files), "rejects file for a file without bad rows"
     ok(result, 4)
     assert (out / "_SUCCESS").is_file()

@@ -102,13 +102,20 @@ def test_digest_changes_when_a_file_is_renamed(bundle_factory) -> None:
     assert open_bundle(root).digest != before
 
 
-def test_digest_ignores_bytecode_caches(bundle_factory) -> None:
-    """__pycache__ written by importing the bundle's code does not change its digest."""
+def test_digest_covers_bytecode_and_hidden_files(bundle_factory) -> None:
+    """Every file counts: a __pycache__/*.pyc, a bare .pyc or a file in a hidden folder changes the digest
+    (each could be loaded), and the folder and its zip still agree."""
     root = bundle_factory("b", code="X = 1\n")
-    before = open_bundle(root).digest
+    digests = {open_bundle(root).digest}
     (root / "code" / "__pycache__").mkdir()
     (root / "code" / "__pycache__" / "custom_preprocess.cpython-311.pyc").write_bytes(b"junk")
-    assert open_bundle(root).digest == before
+    digests.add(open_bundle(root).digest)
+    (root / "code" / "helper.pyc").write_bytes(b"junk")
+    digests.add(open_bundle(root).digest)
+    (root / "artifacts" / ".hidden").mkdir()
+    (root / "artifacts" / ".hidden" / "x.pkl").write_bytes(b"junk")
+    digests.add(open_bundle(root).digest)
+    assert len(digests) == 4
 
 
 def test_pinned_digest_accepted_with_or_without_prefix(bundle_factory) -> None:

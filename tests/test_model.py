@@ -73,6 +73,63 @@ def test_default_classifier_not_argmax_uses_predict(bundle_factory) -> None:
     np.testing.assert_allclose(out[["probability_ham", "probability_spam"]].to_numpy(), knn.predict_proba(X))
 
 
+class LogisticRegression_(LogisticRegression):
+    """A user's subclass with its own decision threshold (named like sklearn's class when pickled)."""
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        return np.where(self.predict_proba(X)[:, 1] > 0.9, self.classes_[1], self.classes_[0])
+
+
+LogisticRegression_.__name__ = LogisticRegression_.__qualname__ = "LogisticRegression"
+
+
+class RandomForestClassifier:
+    """Not scikit-learn's at all: only its name is, and its predict() is its own rule."""
+
+    classes_ = np.array(["ham", "spam"])
+
+    def predict_proba(self, X):  # type: ignore[no-untyped-def]
+        p = np.clip(np.asarray(X["a"], dtype=float) / 5.0, 0, 1)
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        return np.where(np.asarray(X["a"]) >= 5.0, "spam", "ham")
+
+
+@pytest.mark.parametrize("kind", ["sklearn subclass with a threshold", "unrelated class with a sklearn name"])
+def test_argmax_shortcut_is_chosen_by_real_type_not_name(bundle_factory, kind: str) -> None:
+    """The one-call shortcut (prediction = argmax of predict_proba) is taken only when predict() really is
+    scikit-learn's argmax-consistent predict: a class merely named LogisticRegression or
+    RandomForestClassifier, or a subclass overriding predict, gets its own predict()."""
+    import sys
+
+    original = LogisticRegression
+    sys.modules[__name__].LogisticRegression = LogisticRegression_  # type: ignore[attr-defined]  # for pickle
+    try:
+        model = (LogisticRegression_().fit(X, LABELS) if kind.startswith("sklearn") else RandomForestClassifier())
+        expected = model.predict(X).tolist()
+        argmax = model.classes_[model.predict_proba(X).argmax(axis=1)].tolist()
+        assert expected != argmax  # the data tells the two rules apart
+        out = Scorer.load(bundle_factory("lookalike", artifacts={"model.pkl": model})).score(X)
+    finally:
+        sys.modules[__name__].LogisticRegression = original  # type: ignore[attr-defined]
+    assert out["prediction"].tolist() == expected
+    np.testing.assert_allclose(out[["probability_ham", "probability_spam"]].to_numpy(), model.predict_proba(X))
+
+
+def test_sklearn_classifiers_keep_the_one_call_shortcut(bundle_factory, classifier) -> None:
+    """scikit-learn's own LogisticRegression (bare and in a Pipeline) still answers with one model call."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from scorer.model import DefaultModel
+
+    for model in (classifier, make_pipeline(StandardScaler(), LogisticRegression()).fit(X, LABELS)):
+        loaded = Scorer.load(bundle_factory(f"clf{id(model)}", artifacts={"model.pkl": model}))
+        assert isinstance(loaded.model, DefaultModel) and loaded.model.one_call
+        assert loaded.score(X)["prediction"].tolist() == model.predict(X).tolist()
+
+
 def test_default_regressor_gives_prediction(bundle_factory) -> None:
     """One pickled regressor and no code: a single prediction column equal to predict()."""
     reg = LinearRegression().fit(X, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
@@ -242,13 +299,16 @@ def test_predict_unusable_output(bundle_factory, expr: str, match: str) -> None:
 
 
 def test_predict_raising_is_model_error(bundle_factory) -> None:
-    """predict raising is ModelError carrying the exception class and message."""
+    """predict raising is ModelError: its message names the exception class only (the exception's own text
+    can quote request data), and the text is kept apart as data_detail for the opt-in."""
     source = custom("    def predict(self, df):\n        raise KeyError('column gone')\n")
     s = Scorer.load(bundle_factory("boom", code=source))
     with pytest.raises(ModelError) as info:
         s.score(pd.DataFrame({"a": [1.0]}))
     assert type(info.value) is ModelError
-    assert "KeyError" in info.value.message and "column gone" in info.value.message
+    assert info.value.message == "model raised KeyError in predict"
+    assert "column gone" in info.value.data_detail and "column gone" in info.value.describe(echo=True)
+    assert info.value.describe() == info.value.message
 
 
 def test_preprocess_and_postprocess_hooks(bundle_factory) -> None:
