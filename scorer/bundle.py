@@ -192,7 +192,7 @@ def open_bundle(path: str | os.PathLike[str], *, expected_digest: str = "", work
     return Bundle(root=root, source=source, digest=digest, manifest=manifest)
 
 
-def _walk(root: Path) -> list[Path]:
+def bundle_files(root: Path) -> list[Path]:
     """Every file of the bundle: bytecode caches, hidden folders and all, since anything in it can be
     loaded. A symlink (to a file or a folder) or a special file is refused: what it points to is not
     the bundle's content, so no digest could vouch for it."""
@@ -219,9 +219,9 @@ def content_digest(root: Path) -> str:
     """sha256 over every file's relative path, size and content: the same for a folder and its zip.
 
     Nothing is skipped (``__pycache__``, ``*.pyc``, hidden folders count too), so a file added to a
-    pinned bundle, bytecode included, changes the digest; symlinks are refused (see :func:`_walk`)."""
+    pinned bundle, bytecode included, changes the digest; symlinks are refused (see :func:`bundle_files`)."""
     h = hashlib.sha256()
-    for p in sorted(_walk(root), key=lambda p: p.relative_to(root).as_posix()):
+    for p in sorted(bundle_files(root), key=lambda p: p.relative_to(root).as_posix()):
         rel = p.relative_to(root).as_posix().encode()
         h.update(len(rel).to_bytes(8, "big") + rel)
         h.update(p.stat().st_size.to_bytes(8, "big"))

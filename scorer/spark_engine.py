@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import re
 import shutil
 import sys
@@ -49,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 
 from scorer import chunks
+from scorer.bundle import bundle_files
 from scorer.core import Scorer
 from scorer.errors import ScorerError
 from scorer.fileio import Chunk, ReadError, detect_format, input_schema
@@ -331,12 +331,8 @@ def _bundle_file(scorer: Scorer, workdir: Path) -> Path:
     target = workdir / f"bundle-{scorer.bundle.digest[:16]}.zip"
     root = scorer.bundle.root
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for name in sorted(filenames):
-                if not name.endswith(".pyc"):
-                    path = Path(dirpath, name)
-                    zf.write(path, path.relative_to(root).as_posix())
+        for path in bundle_files(root):  # every file the digest covers, nothing else
+            zf.write(path, path.relative_to(root).as_posix())
     return target
 
 
