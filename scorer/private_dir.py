@@ -25,10 +25,12 @@ class UnsafeDirectory(Exception):
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` (absolute), created 0700 if missing, once it is safe as described above."""
-    path = Path(os.path.abspath(path))
+    """``path`` with its parent's symlinks resolved (a symlink above it, even a safe one, could be
+    changed by whoever owns it: use the returned path), created 0700 if missing, once it is safe
+    as described above."""
     uid = os.geteuid()
-    parent = path.parent.resolve()
+    parent = Path(os.path.abspath(path)).parent.resolve()
+    path = parent / Path(os.path.abspath(path)).name
     parent.mkdir(parents=True, exist_ok=True)
     for ancestor in (parent, *parent.parents):
         st = ancestor.stat()

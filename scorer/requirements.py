@@ -54,7 +54,7 @@ from scorer.record import dist_infos, installed_path, verify_install
 log = logging.getLogger("scorer.requirements")
 
 PIP_TIMEOUT_SECONDS = 600
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_USERINFO = re.compile(r"(?<=://)[^/\s]+@")
 
 
 def redact(text: str) -> str:
@@ -152,9 +152,10 @@ def ensure_requirements(bundle: Bundle, cache_dir: str | Path = "") -> None:
         with open(cache / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one installer per cache directory (workers, replicas)
             _discard_abandoned(cache)
-            if os.path.lexists(target) and (problem := _untrusted(target, names)):
+            problem = _untrusted(target, names) if os.path.lexists(target) else None
+            if problem:
                 log.warning("requirements cache %s: %s; installing again", target, problem)
-            if not os.path.lexists(target) or problem:
+            if problem or not os.path.lexists(target):
                 _install(wanted, constraints, have, names, cache, target, req_file)
     except UnsafeDirectory as exc:
         raise RequirementsError(f"requirements_cache {exc}; use a directory only this user can write (0700)") from None
