@@ -42,14 +42,15 @@ def pip_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def batch(bundle: Path, tmp_path: Path, env: dict[str, str], *flags: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+def batch(bundle: Path, tmp_path: Path, env: dict[str, str], *flags: str,
+          cwd: Path | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
     inp = tmp_path / "in.csv"
     inp.write_text("a\n1\n2\n")
     out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
     proc = subprocess.run(
         [sys.executable, "-m", "scorer.cli", "batch", str(bundle), "--input", str(inp), "--output", str(out),
          "--workers", "1", "--log-format", "text", *flags],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        capture_output=True, text=True, env=env, timeout=300, check=False, cwd=cwd,
     )
     return proc, out / "in.csv"
 
@@ -309,3 +310,20 @@ def test_install_whose_record_is_wrong_fails_clearly(bundle_factory, make_wheel,
     assert proc.returncode == 3, proc.stderr
     assert "installed scorer-test-liar==1.0, but scorer_test_liar/__init__.py does not match its RECORD" in proc.stderr
     assert [p.name for p in (tmp_path / "c").iterdir()] == [".lock"]
+
+
+def test_pip_is_not_taken_from_the_working_directory(bundle_factory, wheelhouse: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``python -m pip`` would import a ``pip`` package from the current directory first; the installer
+    runs the environment's pip wherever the scorer was started."""
+    cwd = tmp_path / "cwd"
+    (cwd / "pip").mkdir(parents=True)
+    (cwd / "pip" / "__init__.py").write_text("")
+    (cwd / "pip" / "__main__.py").write_text(f"open({str(tmp_path / 'impostor-ran')!r}, 'w').close()\n")
+    bundle = bundle_factory("needs-extra", code=EXTRA_CODE, requirements="scorer-test-extra==1.0\n",
+                            manifest={"input_schema": {"a": "float"}})
+    env = pip_env(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
+    proc, out = batch(bundle, tmp_path, env, "--install-requirements", "--requirements-cache", str(tmp_path / "c"),
+                      cwd=cwd)
+    assert not (tmp_path / "impostor-ran").exists()
+    assert proc.returncode == 0, proc.stderr
+    assert pd.read_csv(out)["prediction"].tolist() == [1043, 1044]
