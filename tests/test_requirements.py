@@ -262,7 +262,7 @@ def test_index_credentials_are_not_logged(bundle_factory, wheelhouse: Path, tmp_
     reqs = ("--extra-index-url https://alice:s3cret@127.0.0.1:9/simple\n"
             "scorer-test-dep @ https://bob:hunter2@127.0.0.1:9/scorer_test_dep-1.0-py3-none-any.whl\n")
     bundle = bundle_factory("creds", code=EXTRA_CODE, requirements=reqs)
-    proc, _ = batch(bundle, tmp_path, pip_env(), "--install-requirements", "--requirements-cache", str(tmp_path / "c"))
+    proc, _ = batch(bundle, tmp_path, pip_env(PIP_RETRIES="0"), "--install-requirements", "--requirements-cache", str(tmp_path / "c"))
     assert "requirements.txt:1: option line ignored" in proc.stderr
     assert "requirements.txt:2: URL requirement" in proc.stderr
     assert "s3cret" not in proc.stderr and "hunter2" not in proc.stderr, proc.stderr
