@@ -45,7 +45,10 @@ LABEL org.opencontainers.image.title="scorer" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/scorer /opt/scorer
 COPY --from=build /opt/scorer-example/spam /opt/scorer/example-bundle
-RUN useradd --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin scorer
+# /var/cache/scorer-requirements: where a named volume keeps install_requirements' packages across
+# restarts (a new volume copies this directory's owner and mode: private to uid 10001, as the scorer demands).
+RUN useradd --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin scorer \
+ && install -d -m 0700 -o 10001 -g 10001 /var/cache/scorer-requirements
 ENV PATH=/opt/scorer/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

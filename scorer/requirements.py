@@ -2,12 +2,26 @@
 
 Default (the image already has everything): every unmet requirement is listed in one
 :class:`RequirementsError` before anything in the bundle is imported. Opt-in
-(``install_requirements``): the unmet requirements are installed with pip into a writable cache
+(``install_requirements``): the unmet requirements are installed with pip into a private cache
 directory that is put first on ``sys.path``. Everything the environment already has is passed to
 pip as a constraint, so an install never changes the version of a package the scorer uses, and
 copies of those packages that pip puts in the cache are removed again. Index, proxy and CA
 settings are pip's own (``PIP_INDEX_URL``, ``PIP_CERT``, ...); option lines in the bundle's
 file (``-i``, ``--extra-index-url``) are ignored.
+
+What is imported from the cache is what pip installed for this bundle, and nothing else:
+
+- the cache directory is private (:func:`scorer.private_dir.private_dir`: 0700, ours, no symlink,
+  safe parents) or the load fails;
+- an install lives in ``<cache>/<key>``, the key a hash of the Python version and platform, the
+  bundle's content digest, the requirements installed and the constraints (the environment's
+  versions), so another bundle, another pin or another image never reuses it;
+- pip runs with ``--no-compile`` and the process stops writing bytecode once the cache is on
+  ``sys.path``, so the install holds exactly what its RECORD files list; before an install is used
+  (and right after it is made) every file in it is checked against them
+  (:func:`scorer.record.verify_install`). One that fails is logged (naming the first bad file)
+  and replaced by a fresh install.
+- URL user info (index credentials) is masked in every log line and error this module writes.
 """
 
 from __future__ import annotations
@@ -15,11 +29,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib
+import json
 import logging
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from importlib import metadata
@@ -30,11 +48,18 @@ from packaging.utils import canonicalize_name
 
 from scorer.bundle import Bundle
 from scorer.errors import RequirementsError
+from scorer.private_dir import UnsafeDirectory, private_dir
+from scorer.record import dist_infos, installed_path, verify_install
 
 log = logging.getLogger("scorer.requirements")
 
 PIP_TIMEOUT_SECONDS = 600
-_COMPLETE = ".complete"
+_USERINFO = re.compile(r"(?<=://)[^/\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user info of every URL in it (``https://user:token@host``) masked."""
+    return _USERINFO.sub("****@", text)
 
 
 def read_requirements(req_file: Path) -> list[Requirement]:
@@ -45,16 +70,16 @@ def read_requirements(req_file: Path) -> list[Requirement]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("-"):
-            log.warning("requirements.txt:%d: option line ignored: %s", lineno, line)
+            log.warning("requirements.txt:%d: option line ignored: %s", lineno, line.split()[0])
             continue
         try:
             req = Requirement(line)
         except InvalidRequirement as exc:
-            raise RequirementsError(f"{req_file}:{lineno}: cannot parse {line!r}: {exc}") from None
+            raise RequirementsError(redact(f"{req_file}:{lineno}: cannot parse {line!r}: {exc}")) from None
         if req.marker is not None and not req.marker.evaluate():
             continue
         if req.url:
-            log.warning("requirements.txt:%d: URL requirement cannot be checked: %s", lineno, line)
+            log.warning("requirements.txt:%d: URL requirement cannot be checked: %s", lineno, redact(line))
         reqs.append(req)
     return reqs
 
@@ -74,8 +99,8 @@ def unmet(reqs: list[Requirement]) -> list[tuple[Requirement, str]]:
 
 
 def _listing(req_file: Path, missing: list[tuple[Requirement, str]]) -> str:
-    return (f"{req_file}: {len(missing)} requirement(s) not met by this environment: "
-            + "; ".join(f"{req} ({why})" for req, why in missing))
+    return redact(f"{req_file}: {len(missing)} requirement(s) not met by this environment: "
+                  + "; ".join(f"{req} ({why})" for req, why in missing))
 
 
 def check_requirements(bundle: Bundle) -> None:
@@ -86,12 +111,25 @@ def check_requirements(bundle: Bundle) -> None:
 
 
 def default_cache_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "scorer-requirements"
+    """``<tmp>/scorer-requirements-<uid>``: per user, and in a read-only container (only /tmp is
+    writable there, HOME may not exist) it is on the tmpfs."""
+    return Path(tempfile.gettempdir()) / f"scorer-requirements-{os.geteuid()}"
+
+
+def install_key(bundle_digest: str, wanted: list[str], constraints: list[str]) -> str:
+    """The name of an install: a hash of everything that decides what pip puts there."""
+    material = json.dumps({
+        "python": sys.version, "platform": sysconfig.get_platform(), "cache_tag": sys.implementation.cache_tag,
+        "bundle": bundle_digest, "requirements": sorted(wanted), "constraints": sorted(constraints),
+    }, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
 def ensure_requirements(bundle: Bundle, cache_dir: str | Path = "") -> None:
-    """Install the bundle's unmet requirements into ``cache_dir`` (reused across restarts when it is
-    a volume) and put them first on ``sys.path``; raise with pip's own error when that fails."""
+    """Install the bundle's unmet requirements into the private ``cache_dir`` (reused across restarts
+    when it is a volume, once every file checks out against its RECORD) and put them first on
+    ``sys.path``; raise with one line when the directory is unsafe or with pip's own error when the
+    install fails. From then on this process writes no bytecode (``sys.dont_write_bytecode``)."""
     req_file = bundle.root / "requirements.txt"
     if not req_file.is_file() or not (missing := unmet(read_requirements(req_file))):
         return
@@ -99,63 +137,91 @@ def ensure_requirements(bundle: Bundle, cache_dir: str | Path = "") -> None:
     clash = [f"{req} (installed {why.removeprefix('installed ')}, already imported by the scorer)"
              for req, why in missing if canonicalize_name(req.name) in loaded]
     if clash:
-        raise RequirementsError(
+        raise RequirementsError(redact(
             f"{req_file}: cannot change packages the scorer itself runs on: {'; '.join(clash)}. "
             "Build an image that has these versions instead."
-        )
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        ))
     wanted = sorted(str(req) for req, _ in missing)
-    key = hashlib.sha256("\n".join([sys.version, sys.platform, *wanted]).encode()).hexdigest()[:16]
-    target = cache / key
+    names = {canonicalize_name(req.name) for req, _ in missing}
+    have = _installed_versions()
+    constraints = [f"{n}=={v}" for n, v in sorted(have.items()) if n not in names]
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     try:
-        cache.mkdir(parents=True, exist_ok=True)
+        cache = private_dir(cache)
+        target = cache / install_key(bundle.digest, wanted, constraints)
         with open(cache / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one installer per cache directory (workers, replicas)
-            if not (target / _COMPLETE).exists():
-                _install(wanted, cache, target, req_file)
+            _discard_abandoned(cache)
+            problem = _untrusted(target, names) if os.path.lexists(target) else None
+            if problem:
+                log.warning("requirements cache %s: %s; installing again", target, problem)
+            if problem or not os.path.lexists(target):
+                _install(wanted, constraints, have, names, cache, target, req_file)
+    except UnsafeDirectory as exc:
+        raise RequirementsError(f"requirements_cache {exc}; use a directory only this user can write (0700)") from None
     except OSError as exc:
         raise RequirementsError(
             f"{req_file}: cannot use {cache} to install missing requirements ({exc.strerror or exc}); "
             "point requirements_cache at a writable directory"
         ) from None
+    sys.dont_write_bytecode = True  # a .pyc in the install would be a file no RECORD lists
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
     if still := unmet(read_requirements(req_file)):
         raise RequirementsError(_listing(req_file, still) + f" (after installing into {target})")
 
 
-def _install(wanted: list[str], cache: Path, target: Path, req_file: Path) -> None:
-    names = {canonicalize_name(Requirement(w).name) for w in wanted}
-    have = _installed_versions()
+def _untrusted(target: Path, names: set[str]) -> str | None:
+    if not stat.S_ISDIR(target.lstat().st_mode):
+        return "not a directory"
+    return verify_install(target, names)
+
+
+def _discard_abandoned(cache: Path) -> None:
+    """Staging directories left by an installer that died (only the lock holder makes them)."""
+    for path in cache.glob(".staging-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _install(wanted: list[str], constraints: list[str], have: dict[str, str], names: set[str],
+             cache: Path, target: Path, req_file: Path) -> None:
+    shown = redact(" ".join(wanted))
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cache))
     try:
-        constraints = staging / "constraints.txt"
-        constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(have.items()) if n not in names))
+        constraints_file = staging / "constraints.txt"
+        constraints_file.write_text("".join(f"{c}\n" for c in constraints))
         site = staging / "site"
-        cmd = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
-               "--no-warn-script-location", "--target", str(site), "--constraint", str(constraints), *wanted]
-        log.info("installing %d missing requirement(s) into %s: %s", len(wanted), target, " ".join(wanted))
+        cmd = [sys.executable, "-P", "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+               "--no-warn-script-location", "--no-compile", "--target", str(site),
+               "--constraint", str(constraints_file), *wanted]
+        log.info("installing %d missing requirement(s) into %s: %s", len(wanted), target, shown)
         started = time.monotonic()
         try:
             result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
                                     timeout=PIP_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise RequirementsError(
-                f"{req_file}: installing {' '.join(wanted)} did not finish in {PIP_TIMEOUT_SECONDS}s; "
+                f"{req_file}: installing {shown} did not finish in {PIP_TIMEOUT_SECONDS}s; "
                 "is the package index reachable?"
             ) from None
         if result.returncode != 0:
             raise RequirementsError(
-                f"{req_file}: could not install the missing requirement(s) {' '.join(wanted)} (the versions "
-                f"already installed here are constraints): pip said: {_pip_error(result.stdout)} "
+                f"{req_file}: could not install the missing requirement(s) {shown} (the versions "
+                f"already installed here are constraints): pip said: {redact(_pip_error(result.stdout))} "
                 "(is the package index reachable from here? pip reads PIP_INDEX_URL, PIP_FIND_LINKS, PIP_CERT "
                 "and proxy variables)"
             )
         pruned = _prune_duplicates(site, have, names)
-        (site / _COMPLETE).write_text(" ".join(wanted) + "\n")
-        os.replace(site, target)
+        if problem := verify_install(site, names):
+            raise RequirementsError(
+                f"{req_file}: installed {shown}, but {problem}: a package's RECORD does not describe "
+                "what it installs, so the install cannot be checked later"
+            )
+        if os.path.lexists(target):
+            os.rename(target, staging / "untrusted")  # removed with the staging directory
+        os.rename(site, target)
         log.info("installed %s in %.1fs (%d copies of packages already present removed)",
-                 " ".join(wanted), time.monotonic() - started, pruned)
+                 shown, time.monotonic() - started, pruned)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -190,18 +256,22 @@ def _loaded_distributions() -> set[str]:
 
 def _prune_duplicates(site: Path, have: dict[str, str], wanted: set[str]) -> int:
     """pip --target reinstalls dependencies the environment already has (same version, by the
-    constraints); remove those copies so the environment's own stay in use."""
-    pruned = 0
-    for dist in metadata.distributions(path=[str(site)]):
+    constraints); remove those copies, RECORD and dist-info included, so the environment's own stay
+    in use and what remains is exactly what the other RECORDs list. Files another kept distribution
+    also lists stay."""
+    drop, keep = [], []
+    for info, dist in dist_infos(site):
         name = canonicalize_name(dist.metadata["Name"] or "")
-        if name in wanted or have.get(name) != dist.version:
-            continue
-        for file in dist.files or ():
-            path = (site / file).resolve()
-            if path.is_relative_to(site.resolve()) and path.is_file():
-                path.unlink()
-        pruned += 1
-    for directory in sorted((p for p in site.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        (keep if name in wanted or have.get(name) != dist.version else drop).append((info, dist))
+    kept_files = {installed_path(str(f)) for _, dist in keep for f in dist.files or ()}
+    for info, dist in drop:
+        for entry in dist.files or ():
+            rel = installed_path(str(entry))
+            if rel is not None and rel not in kept_files and os.path.lexists(site / rel):
+                (site / rel).unlink()
+        shutil.rmtree(info, ignore_errors=True)
+    for directory in sorted((p for p in site.rglob("*") if p.is_dir() and not p.is_symlink()),
+                            key=lambda p: -len(p.parts)):
         if not any(directory.iterdir()):
             directory.rmdir()
-    return pruned
+    return len(drop)

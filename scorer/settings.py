@@ -66,7 +66,8 @@ class Settings:
         False, "Install the bundle's unmet requirements at load time with pip (needs a reachable package index)."
     )
     requirements_cache: str = _setting(
-        "", "Writable directory for install_requirements (reused across restarts). Empty: <tmp>/scorer-requirements."
+        "", "Private directory (0700, this uid's) for install_requirements, reused across restarts once checked "
+        "against pip's RECORD files; refused otherwise. Empty: <tmp>/scorer-requirements-<uid>."
     )
     bundle_digest: str = _setting(
         "", "Expected sha256 content digest of the bundle, checked before any code or pickle is loaded."

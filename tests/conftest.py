@@ -194,8 +194,10 @@ def live_server(tmp_path: Path) -> Callable[..., contextlib.AbstractContextManag
     return start
 
 
-def write_wheel(directory: Path, name: str, version: str, *, code: str = "", requires: tuple[str, ...] = ()) -> Path:
-    """A real, installable pure-Python wheel (``import <name with _>`` runs ``code``), made without
+def write_wheel(directory: Path, name: str, version: str, *, code: str = "", requires: tuple[str, ...] = (),
+                extra_files: dict[str, str] | None = None) -> Path:
+    """A real, installable pure-Python wheel (``import <name with _>`` runs ``code``; ``extra_files``
+    are more archive members, e.g. ``<dist>-<version>.dist-info/entry_points.txt``), made without
     network or build backend: pip's offline tests need packages that exist nowhere else."""
     import base64
     import hashlib
@@ -208,6 +210,7 @@ def write_wheel(directory: Path, name: str, version: str, *, code: str = "", req
         f"{info}/METADATA": "Metadata-Version: 2.1\n" f"Name: {name}\nVersion: {version}\n"
                             + "".join(f"Requires-Dist: {r}\n" for r in requires),
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: scorer-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        **(extra_files or {}),
     }
     record = []
     for path, text in files.items():

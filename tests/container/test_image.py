@@ -382,3 +382,50 @@ def test_install_requirements_at_start(image: dict[str, object], bundle_factory,
     assert result["StatusCode"] == 3, text
     assert "could not install the missing requirement(s) scorer-test-extra==1.0" in text
     assert "package index reachable" in text
+
+
+def test_install_requirements_kept_in_a_named_volume(image: dict[str, object], bundle_factory, make_wheel,  # type: ignore[no-untyped-def]
+                                                     public_dir: Path) -> None:
+    """The README's recipe: a new named volume at /var/cache/scorer-requirements takes over that
+    directory's owner and mode (uid 10001, 0700), so the scorer accepts it, installs once and reuses
+    the install on the next start. A new volume anywhere else belongs to root: refused, exit 3."""
+    wheels = public_dir / "wheels"
+    make_wheel(wheels, "scorer-test-extra", "1.0", code="from scorer_test_dep import BASE\nVALUE = BASE + 42\n",
+               requires=("scorer-test-dep>=1",))
+    make_wheel(wheels, "scorer-test-dep", "1.0", code="BASE = 1000\n")
+    bundle = publish(bundle_factory("needs-extra", code=EXTRA_CODE, requirements="scorer-test-extra==1.0\n",
+                                    manifest={"input_schema": {"a": "float"}}), public_dir / "needs-extra")
+    for p in [wheels, *wheels.iterdir()]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    volume = f"scorer-test-pip-{public_dir.name.lower()}"
+
+    def start(mount: str) -> tuple[DockerContainer, int]:
+        port = free_port()
+        return (serving(str(image["name"]), port).with_volume_mapping(str(bundle), "/model", "ro")
+                .with_volume_mapping(str(wheels), "/wheels", "ro").with_volume_mapping(volume, mount, "rw")
+                .with_tmpfs_mount("/tmp", "size=64m").with_env("SCORER_INSTALL_REQUIREMENTS", "true")
+                .with_env("SCORER_REQUIREMENTS_CACHE", mount).with_env("PIP_NO_INDEX", "1")
+                .with_env("PIP_FIND_LINKS", "/wheels")
+                .with_kwargs(network_mode="host", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"])), port
+
+    try:
+        for run in range(2):
+            container, port = start("/var/cache/scorer-requirements")
+            with container:
+                seconds = wait_ready(container, f"http://127.0.0.1:{port}")
+                print(f"start {run + 1} with the volume: ready in {seconds:.2f}s")
+                response = requests.post(f"http://127.0.0.1:{port}/predict", json={"a": [1, 2]})
+                assert response.status_code == 200 and response.json()["predictions"] == [1043, 1044], response.text
+                assert ("installing 1 missing requirement(s)" in logs(container)) == (run == 0), logs(container)
+        subprocess.run([DOCKER, "volume", "rm", volume], capture_output=True, check=False)
+        refused, _ = start("/tmp/scorer-requirements-10001")  # the old recipe: a root-owned mount point
+        refused.start()
+        try:
+            status = refused.get_wrapped_container().wait(timeout=120)["StatusCode"]
+            text = logs(refused)
+        finally:
+            refused.stop()
+        assert status == 3, text
+        assert "requirements_cache /tmp/scorer-requirements-10001 is owned by uid 0, not by this process's uid 10001" in text
+    finally:
+        subprocess.run([DOCKER, "volume", "rm", "-f", volume], capture_output=True, check=False)
