@@ -448,7 +448,7 @@ def create_app(
                          max_queue_rows=settings.max_queue_rows)
 
     def activate(loaded: Scorer) -> None:
-        batcher = Batcher(loaded.predict, policy, state.metrics.observe_batch)
+        batcher = Batcher(loaded.predict, policy, state.metrics.observe_batch, state.metrics.observe_retries)
         batcher.start()
         state.scorer, state.batcher = loaded, batcher
         state.metrics.load_seconds.set(loaded.load_seconds)

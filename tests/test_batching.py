@@ -93,6 +93,34 @@ def test_poison_request_fails_alone() -> None:
     assert isinstance(results[1], ValueError)
 
 
+def test_poison_request_among_64_is_isolated_in_log_calls() -> None:
+    """64 queued one-row requests form one batch, one of them poison: the batch is bisected, so
+    isolating it costs at most 2*log2(64) = 12 more calls (retrying each alone cost 64). The retry
+    observer sees exactly those calls; the 63 others get their own rows, the poison one its error."""
+    retries: list[int] = []
+
+    async def main() -> tuple[Recorder, list[object]]:
+        model = Recorder()
+        batcher = Batcher(model, BatchPolicy(max_rows=4096), observe_retries=retries.append)
+        batcher.start()
+        try:
+            tables = [table(666 if i == 17 else i, dtype="int64") for i in range(64)]
+            return model, await _submit_while_busy(batcher, model, tables)
+        finally:
+            await batcher.stop()
+
+    model, results = asyncio.run(main())
+    calls = [rows for rows, _ in model.calls[1:]]  # after the call holding the model
+    print(f"model calls for a batch of 64 with one poison request: {len(calls)} (rows per call {calls})")
+    assert calls[0] == 64
+    assert len(calls) <= 2 * 6 + 1
+    assert sum(retries) == len(calls) - 1
+    assert isinstance(results[17], ValueError)
+    for i, result in enumerate(results):
+        if i != 17:
+            assert result["y"].tolist() == [2 * i], (i, result)
+
+
 def test_cancelled_request_is_never_executed() -> None:
     """A request whose caller went away before its batch started never reaches the model."""
 
