@@ -2,8 +2,9 @@
 
 Routes: ``POST /predict`` and ``POST /invocations`` (same handler), ``GET /health``
 (process alive), ``GET /ready`` and ``GET /ping`` (200 once the bundle is loaded, else
-503; 503 again from SIGTERM on), ``GET /metadata``, ``GET /metrics``. Every error body is ``{"error", "message",
-"request_id"}``; its status comes from :func:`scorer.errors.http_status` and nowhere else.
+503, and 503 again from SIGTERM on), ``GET /metadata``, ``GET /metrics``. Every error body is
+``{"error", "message", "request_id"}``; its status comes from :func:`scorer.errors.http_status`
+and nowhere else.
 
 The bundle loads in a background thread after start-up, so the port answers (and
 ``/health`` is 200) while a slow bundle loads.

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 # Each call holds the GIL for ~0.2 s in one C call (big-integer power), as models computing in
 # extensions that do not release it do: the event loop falls behind reading newly arrived requests,
@@ -134,8 +135,9 @@ def test_sigterm_serves_every_request_already_sent(bundle_factory, live_server, 
 
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
 def test_second_signal_or_sigint_skips_the_drain(bundle_factory, live_server, second: signal.Signals) -> None:  # type: ignore[no-untyped-def]
-    """With a 60 s drain window, a second SIGTERM (or a SIGINT, Ctrl-C) ends the window: the process
-    exits 0 within seconds, not after 60 s."""
+    """During a 60 s drain window /ready is 503, /predict is served (telling keep-alive clients
+    ``Connection: close``); a second SIGTERM (or a SIGINT, Ctrl-C) ends the window: the process exits
+    0 within seconds, not after 60 s."""
     bundle = bundle_factory("slow", code=SLOW)
     with live_server(bundle, "--drain-s", "60") as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -145,6 +147,9 @@ def test_second_signal_or_sigint_skips_the_drain(bundle_factory, live_server, se
         assert _call(port, "/ready")[0] == 503
         status, body = _call(port, "/predict", _predict(4.0))
         assert status == 200 and _double(body) == 8.0
+        kept_alive = requests.post(server.url + "/predict", json={"a": 5.0}, timeout=30)
+        assert kept_alive.json()["predictions"] == [10.0]
+        assert kept_alive.headers["connection"] == "close"  # the client's next request goes elsewhere
         signalled = time.monotonic()
         server.proc.send_signal(second)
         code = server.proc.wait(timeout=30)
