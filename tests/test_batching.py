@@ -86,7 +86,7 @@ def test_max_rows_bounds_a_batch() -> None:
 
 
 def test_poison_request_fails_alone() -> None:
-    """If a batch fails, each member is retried alone: only the poison request gets the error."""
+    """If a batch fails, it is bisected down to single requests: only the poison request gets the error."""
     tables = [table(1, dtype="int64"), table(666, dtype="int64"), table(3, dtype="int64")]
     model, results = run(lambda b, m: _submit_while_busy(b, m, tables))
     assert results[0]["y"].tolist() == [2] and results[2]["y"].tolist() == [6]
