@@ -6,9 +6,11 @@ at once, so a lone request pays nothing for batching; under load, requests that 
 the model is busy form the next batch by themselves. ``max_wait>0`` additionally holds a
 batch open that long for more requests.
 
-Results are split back per request. If a batch fails, each member is retried alone, so a
-poison request fails only itself. A request whose caller has gone away (its future was
-cancelled) before its batch starts is never executed.
+Results are split back per request. If a batch fails, it is split in halves (by request) and each
+half retried, down to single requests: a poison request fails only itself, with its own error, and
+isolating one among N costs at most ``2 * ceil(log2 N)`` extra model calls (retrying each member
+alone cost N). Every request's rows come from exactly one successful call. A request whose caller
+has gone away (its future was cancelled) before its batch starts is never executed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ _MAX_RETURN_WAIT = 0.02
 T = TypeVar("T")
 Predict = Callable[[Table], "Table | pd.DataFrame"]
 Observer = Callable[[int, int, float], None]
+RetryObserver = Callable[[int], None]
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -67,10 +70,14 @@ class Batcher:
     """``await batcher.submit(table)`` returns the model's output rows for ``table`` (as a Table: a
     batch's output is converted once, in the model thread, and sliced per request)."""
 
-    def __init__(self, predict: Predict, policy: BatchPolicy, observe: Observer | None = None) -> None:
+    def __init__(self, predict: Predict, policy: BatchPolicy, observe: Observer | None = None,
+                 observe_retries: RetryObserver | None = None) -> None:
+        """``observe(rows, requests, seconds)`` after each batch; ``observe_retries(calls)`` after a
+        batch that failed, with the number of model calls made to isolate the failing request(s)."""
         self._predict = predict
         self._policy = policy
         self._observe = observe or (lambda rows, requests, seconds: None)
+        self._observe_retries = observe_retries or (lambda calls: None)
         self._queue: collections.deque[_Item] = collections.deque()
         self._wakeup = asyncio.Event()
         # A daemon thread (not a ThreadPoolExecutor, whose threads are joined at exit): a model call
@@ -227,13 +234,15 @@ class Batcher:
                 expected = 0
                 continue
             started = time.perf_counter()
-            done: asyncio.Future[list[Table | BaseException]] = loop.create_future()
+            done: asyncio.Future[tuple[list[Table | BaseException], int]] = loop.create_future()
             tables = [i.table for i in items]
             self._calls.put((lambda: self._score(tables), done))
-            results = await done
+            results, retry_calls = await done
             call_seconds = time.perf_counter() - started
             expected = len(items)
             self._observe(rows, len(items), call_seconds)
+            if retry_calls:
+                self._observe_retries(retry_calls)
             for item, result in zip(items, results, strict=True):
                 if item.future.done():
                     continue
@@ -242,28 +251,35 @@ class Batcher:
                 else:
                     item.future.set_result(result)
 
-    def _score(self, tables: list[Table]) -> list[Table | BaseException]:
-        """Runs in the model thread: one call for all tables, or each alone if that fails."""
-        if len(tables) == 1:
-            return [self._call(tables[0])]
-        try:
-            out = self._run_model(Table.concat(tables))
-        except Exception as exc:
-            log.info("batch of %d requests failed (%s); retrying each alone", len(tables), type(exc).__name__)
-            return [self._call(t) for t in tables]
+    def _score(self, tables: list[Table]) -> tuple[list[Table | BaseException], int]:
+        """Runs in the model thread: one call for all tables; if it fails, the failing request(s) are
+        isolated by bisection. Returns one result per table and the number of calls made after the
+        first (0 when it succeeded)."""
         results: list[Table | BaseException] = []
+        calls = self._bisect(tables, results)
+        if calls > 1:
+            log.info("batch of %d requests failed; %d more model calls isolated %d failing request(s)",
+                     len(tables), calls - 1, sum(isinstance(r, BaseException) for r in results))
+        return results, calls - 1
+
+    def _bisect(self, tables: list[Table], results: list[Table | BaseException]) -> int:
+        """Score ``tables`` in one call and append one result per table to ``results``; if the call
+        fails, score each half the same way (a single table keeps its own error). Returns the number
+        of model calls made."""
+        try:
+            out = self._run_model(tables[0] if len(tables) == 1 else Table.concat(tables))
+        except Exception as exc:  # noqa: BLE001 - the model's error goes to its own request once isolated
+            if len(tables) == 1:
+                results.append(exc)
+                return 1
+            mid = len(tables) // 2
+            return 1 + self._bisect(tables[:mid], results) + self._bisect(tables[mid:], results)
         start = 0
         for t in tables:
-            results.append(out.slice(start, start + len(t)))
+            results.append(out.slice(start, start + len(t)) if len(tables) > 1 else out)
             start += len(t)
-        return results
+        return 1
 
     def _run_model(self, table: Table) -> Table:
         out = self._predict(table)
         return Table.from_output(out) if isinstance(out, pd.DataFrame) else out
-
-    def _call(self, table: Table) -> Table | BaseException:
-        try:
-            return self._run_model(table)
-        except Exception as exc:
-            return exc

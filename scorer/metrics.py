@@ -28,6 +28,12 @@ class Metrics:
             "scorer_model_call_seconds", "Duration of one model call.", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.rows = Counter("scorer_rows_scored", "Rows scored.", registry=r)
+        self.retry_calls = Counter(
+            "scorer_batch_retry_calls",
+            "Model calls made to isolate a failing request after its batch failed (bisection: at most "
+            "2*ceil(log2 N) per failing request in a batch of N).",
+            registry=r,
+        )
         self.load_seconds = Gauge("scorer_model_load_seconds", "Time taken to load the bundle.", registry=r)
         self.ready = Gauge("scorer_ready", "1 once the bundle is loaded and serving.", registry=r)
 
@@ -47,6 +53,9 @@ class Metrics:
         self.batch_requests.observe(requests)
         self.model_seconds.observe(seconds)
         self.rows.inc(rows)
+
+    def observe_retries(self, calls: int) -> None:
+        self.retry_calls.inc(calls)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

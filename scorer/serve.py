@@ -5,7 +5,14 @@ that fails to load would restart forever instead of failing the deployment; and 
 multi-worker mode replies were seen waiting on delayed ACKs (no ``TCP_NODELAY``). Here a
 worker whose bundle fails to load exits with :data:`EXIT_LOAD_FAILED`, and the supervisor
 then stops the others and exits with that code. SIGTERM/SIGINT are forwarded to workers,
-which finish in-flight requests (uvicorn's graceful shutdown) before exiting.
+which drain and finish in-flight requests (see :class:`_Server`) before exiting.
+
+Shutdown (each worker): SIGTERM makes ``/ready`` 503 at once but keeps serving for ``drain_s``
+seconds, since in a rollout the load balancer removes the endpoint only after the signal and
+keeps routing requests here meanwhile; then the listener closes (new connections are refused),
+in-flight requests finish within ``shutdown_grace_s`` (uvicorn's graceful shutdown) and the
+process exits 0. A second SIGTERM or a SIGINT skips what is left of the drain window; a server
+whose bundle is still loading (never ready, so nothing is routed to it) stops at once.
 
 With N workers the bundle is loaded once, in the supervisor, before the workers are forked:
 they share the model's memory pages (copy-on-write; ``gc.freeze`` keeps the collector from
@@ -119,7 +126,7 @@ def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer:
         server_header=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
-    server = _Server(config, app.state.scorer)
+    server = _Server(config, app.state.scorer, settings.drain_s)
     # uvicorn restores the previous handlers after its graceful shutdown and re-raises the signal
     # it caught; with these no-op handlers in place that re-raise is harmless and we exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -129,19 +136,42 @@ def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling the app the moment a shutdown signal arrives: ``/ready`` answers 503
-    at once (load balancers stop sending) while accepted requests finish."""
+    """uvicorn's server with a drain window. The first SIGTERM to a ready server tells the app at once
+    (``/ready`` 503: load balancers stop sending) but keeps accepting and serving for ``drain_s``
+    seconds; only then does uvicorn's graceful shutdown start (listener closed, in-flight requests
+    finished). SIGINT, a second SIGTERM, ``drain_s == 0`` or a server still loading its bundle start
+    the shutdown at once."""
 
-    def __init__(self, config: uvicorn.Config, state: Any) -> None:
+    def __init__(self, config: uvicorn.Config, state: Any, drain_s: float) -> None:
         super().__init__(config)
         self._state = state
+        self._drain_s = drain_s
+        self._drain_until: float | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        if not self._state.shutting_down:
-            self._state.shutting_down = True
-            self._state.shutdown_started = time.monotonic()
-            log.info("shutting down: finishing in-flight requests (grace %.0f s)", self._state.settings.shutdown_grace_s)
+        state = self._state
+        if not state.shutting_down:
+            state.shutting_down = True
+            if sig == signal.SIGTERM and self._drain_s > 0 and state.batcher is not None:
+                self._drain_until = time.monotonic() + self._drain_s
+                log.info("SIGTERM: not ready any more; still serving for %.1f s (drain), then finishing in-flight "
+                         "requests (grace %.0f s)", self._drain_s, state.settings.shutdown_grace_s)
+                return
+        self._stop_accepting()
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_until is not None and time.monotonic() >= self._drain_until:
+            self._stop_accepting()
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    def _stop_accepting(self) -> None:
+        self._drain_until = None
+        if not self.should_exit:
+            self._state.shutdown_started = time.monotonic()
+            log.info("shutting down: no new connections; finishing in-flight requests (grace %.0f s)",
+                     self._state.settings.shutdown_grace_s)
 
 
 def _worker_main(settings: Settings, sock: socket.socket, scorer: Scorer, openmp_threads: int) -> None:
@@ -216,6 +246,9 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, forward)
     for w in workers:
         w.start()
+    # The workers hold the listening socket now: once each has closed its copy (end of its drain
+    # window) the port refuses connections instead of queueing them where nobody accepts.
+    sock.close()
     log.info("started %d workers on %s:%d (pids %s)", len(workers), settings.host, settings.port, [w.pid for w in workers])
     code = 0
     remaining = list(workers)

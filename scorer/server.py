@@ -2,8 +2,9 @@
 
 Routes: ``POST /predict`` and ``POST /invocations`` (same handler), ``GET /health``
 (process alive), ``GET /ready`` and ``GET /ping`` (200 once the bundle is loaded, else
-503), ``GET /metadata``, ``GET /metrics``. Every error body is ``{"error", "message",
-"request_id"}``; its status comes from :func:`scorer.errors.http_status` and nowhere else.
+503, and 503 again from SIGTERM on), ``GET /metadata``, ``GET /metrics``. Every error body is
+``{"error", "message", "request_id"}``; its status comes from :func:`scorer.errors.http_status`
+and nowhere else.
 
 The bundle loads in a background thread after start-up, so the port answers (and
 ``/health`` is 200) while a slow bundle loads.
@@ -70,8 +71,10 @@ class State:
     scorer: Scorer | None = None
     batcher: Batcher | None = None
     load_error: BaseException | None = None
+    # From SIGTERM on: readiness is 503 and responses close their connection, but scoring goes on
+    # (the drain window, then in-flight requests) until the batcher is stopped.
     shutting_down: bool = False
-    shutdown_started: float = 0.0
+    shutdown_started: float = 0.0  # when the server stopped accepting connections: the grace period starts
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -116,12 +119,19 @@ def _log_unexpected(exc: BaseException, echo: bool) -> None:
     log.error("unexpected error %s at %s", type(exc).__name__, where or "?")
 
 
-def _ready_scorer(state: State) -> tuple[Scorer, Batcher]:
-    if state.shutting_down:
-        raise NotReady("the server is shutting down")
+def _loaded(state: State) -> tuple[Scorer, Batcher]:
+    """The loaded scorer and its batcher. Scoring does not stop at SIGTERM: a request that reached
+    the app (during the drain window, or in flight) is served; the batcher refuses once stopped."""
     if state.scorer is None or state.batcher is None:
         raise NotReady("the bundle is not loaded yet" if state.load_error is None else "the bundle failed to load")
     return state.scorer, state.batcher
+
+
+def _ready_scorer(state: State) -> tuple[Scorer, Batcher]:
+    """Readiness: loaded and not shutting down (from SIGTERM on, load balancers must stop sending)."""
+    if state.shutting_down:
+        raise NotReady("the server is shutting down")
+    return _loaded(state)
 
 
 def check_token(state: State, authorization: str | None, token: str | None) -> None:
@@ -217,7 +227,7 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 async def _score_request(state: State, receive: Receive, headers: _Headers) -> tuple[bytes, str]:
-    scorer, batcher = _ready_scorer(state)
+    scorer, batcher = _loaded(state)
     check_token(state, headers.authorization, headers.token)
     media = codecs.negotiate(headers.accept)
     limit = state.settings.max_body_bytes
@@ -310,6 +320,10 @@ async def predict_asgi(state: State, scope: Scope, receive: Receive, send: Send)
                         (b"x-request-id", rid.encode("latin-1"))]
     if headers:
         response_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    if state.shutting_down and not (headers and "Connection" in headers):
+        # draining: a keep-alive client's next request opens a new connection, which the load
+        # balancer sends elsewhere, instead of racing the close of this one
+        response_headers.append((b"connection", b"close"))
     try:
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload})
@@ -351,7 +365,7 @@ def _authorize(request: Request) -> None:
 async def metadata(request: Request) -> Response:
     try:
         _authorize(request)
-        scorer, _ = _ready_scorer(request.app.state.scorer)
+        scorer, _ = _loaded(request.app.state.scorer)
     except (NotReady, Unauthorized) as exc:
         return error_response(exc)
     return _json(200, scorer.metadata())
@@ -473,7 +487,7 @@ def create_app(
                          max_queue_rows=settings.max_queue_rows)
 
     def activate(loaded: Scorer) -> None:
-        batcher = Batcher(loaded.predict, policy, state.metrics.observe_batch)
+        batcher = Batcher(loaded.predict, policy, state.metrics.observe_batch, state.metrics.observe_retries)
         batcher.start()
         state.scorer, state.batcher = loaded, batcher
         state.metrics.load_seconds.set(loaded.load_seconds)

@@ -46,7 +46,12 @@ class Settings:
         30.0, "A request's headers, and then its body, must arrive within this many seconds (slow clients are cut off)."
     )
     shutdown_grace_s: float = _setting(
-        30.0, "On SIGTERM, how long in-flight requests may take to finish; a model call hung longer is abandoned."
+        30.0, "After SIGTERM and the drain window, how long in-flight requests may take to finish; a model call hung "
+        "longer is abandoned."
+    )
+    drain_s: float = _setting(
+        5.0, "After SIGTERM, how long /predict keeps accepting (readiness is 503 at once) before the server stops "
+        "accepting and finishes in-flight work; cover your load balancer's endpoint removal (or 0 with a preStop sleep).",
     )
     auth_token: str = _setting(
         "", "If set, scoring, /metadata, /metrics and /openapi.json need Authorization: Bearer <token> (or a token header)."
@@ -111,7 +116,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("workers", "max_rejected_rows", "max_batch_wait_ms"):
+        for name in ("workers", "max_rejected_rows", "max_batch_wait_ms", "drain_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
 

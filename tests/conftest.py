@@ -161,11 +161,16 @@ class LiveServer:
 @contextlib.contextmanager
 def run_server(bundle: Path | str, *args: str, env: dict[str, str] | None = None, wait: bool = True,
                log_dir: Path | None = None) -> Iterator[LiveServer]:
-    """``scorer serve BUNDLE --port <free>`` as a real process; stopped with SIGTERM afterwards."""
+    """``scorer serve BUNDLE --port <free>`` as a real process; stopped with SIGTERM afterwards.
+
+    Without a drain window of the test's own (``--drain-s`` or ``SCORER_DRAIN_S``) it runs with
+    ``--drain-s 0``: every teardown's SIGTERM would otherwise wait out the default 5 s window."""
     port = free_port()
     log_path = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"scorer-{port}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
     full_env.update(env or {})
+    if "--drain-s" not in args and "SCORER_DRAIN_S" not in full_env:
+        args = ("--drain-s", "0", *args)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scorer.cli", "serve", str(bundle), "--port", str(port), "--log-format", "text", *args],

@@ -86,11 +86,39 @@ def test_max_rows_bounds_a_batch() -> None:
 
 
 def test_poison_request_fails_alone() -> None:
-    """If a batch fails, each member is retried alone: only the poison request gets the error."""
+    """If a batch fails, it is bisected down to single requests: only the poison request gets the error."""
     tables = [table(1, dtype="int64"), table(666, dtype="int64"), table(3, dtype="int64")]
     model, results = run(lambda b, m: _submit_while_busy(b, m, tables))
     assert results[0]["y"].tolist() == [2] and results[2]["y"].tolist() == [6]
     assert isinstance(results[1], ValueError)
+
+
+def test_poison_request_among_64_is_isolated_in_log_calls() -> None:
+    """64 queued one-row requests form one batch, one of them poison: the batch is bisected, so
+    isolating it costs at most 2*log2(64) = 12 more calls (retrying each alone cost 64). The retry
+    observer sees exactly those calls; the 63 others get their own rows, the poison one its error."""
+    retries: list[int] = []
+
+    async def main() -> tuple[Recorder, list[object]]:
+        model = Recorder()
+        batcher = Batcher(model, BatchPolicy(max_rows=4096), observe_retries=retries.append)
+        batcher.start()
+        try:
+            tables = [table(666 if i == 17 else i, dtype="int64") for i in range(64)]
+            return model, await _submit_while_busy(batcher, model, tables)
+        finally:
+            await batcher.stop()
+
+    model, results = asyncio.run(main())
+    calls = [rows for rows, _ in model.calls[1:]]  # after the call holding the model
+    print(f"model calls for a batch of 64 with one poison request: {len(calls)} (rows per call {calls})")
+    assert calls[0] == 64
+    assert len(calls) <= 2 * 6 + 1
+    assert sum(retries) == len(calls) - 1
+    assert isinstance(results[17], ValueError)
+    for i, result in enumerate(results):
+        if i != 17:
+            assert result["y"].tolist() == [2 * i], (i, result)
 
 
 def test_cancelled_request_is_never_executed() -> None:

@@ -123,6 +123,51 @@ def test_one_poison_request_fails_alone(sum_bundle, live_server) -> None:  # typ
     assert metric(metrics, "scorer_batch_requests_count") < 64
 
 
+RECORDING_POISON = """
+    import time, scorer
+    class CustomPreprocessor(scorer.CustomPreprocessor):
+        input_schema = {"a": "float"}
+        def load(self, artifacts_dir):
+            self.calls = artifacts_dir / "calls.txt"
+        def predict(self, df):
+            with open(self.calls, "a") as f:
+                f.write(f"{len(df)}\\n")
+            if (df["a"] == -1).any():
+                time.sleep(1.5)  # holds the model while the others queue up into one batch
+            if (df["a"] == 666).any():
+                raise ValueError("poison row")
+            return (df["a"] * 2).rename("double")
+"""
+
+
+def test_poison_request_in_a_batch_of_64_costs_log_calls(bundle_factory, live_server) -> None:  # type: ignore[no-untyped-def]
+    """64 requests queued into one batch behind a slow call, one of them poison: isolating it costs
+    at most 2*log2(64) = 12 more model calls (not 64), counted in scorer_batch_retry_calls_total; the
+    poison request gets 500 model_error, the 63 others their own values."""
+    bundle = bundle_factory("rec", code=RECORDING_POISON)
+    calls = bundle / "artifacts" / "calls.txt"
+    with live_server(bundle) as server:
+        def call(a: float) -> requests.Response:
+            return requests.post(server.url + "/predict", json={"a": a}, timeout=60)
+
+        with ThreadPoolExecutor(65) as pool:
+            hold = pool.submit(call, -1.0)
+            time.sleep(0.3)
+            responses = list(pool.map(call, [666.0 if i == 17 else float(i) for i in range(64)]))
+            assert hold.result().status_code == 200
+        metrics = requests.get(server.url + "/metrics").text
+    rows = [int(line) for line in calls.read_text().split()]
+    print(f"model calls (rows each): {rows}")
+    print(f"retry calls metric: {metric(metrics, 'scorer_batch_retry_calls_total')}")
+    assert rows[:2] == [1, 64], rows  # the held call, then all 64 in one batch
+    assert len(rows) - 1 <= 2 * 6 + 1, rows
+    assert metric(metrics, "scorer_batch_retry_calls_total") == len(rows) - 2
+    assert responses[17].status_code == 500 and responses[17].json()["error"] == "model_error"
+    for i, r in enumerate(responses):
+        if i != 17:
+            assert r.status_code == 200 and r.json()["predictions"] == [2.0 * i], (i, r.text)
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_port_answers_while_loading_and_ready_only_after(bundle_factory, live_server, workers: str) -> None:  # type: ignore[no-untyped-def]
     """While a slow bundle loads, /health is 200 and /ready, /ping, /predict are 503; once loaded they

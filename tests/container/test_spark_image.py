@@ -136,7 +136,7 @@ def test_serve_jvm_bundle_hardened(spark_image: dict[str, object], public_dir: P
               f"({seen.count('503')} polls answered 503), first /predict {first_ms:.0f} ms, "
               f"docker stop {stop_seconds:.1f}s exit {exit_code}")
         assert exit_code == 0, logs(container)
-        assert stop_seconds < 10, stop_seconds  # neither the 30 s grace period nor a SIGKILL
+        assert stop_seconds < 5 + 10, stop_seconds  # the 5 s drain window, then neither the 30 s grace nor a SIGKILL
     finally:
         container.stop()
 
