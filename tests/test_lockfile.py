@@ -6,6 +6,7 @@ That pip then really refuses a missing or wrong hash is shown by a build in test
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,25 @@ def test_dockerfile_records_base_image(dockerfile: str) -> None:
     assert re.search(r"^FROM \$\{BASE_IMAGE\} AS runtime$", text, re.MULTILINE)
     assert 'org.opencontainers.image.base.name="${BASE_IMAGE}"' in text
     assert 'org.opencontainers.image.base.digest="${BASE_DIGEST}"' in text
+
+
+@pytest.mark.parametrize("dockerfile", sorted(LOCKS))
+def test_digest_pinned_base_needs_matching_base_digest(dockerfile: str) -> None:
+    """The build's check (the Dockerfile's own RUN line, run here by sh): a BASE_IMAGE pinned by digest
+    builds only with BASE_DIGEST equal to that digest, so the label cannot be left out or be wrong;
+    a base named by tag (a developer's or the tests' local base) builds with any BASE_DIGEST."""
+    check = next(line for line in dockerfile_commands(dockerfile) if "BASE_DIGEST must be" in line)
+    assert check.startswith("RUN ")
+    pinned = "debian:bookworm-slim@sha256:" + "ab" * 32
+
+    def run(base_image: str, base_digest: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", check.removeprefix("RUN ")], capture_output=True, text=True, check=False,
+                              env={"BASE_IMAGE": base_image, "BASE_DIGEST": base_digest, "PATH": "/usr/bin:/bin"})
+
+    assert run("debian:bookworm-slim", "").returncode == 0
+    assert run("scorer-base:bookworm", "sha256:" + "cd" * 32).returncode == 0
+    assert run(pinned, "sha256:" + "ab" * 32).returncode == 0
+    for wrong in ("", "sha256:" + "cd" * 32):
+        result = run(pinned, wrong)
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"BASE_DIGEST must be the digest in BASE_IMAGE ({pinned}): got '{wrong}'"
