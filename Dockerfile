@@ -5,6 +5,21 @@
 # BASE_IMAGE is any Debian bookworm image (python3 3.11 comes from Debian's packages).
 # Behind a TLS-inspecting proxy, pass its CA bundle as a BuildKit secret:
 #   --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt
+#
+# Supply chain: every Python package comes from docker/requirements.lock, each version with its sha256
+# hashes, installed with pip's --require-hashes (a missing or different hash fails the build); the
+# scorer package is built from /src with setuptools from that lock and nothing else fetched.
+# A release build pins the base image by digest and records it (OCI labels image.base.name/.digest):
+#   digest=$(docker buildx imagetools inspect debian:bookworm-slim --format '{{.Manifest.Digest}}')
+#   (or after `docker pull debian:bookworm-slim`: the part after '@' of
+#    docker image inspect --format '{{index .RepoDigests 0}}' debian:bookworm-slim)
+#   docker build --build-arg BASE_IMAGE=debian:bookworm-slim@$digest --build-arg BASE_DIGEST=$digest ...
+# The build fails when BASE_IMAGE names a digest and BASE_DIGEST is not that digest. A base made
+# locally (debootstrap + docker import, as scripts/provision-docker does) has no registry digest, so
+# `FROM name@sha256:...` cannot name it (BuildKit resolves digests at the registry only): build it
+# by tag and record its image id, as the container tests do:
+#   --build-arg BASE_IMAGE=scorer-base:bookworm \
+#   --build-arg BASE_DIGEST=$(docker image inspect --format '{{.Id}}' scorer-base:bookworm)
 ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS runtime
@@ -13,20 +28,25 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 
 FROM runtime AS build
+ARG BASE_IMAGE
+ARG BASE_DIGEST=
+RUN case "$BASE_IMAGE" in *@*) [ "${BASE_IMAGE##*@}" = "$BASE_DIGEST" ] \
+      || { echo "BASE_DIGEST must be the digest in BASE_IMAGE ($BASE_IMAGE): got '$BASE_DIGEST'" >&2; exit 1; };; esac
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv \
  && rm -rf /var/lib/apt/lists/*
-# Pinned, reproducible dependency set (docker/requirements.lock; see the README to update it).
+# Pinned, hash-checked dependency set (docker/requirements.lock; scripts/lock-requirements updates
+# it), with setuptools, the build backend of the scorer package.
 COPY docker/requirements.lock /tmp/requirements.lock
 RUN --mount=type=secret,id=cacert,required=false \
     python3 -m venv /opt/scorer \
  && if [ -f /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
- && /opt/scorer/bin/pip install --no-cache-dir --disable-pip-version-check -q -r /tmp/requirements.lock
+ && /opt/scorer/bin/pip install --no-cache-dir --disable-pip-version-check -q --require-hashes -r /tmp/requirements.lock
 COPY pyproject.toml README.md /src/
 COPY scorer /src/scorer
-RUN --mount=type=secret,id=cacert,required=false \
-    if [ -f /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
- && /opt/scorer/bin/pip install --no-cache-dir --no-deps --disable-pip-version-check -q /src
+# No index, no dependencies, no isolated build environment (which would fetch an unhashed setuptools):
+# built by the locked setuptools above.
+RUN /opt/scorer/bin/pip install --no-cache-dir --disable-pip-version-check -q --no-index --no-deps --no-build-isolation /src
 # The embedded example bundle (vendor layout), built deterministically by the repo's script.
 COPY bundles /src/bundles
 # Bytecode stays (compiled for every module, ~20 % of the image): without it each container start
@@ -38,7 +58,11 @@ RUN /opt/scorer/bin/python /src/bundles/build.py --only spam --out /opt/scorer-e
 FROM runtime
 ARG VERSION=0.0.0
 ARG REVISION=unknown
-LABEL org.opencontainers.image.title="scorer" \
+ARG BASE_IMAGE
+ARG BASE_DIGEST=
+LABEL org.opencontainers.image.base.name="${BASE_IMAGE}" \
+      org.opencontainers.image.base.digest="${BASE_DIGEST}" \
+      org.opencontainers.image.title="scorer" \
       org.opencontainers.image.description="Model bundle scoring service: online (HTTP) and offline (files)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \

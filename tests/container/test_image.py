@@ -13,7 +13,7 @@ import pandas as pd
 import requests
 from testcontainers.core.container import DockerContainer
 
-from .conftest import DOCKER, publish
+from .conftest import DOCKER, assert_base_recorded, build_with_lock, lock_entry, publish, wrong_hash
 
 SPAM_ROW = {"feature1": 1.0, "feature2": "this is spam", "feature3": 2.0}
 
@@ -51,12 +51,37 @@ def logs(container: DockerContainer) -> str:
 
 
 def test_image_is_labelled_and_small(image: dict[str, object]) -> None:
-    """OCI labels carry the package version and source revision; the image is well under 1 GB."""
+    """OCI labels carry the package version, the source revision and the base image (name and digest:
+    the local base's id here); the image is well under 1 GB."""
     labels = json.loads(subprocess.run([DOCKER, "image", "inspect", "-f", "{{json .Config.Labels}}", str(image["name"])],
                                        capture_output=True, text=True, check=True).stdout)
     assert labels["org.opencontainers.image.version"] == image["version"]
     assert labels["org.opencontainers.image.revision"] == image["revision"]
+    assert_base_recorded(image)
     assert int(image["size"]) < 1_000_000_000, image["size"]  # type: ignore[call-overload]
+
+
+# A small package of the lock: what a tampered lock holds in the two tests below.
+SMALL_PIN = "idna"
+
+
+def test_lock_entry_without_hash_fails_the_build(image: dict[str, object], tmp_path: Path) -> None:
+    """pip runs in --require-hashes mode: a lock with a pin that has no hash fails the build at the
+    install of the lock, naming the requirement (without that mode pip would install it unchecked)."""
+    version = lock_entry("docker/requirements.lock", SMALL_PIN).split()[0]
+    result = build_with_lock("Dockerfile", "docker/requirements.lock", version + "\n", tmp_path)
+    assert result.returncode != 0, result.stderr[-2000:]
+    assert "Hashes are required in --require-hashes mode" in result.stderr, result.stderr[-3000:]
+    assert version in result.stderr, result.stderr[-3000:]
+
+
+def test_lock_entry_with_wrong_hash_fails_the_build(image: dict[str, object], tmp_path: Path) -> None:
+    """A lock whose hashes do not match the index's files (as after a tampered upload) fails the build."""
+    entry = lock_entry("docker/requirements.lock", SMALL_PIN)
+    result = build_with_lock("Dockerfile", "docker/requirements.lock", wrong_hash(entry) + "\n", tmp_path)
+    assert result.returncode != 0, result.stderr[-2000:]
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE" in result.stderr, result.stderr[-3000:]
+    assert SMALL_PIN in result.stderr.split("DO NOT MATCH THE HASHES")[1], result.stderr[-3000:]
 
 
 def test_serve_mounted_bundle_predict_and_invocations(image: dict[str, object], example_bundles: dict[str, Path],

@@ -17,7 +17,7 @@ import pytest
 import requests
 from testcontainers.core.container import DockerContainer
 
-from .conftest import DOCKER, REPO, publish
+from .conftest import DOCKER, REPO, assert_base_recorded, build_with_lock, lock_entry, publish
 from .test_image import SPAM_ROW, free_port, logs, serving
 
 JVM_FLAVORS = ("spark", "h2o")
@@ -92,6 +92,7 @@ def test_spark_image_metadata(spark_image: dict[str, object]) -> None:
     assert labels["org.opencontainers.image.version"] == spark_image["version"]
     assert labels["org.opencontainers.image.revision"] == spark_image["revision"]
     assert labels["org.opencontainers.image.title"] == "scorer-spark"
+    assert_base_recorded(spark_image)
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["SPARK_LOCAL_IP"] == "127.0.0.1"
     assert env["PYSPARK_PYTHON"] == "/opt/scorer/bin/python"
@@ -102,6 +103,15 @@ def test_spark_image_metadata(spark_image: dict[str, object]) -> None:
                            "-c", '"$JAVA_HOME/bin/java" -version 2>&1'], capture_output=True, text=True, check=True)
     assert 'version "17.' in java.stdout, java.stdout
     print(f"Spark image: {int(spark_image['size']) / 1e6:.0f} MB, built in {spark_image['build_seconds']:.1f}s")  # type: ignore[call-overload]
+
+
+def test_spark_lock_entry_without_hash_fails_the_build(spark_image: dict[str, object], tmp_path: Path) -> None:
+    """Dockerfile.spark installs its lock with --require-hashes too: a pin without hash fails the build."""
+    version = lock_entry("docker/requirements-spark.lock", "py4j").split()[0]
+    result = build_with_lock("Dockerfile.spark", "docker/requirements-spark.lock", version + "\n", tmp_path)
+    assert result.returncode != 0, result.stderr[-2000:]
+    assert "Hashes are required in --require-hashes mode" in result.stderr, result.stderr[-3000:]
+    assert version in result.stderr, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("flavor", JVM_FLAVORS)
