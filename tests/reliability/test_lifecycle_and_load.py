@@ -110,8 +110,8 @@ def test_sigterm_drains_every_accepted_request(bundle_factory, live_server) -> N
 
 def test_hung_model_call_is_abandoned_after_grace(bundle_factory, live_server) -> None:  # type: ignore[no-untyped-def]
     """A model call that hangs past the shutdown grace period (2 s) is abandoned and logged; the process
-    exits 0 no earlier than the grace period and within max(3 s, its own start-up time) after it; the hung
-    request does not get a 200."""
+    exits 0 no earlier than the grace period and within 3 s + its own start-up time (a measure of how
+    loaded the machine is) after it, not after the 120 s call; the hung request does not get a 200."""
     grace = 2.0
     bundle = bundle_factory("rec", code=RECORDING)
     starting = time.monotonic()
@@ -129,7 +129,7 @@ def test_hung_model_call_is_abandoned_after_grace(bundle_factory, live_server) -
             except requests.ConnectionError:
                 status = None
     log = server.log()
-    margin = max(3.0, startup)
+    margin = 3.0 + startup
     print(f"hung model call: exit {code} after {exited_after:.2f}s (grace {grace:g}s, allowed up to "
           f"{grace + margin:.2f}s: start-up took {startup:.2f}s)")
     assert code == 0, log
