@@ -54,7 +54,7 @@ def _ok(description: str, content: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "headers": _REQUEST_ID, "content": content}
 
 
-def _status(value: str) -> dict[str, Any]:
+def _status_body(value: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"type": "object", "required": ["status"], "additionalProperties": False,
                                             "properties": {"status": {"type": "string", "enum": [value]}}}}}
 
@@ -122,6 +122,8 @@ def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
 
 
 def document(columns: dict[str, str] | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.0.3 document: every route with every answer it can give; request rows typed by
+    ``columns`` (the bundle's input schema) when known, else any object."""
     score = {
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Body"}},
@@ -140,7 +142,7 @@ def document(columns: dict[str, str] | None = None) -> dict[str, Any]:
             **{code: _error(code) for code in _SCORE_ERRORS},
         },
     }
-    ready = {"responses": {"200": _ok("the bundle is loaded", _status("ready")), "503": _error("503")}}
+    ready = {"responses": {"200": _ok("the bundle is loaded", _status_body("ready")), "503": _error("503")}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "scorer", "version": __version__,
@@ -148,7 +150,7 @@ def document(columns: dict[str, str] | None = None) -> dict[str, Any]:
         "paths": {
             "/predict": {"post": {"operationId": "predict", **score}},
             "/invocations": {"post": {"operationId": "invocations", **score}},
-            "/health": {"get": {"operationId": "health", "responses": {"200": _ok("the process is alive", _status("ok"))}}},
+            "/health": {"get": {"operationId": "health", "responses": {"200": _ok("the process is alive", _status_body("ok"))}}},
             "/ready": {"get": {"operationId": "ready", **ready}},
             "/ping": {"get": {"operationId": "ping", **ready}},
             "/metadata": {"get": {"operationId": "metadata", "responses": {

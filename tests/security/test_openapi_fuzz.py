@@ -104,9 +104,6 @@ def test_document_lists_exactly_the_routes_and_other_answers_are_its_error_body(
     assert r.json()["error"] == "not_found"
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: a JSON list in a float cell of a record, e.g. "
-                   "[{\"a\": [1, 2], \"b\": 0, \"s\": \"\"}], is a 500 (internal_error: ValueError from "
-                   "Table.to_frame) instead of a 422; remove this mark with the fix")
 def test_coverage_phase_finds_nothing(fuzzed_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """schemathesis' deterministic coverage phase (boundary values, each documented media type, missing
     and wrong-typed fields, undocumented methods) run by its own CLI against the live server: no 5xx,
