@@ -109,9 +109,10 @@ def _fast_column(values: Any, kind: str) -> np.ndarray | None:
         if any(type(v) is bool or type(v) is str for v in values):
             return None
         try:
-            return np.asarray(values, dtype=np.float64)
+            floats = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
             return None
+        return floats if floats.ndim == 1 else None  # lists in the cells: the careful path names the row
     if kind == "int":
         if not all(type(v) is int for v in values):
             return None

@@ -193,13 +193,24 @@ def test_zip_symlink_refused(tmp_path: Path) -> None:
         open_bundle(archive, workdir=tmp_path)
 
 
-def test_zip_with_dot_entry_is_handled(tmp_path: Path) -> None:
-    """A zip holding a './' directory entry is opened or refused with a BundleError, never an IndexError."""
-    archive = make_zip(tmp_path / "dot.zip", {"./": ""})
-    try:
-        open_bundle(archive, workdir=tmp_path)
-    except ScorerError:
-        pass
+@pytest.mark.parametrize("prefix", ["", "sum/"])
+def test_zip_with_dot_entry_opens_like_the_same_zip_without_it(tmp_path: Path, prefix: str) -> None:
+    """A './' directory entry (some zip tools write one) is harmless: the zip opens, with the same
+    digest and the same files, as the same zip without that entry (flat or under one top-level folder)."""
+    entries = {f"{prefix}artifacts/model.pkl": "x", f"{prefix}code/custom_preprocess.py": "X = 1\n"}
+    archives = {}
+    for name, extra in (("plain", {}), ("dot", {"./": ""})):
+        archives[name] = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(archives[name], "w") as zf:
+            for entry, text in {**extra, **entries}.items():
+                zf.writestr(entry, text)
+    assert "./" in zipfile.ZipFile(archives["dot"]).namelist()
+    plain = open_bundle(archives["plain"], workdir=tmp_path)
+    dotted = open_bundle(archives["dot"], workdir=tmp_path)
+    assert dotted.digest == plain.digest
+    assert sorted(p.relative_to(dotted.root).as_posix() for p in dotted.root.rglob("*")) == \
+        sorted(p.relative_to(plain.root).as_posix() for p in plain.root.rglob("*")) == \
+        ["artifacts", "artifacts/model.pkl", "code", "code/custom_preprocess.py"]
 
 
 def test_flat_zip_of_code_only_bundle(tmp_path: Path) -> None:

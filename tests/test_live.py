@@ -201,8 +201,8 @@ def test_port_answers_while_loading_and_ready_only_after(bundle_factory, live_se
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_load_failure_exits_nonzero_naming_the_file(bundle_factory, live_server, workers: str) -> None:  # type: ignore[no-untyped-def]
-    """A bundle whose load() raises: the server never becomes ready and exits 3 within seconds, and its
-    log names custom_preprocess.py and the error."""
+    """A bundle whose load() raises: the server exits 3 (within the 60 s wait), and its log names
+    custom_preprocess.py and the error."""
     broken = bundle_factory("broken", code="""
         import scorer
         class CustomPreprocessor(scorer.CustomPreprocessor):
@@ -219,7 +219,8 @@ def test_load_failure_exits_nonzero_naming_the_file(bundle_factory, live_server,
 
 
 def test_two_workers_serve_and_stop_cleanly(example_bundles: dict[str, Path], live_server) -> None:  # type: ignore[no-untyped-def]
-    """--workers 2 serves correct predictions from both processes and exits 0 on SIGTERM."""
+    """--workers 2 serves the same correct prediction to 32 concurrent requests and exits 0 on SIGTERM
+    (that both processes answer is test_multi_worker_loads_once_then_forks)."""
     with live_server(example_bundles["spam"], "--workers", "2") as server:
         row = {"feature1": 1.0, "feature2": "this is spam", "feature3": 2.0}
         with ThreadPoolExecutor(8) as pool:
@@ -249,15 +250,16 @@ def test_chunked_body_over_limit_is_413(sum_bundle, live_server) -> None:  # typ
         response = requests.post(server.url + "/predict", data=chunks(), headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
+    assert response.json()["message"].startswith("request body exceeds the limit of 10000 bytes"), response.text
 
 
 def test_env_settings_apply(sum_bundle, live_server) -> None:  # type: ignore[no-untyped-def]
-    """SCORER_* variables configure the server like flags (here the body limit), and the bundle path
-    may come from SCORER_BUNDLE."""
+    """SCORER_* variables configure the server like flags (here the body limit: a 44-byte body is 413
+    under SCORER_MAX_BODY_BYTES=20)."""
     bundle = sum_bundle()
     with live_server(bundle, env={"SCORER_MAX_BODY_BYTES": "20"}) as server:
         response = requests.post(server.url + "/predict", json={"a": 1.0, "b": 2.0, "c": "padding-padding"})
-    assert response.status_code == 413
+    assert response.status_code == 413 and "limit of 20 bytes" in response.json()["message"], response.text
 
 
 def test_multi_worker_loads_once_then_forks(bundle_factory, live_server) -> None:  # type: ignore[no-untyped-def]

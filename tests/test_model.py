@@ -291,7 +291,7 @@ def test_predict_output_shapes(bundle_factory, kind: str) -> None:
     ids=["too-few", "too-many", "scalar", "3d"],
 )
 def test_predict_unusable_output(bundle_factory, expr: str, match: str) -> None:
-    """Output with the wrong number of rows (or no rows at all) is ModelOutputError."""
+    """Output with the wrong number of rows, a scalar or a 3-d array is ModelOutputError saying which."""
     source = custom(f"    def predict(self, df):\n        return {expr}\n")
     s = Scorer.load(bundle_factory("out", code=source))
     with pytest.raises(ModelOutputError, match=match):

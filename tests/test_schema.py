@@ -318,3 +318,25 @@ def test_json_lists_coerce_like_dataframes(kind: str, values: list) -> None:
     else:
         assert from_list.dtype == from_frame.dtype
         np.testing.assert_array_equal(from_list, from_frame)
+
+
+@pytest.mark.parametrize("kind", ["float", "int"])
+@pytest.mark.parametrize("cells", [[[1, 2]], [[], None], [[None, None]], [1.0, [2.0]]], ids=repr)
+def test_list_in_a_number_cell_is_a_schema_error(kind: str, cells: list) -> None:
+    """A JSON list where a number belongs (``[{"a": [1, 2]}]``) is a SchemaError naming the column and
+    row, as from a DataFrame, never a 2-d column that fails later as a 500."""
+    for data in (Table({"x": cells, "y": [1.0] * len(cells)}, len(cells)),
+                 pd.DataFrame({"x": pd.Series(cells, dtype=object), "y": [1.0] * len(cells)})):
+        with pytest.raises(SchemaError, match="column 'x': row [01] has") as info:
+            _Schema({"x": kind, "y": "float"}).coerce(data)
+        assert info.value.columns == ["x"]
+
+
+def test_list_in_a_number_cell_of_a_request_is_a_schema_error() -> None:
+    """The bodies schemathesis found answered 500: records and positional rows with a list in a float cell."""
+    schema = _Schema({"a": "float", "b": "int", "s": "string"})
+    for body in (b'[{"a": [1, 2], "b": 0, "s": ""}]', b'{"inputs": [{"a": [null, null], "b": 0, "s": ""}]}'):
+        with pytest.raises(SchemaError, match="column 'a'"):
+            schema.coerce(decode_table(body, "application/json", list(schema.columns)))
+    with pytest.raises(SchemaError, match="column 'a'"):
+        schema.coerce(decode_table(b'[[[], null, null]]', "application/json", list(schema.columns)))

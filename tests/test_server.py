@@ -150,7 +150,7 @@ def test_accept_returns_the_table_in_that_format(accept: str, tabular_client: Te
 
 
 def test_empty_table_gives_empty_predictions(spam_client: TestClient) -> None:
-    """Zero rows in, zero predictions out (no model call, no error)."""
+    """Zero rows in, zero predictions out (200, no error)."""
     response = spam_client.post("/predict", json={"columns": ["feature1", "feature2", "feature3"], "data": []})
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": []}
@@ -224,6 +224,7 @@ def test_body_over_limit_is_413(spam: Scorer) -> None:
         response = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
+    assert f"request body of {len(body)} bytes" in response.json()["message"]  # the Content-Length, not a count
 
 
 def test_too_many_rows_is_413(spam: Scorer) -> None:
@@ -248,9 +249,12 @@ def test_model_exception_is_500_with_class_and_message(sum_bundle) -> None:  # t
 
 def test_unknown_route_and_method(spam_client: TestClient) -> None:
     """404 and 405 use the same error body."""
-    assert spam_client.get("/nope").json()["error"] == "not_found"
+    missing = spam_client.get("/nope")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     response = spam_client.get("/predict")
     assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
+    for r in (missing, response):
+        assert set(r.json()) == {"error", "message", "request_id"} and r.json()["request_id"] == r.headers["x-request-id"]
 
 
 def test_not_ready_is_503(tmp_path: Path, bundle_factory) -> None:  # type: ignore[no-untyped-def]

@@ -186,7 +186,8 @@ def test_batch_mounted_directories(image: dict[str, object], sum_bundle, public_
 
 
 def test_unmet_requirements_fail_fast_with_the_list(image: dict[str, object], bundle_factory, public_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    """A bundle whose requirements.txt the image does not satisfy exits 3 within seconds, listing each pin."""
+    """A bundle whose requirements.txt the image does not satisfy exits 3 (within the 60 s wait), listing
+    each pin."""
     bundle = publish(bundle_factory("needy", code=SUM_CODE, requirements="not-a-real-package-xyz>=1\nscikit-learn==0.0.1\n"),
                      public_dir / "needy")
     container = (DockerContainer(str(image["name"])).with_kwargs(network_mode="none")

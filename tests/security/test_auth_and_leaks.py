@@ -31,6 +31,7 @@ def test_token_required_on_scoring_not_on_health(sum_bundle, live_server) -> Non
             assert refused.status_code == 401 and refused.json()["error"] == "unauthorized", (path, refused.text)
             assert '"a"' not in refused.text
             assert requests.get(server.url + path, headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+            assert requests.get(server.url + path, headers={"token": "s3cret-token"}).status_code == 200
         document = requests.get(server.url + "/openapi.json", headers={"token": "s3cret-token"}).json()
         assert set(document["components"]["schemas"]["Row"]["properties"]) == {"a", "b"}
         for path in ("/health", "/ready", "/ping"):
@@ -48,12 +49,17 @@ def test_errors_and_logs_never_echo_request_data(sum_bundle, live_server) -> Non
         bad_csv = requests.post(server.url + "/predict", data=f"a,b\n{SECRET},1,2,3\n", headers={"Content-Type": "text/csv"})
         unknown_column = requests.post(server.url + "/predict", json={SECRET: 1.0, "b": 2.0})
         bad_value = requests.post(server.url + "/predict", json={"a": SECRET, "b": 2.0})
-        responses = [bad_json, bad_csv, unknown_column, bad_value]
+        model_raises = requests.post(server.url + "/predict", json={"a": 666.0, "b": 2.0})  # the model raises
+        responses = [bad_json, bad_csv, unknown_column, bad_value, model_raises]
         log = server.log()
-    assert [r.status_code for r in responses] == [400, 400, 422, 422], [r.text for r in responses]
+    assert [r.status_code for r in responses] == [400, 400, 422, 422, 500], [r.text for r in responses]
+    assert [r.json()["error"] for r in responses] == ["malformed_body"] * 2 + ["schema_error"] * 2 + ["model_error"]
+    assert model_raises.json()["message"] == "model raised ValueError in predict"  # not its text: "poison row"
+    assert "poison row" not in log
     for r in responses:
         assert SECRET not in r.text, r.text
         assert "Traceback" not in r.text
+        assert set(r.json()) <= {"error", "message", "request_id", "columns"} and r.json()["message"], r.text
     assert SECRET not in log
 
 
