@@ -89,7 +89,8 @@ def test_poison_request_fails_alone() -> None:
     """If a batch fails, it is bisected down to single requests: only the poison request gets the error."""
     tables = [table(1, dtype="int64"), table(666, dtype="int64"), table(3, dtype="int64")]
     model, results = run(lambda b, m: _submit_while_busy(b, m, tables))
-    assert model.calls[1:] == [(3, "<i8"), (1, "<i8"), (1, "<i8"), (1, "<i8")]  # the batch, then each alone
+    # the batch, then its halves ([1] and [666, 3]), then the failing half's halves
+    assert model.calls[1:] == [(3, "<i8"), (1, "<i8"), (2, "<i8"), (1, "<i8"), (1, "<i8")]
     assert results[0]["y"].tolist() == [2] and results[2]["y"].tolist() == [6]
     assert isinstance(results[1], ValueError)
 
