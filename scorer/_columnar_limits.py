@@ -18,7 +18,11 @@ to at most ``max_bytes`` bytes, where
   dictionary of large values referenced by many rows is measured without being expanded, then
   turned back into plain columns (as a plain read would give) only once measured.
 
-So the memory a refused body costs is bounded by the metadata it sent, never by what it expands to.
+So a body is refused before the memory it would expand to is spent. The Parquet footer is read
+here with a small Thrift reader (pyarrow's metadata objects can abort the process) and must agree
+with pyarrow's reading of it on rows, row groups and column chunks; a footer crafted so that the
+two readings differ in the sizes alone would pass the metadata checks, and then is still refused
+after decoding, before ``to_pandas``.
 """
 
 from __future__ import annotations
@@ -71,31 +75,35 @@ class Limits:
 
 def read_parquet(body: bytes, limits: Limits) -> tuple[pa.Table, pa.Schema]:
     """The body's table with string/binary columns still dictionary-encoded, and the schema a plain
-    read gives (cast to it after :func:`check_expanded`). Raises PayloadTooLarge from the footer,
-    before any page is read; Arrow errors propagate."""
+    read gives (cast to it after :func:`check_expanded`). Raises PayloadTooLarge from the footer
+    and page headers, before any page is decompressed; MalformedBody if they are unreadable; Arrow
+    errors propagate."""
     import pyarrow.parquet as pq
 
-    plain = pq.ParquetFile(pa.BufferReader(body))
-    meta = plain.metadata
-    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
-    rows = max(meta.num_rows, sum(group.num_rows for group in groups))
-    footer = values = 0
-    for group in groups:
-        for j in range(group.num_columns):
-            chunk = group.column(j)
-            width = meta.schema.column(j).length if chunk.physical_type == "FIXED_LEN_BYTE_ARRAY" else 0
-            if min(group.num_rows, chunk.num_values, chunk.total_uncompressed_size) < 0:
-                raise MalformedBody("the Parquet footer has negative counts")
-            footer += chunk.total_uncompressed_size
-            values += chunk.num_values * max(_WIDE, width or 0, 12 if chunk.physical_type == "INT96" else 0)
-    limits.check(rows, len(plain.schema_arrow), max(footer, values), "read from the Parquet footer")
     try:
-        pages = _parquet_pages.decompressed_bytes(body, meta)
+        footer = _parquet_pages.read_footer(body)
+    except ValueError as exc:
+        raise MalformedBody(f"Parquet body could not be read: {exc}") from None
+    rows = max(footer.num_rows, sum(footer.row_group_rows))
+    plain = pq.ParquetFile(pa.BufferReader(body))  # pyarrow's own footer checks (its errors are a 400)
+    meta, leaves = plain.metadata, plain.metadata.schema
+    # The footer as read here must be the footer pyarrow read: same row count, row groups and chunks.
+    if (footer.num_rows, len(footer.row_group_rows), len(footer.chunks)) != (
+            meta.num_rows, meta.num_row_groups, meta.num_row_groups * meta.num_columns) or any(
+            chunk.leaf >= len(leaves) for chunk in footer.chunks):
+        raise MalformedBody("Parquet body could not be read: its footer is inconsistent")
+    stored = values = 0
+    for chunk in footer.chunks:
+        stored += chunk.uncompressed_size
+        width = leaves.column(chunk.leaf).length if chunk.physical_type == _parquet_pages.FIXED_LEN_BYTE_ARRAY else 0
+        values += chunk.num_values * max(_WIDE, width, 12 if chunk.physical_type == _parquet_pages.INT96 else 0)
+    limits.check(rows, len(plain.schema_arrow), max(stored, values), "read from the Parquet footer")
+    try:
+        pages = _parquet_pages.decompressed_bytes(body, footer)
     except ValueError as exc:
         raise MalformedBody(f"Parquet body could not be read: {exc}") from None
     limits.check(rows, 0, pages, "read from the Parquet page headers")
-    strings = [meta.schema.column(j).path for j in range(meta.num_columns)
-               if meta.schema.column(j).physical_type == "BYTE_ARRAY"]
+    strings = [leaves.column(j).path for j in range(len(leaves)) if leaves.column(j).physical_type == "BYTE_ARRAY"]
     table = pq.ParquetFile(pa.BufferReader(body), read_dictionary=strings).read()
     return table, plain.schema_arrow
 
@@ -109,7 +117,7 @@ def read_arrow(body: bytes, limits: Limits) -> pa.Table:
     is_file = body[:6] == b"ARROW1"
     try:
         plan = (_ipc_metadata.file_plan if is_file else _ipc_metadata.stream_plan)(body)
-    except (ValueError, pa.ArrowException, OSError) as exc:
+    except (ValueError, pa.ArrowException, OSError, EOFError) as exc:
         raise MalformedBody(f"Arrow IPC body could not be read: {exc}") from None
     limits.check(plan.rows, plan.columns, plan.decoded_bytes, "read from the Arrow IPC metadata")
     opener = pa.ipc.open_file if is_file else pa.ipc.open_stream
@@ -120,8 +128,13 @@ def read_arrow(body: bytes, limits: Limits) -> pa.Table:
 
 
 def check_expanded(table: pa.Table, limits: Limits) -> None:
-    """PayloadTooLarge unless the (validated) table's expanded size is within ``limits.max_bytes``."""
-    limits.check(table.num_rows, table.num_columns, expanded_nbytes(table), "counted after decoding, before expanding")
+    """PayloadTooLarge unless the (validated) table's expanded size is within ``limits.max_bytes``;
+    MalformedBody if it cannot be measured (types no valid body has, such as float dictionary indices)."""
+    try:
+        size = expanded_nbytes(table)
+    except (pa.ArrowException, ValueError, TypeError, IndexError, NotImplementedError) as exc:
+        raise MalformedBody(f"the Arrow data cannot be measured: {exc}") from None
+    limits.check(table.num_rows, table.num_columns, size, "counted after decoding, before expanding")
 
 
 def expanded_nbytes(table: pa.Table) -> int:
@@ -187,6 +200,8 @@ def _array_bytes(arr: pa.Array) -> int:
     if isinstance(t, pa.ExtensionType):
         return _array_bytes(arr.storage)
     if pa.types.is_dictionary(t):  # before the fixed widths: a dictionary type has its indices' width
+        if not pa.types.is_integer(t.index_type):
+            raise MalformedBody(f"dictionary indices of type {t.index_type} are not valid")
         indices = arr.indices.drop_null().to_numpy(zero_copy_only=False)
         return _element_sizes(arr.dictionary)(indices, len(indices)) + 8 * (n - len(indices))
     width = _fixed_width(t)

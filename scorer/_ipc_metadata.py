@@ -127,6 +127,8 @@ def stream_plan(body: bytes) -> Plan:
         first = reader.read_next_message()
     except StopIteration:
         raise ValueError("the Arrow IPC stream has no schema message") from None
+    if first.type != "schema":  # read_schema on any other message crashes the process (pyarrow 26)
+        raise ValueError(f"the Arrow IPC stream starts with a {first.type} message, not its schema")
     plan = Plan(columns=len(pa.ipc.read_schema(first)))
     for message in reader:
         _add_message(plan, message)

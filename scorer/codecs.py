@@ -78,14 +78,14 @@ def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None 
     mt, params = media_type(content_type)
     if mt in _SNIFF:
         mt = _sniff(body)
-    if mt in _COLUMNAR:
-        return _COLUMNAR[mt](body, limits or Limits.of(Settings()))
     decoder = _DECODERS.get(mt)
-    if decoder is None:
+    if decoder is None and mt not in _COLUMNAR:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}; send one of: {', '.join([*_DECODERS, *_COLUMNAR])}"
         )
     try:
+        if decoder is None:
+            return _COLUMNAR[mt](body, limits or Limits.of(Settings()))
         return decoder(body, params, columns)
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"the {mt} body is not valid UTF-8 (byte {exc.start})") from None
@@ -262,7 +262,7 @@ def _decode_arrow(body: bytes, limits: Limits) -> Table:
     """An IPC file (by its magic) or stream, checked from its metadata first."""
     try:
         table = read_arrow(body, limits)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, EOFError) as exc:
         raise MalformedBody(f"Arrow IPC body could not be read: {exc}") from None
     return _from_arrow(table, limits)
 
@@ -290,7 +290,11 @@ def _from_arrow(table: pa.Table, limits: Limits | None = None, plain_schema: pa.
     index = [n for n in names if re.fullmatch(r"__index_level_\d+__", n)]
     if index:
         table = table.drop_columns(index)
-    return Table.from_frame(table.replace_schema_metadata(None).to_pandas())
+    try:
+        frame = table.replace_schema_metadata(None).to_pandas()
+    except NotImplementedError as exc:  # types pandas cannot hold (unions, float16 categories): not a 500
+        raise MalformedBody(f"the Arrow data cannot be converted: {exc}") from None
+    return Table.from_frame(frame)
 
 
 _DECODERS: dict[str, Callable[[bytes, dict[str, str], Sequence[str] | None], Table]] = {
