@@ -135,9 +135,7 @@ def read_footer(body: bytes) -> Footer:
     chunks = []
     for group in _structs(groups):
         for leaf, column in enumerate(_structs(group.get(1) or [])):
-            data = column.get(3)
-            if not isinstance(data, dict):
-                raise ValueError("a Parquet column chunk has no metadata")
+            data = _structs([column.get(3)])[0]  # ColumnMetaData: absent only in encrypted columns
             start = _int(data, 9)
             if 11 in data and 0 < _int(data, 11) < start:
                 start = _int(data, 11)
@@ -147,7 +145,7 @@ def read_footer(body: bytes) -> Footer:
 
 def _structs(values: Any) -> list[dict[int, Any]]:
     if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
-        raise ValueError("a Parquet footer list does not hold structs")
+        raise ValueError("a Parquet footer struct is missing or of another type")
     return values
 
 
