@@ -23,13 +23,15 @@ from typing import Any
 
 _STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT, _UUID = range(14)
 _DEPTH = 16
+_FIXED_SIZES = {_BYTE: 1, _DOUBLE: 8, _UUID: 16}
 # PageHeader: 1 type, 2 uncompressed_page_size, 3 compressed_page_size, 5 data_page_header,
 # 8 data_page_header_v2 (both with num_values as field 1); page types 0 DATA_PAGE, 3 DATA_PAGE_V2.
 _UNCOMPRESSED, _COMPRESSED, _DATA_V1, _DATA_V2 = 2, 3, 5, 8
 # FileMetaData: 2 schema, 3 num_rows, 4 row_groups; RowGroup: 1 columns, 3 num_rows; ColumnChunk: 3 meta_data;
-# ColumnMetaData: 1 type, 5 num_values, 6 total_uncompressed_size, 7 total_compressed_size,
+# ColumnMetaData: 1 type, 4 codec (0: uncompressed), 5 num_values, 6 total_uncompressed_size, 7 total_compressed_size,
 # 9 data_page_offset, 11 dictionary_page_offset.
 FIXED_LEN_BYTE_ARRAY, INT96 = 7, 1  # physical types
+_UNCOMPRESSED_CODEC = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class Chunk:
 
     leaf: int
     physical_type: int
+    compressed: bool
     num_values: int
     uncompressed_size: int
     start: int
@@ -59,19 +62,24 @@ class _Compact:
         self.buf, self.pos = buf, pos
 
     def byte(self) -> int:
-        if self.pos >= len(self.buf):
+        pos = self.pos
+        if pos >= len(self.buf):
             raise ValueError("Parquet metadata runs past the end of the body")
-        self.pos += 1
-        return self.buf[self.pos - 1]
+        self.pos = pos + 1
+        return self.buf[pos]
 
     def varint(self) -> int:
-        result = 0
-        for shift in range(0, 70, 7):
-            b = self.byte()
+        buf, pos, end = self.buf, self.pos, min(len(self.buf), self.pos + 10)
+        result = shift = 0
+        while pos < end:
+            b = buf[pos]
+            pos += 1
             result |= (b & 0x7F) << shift
             if not b & 0x80:
+                self.pos = pos
                 return result
-        raise ValueError("Parquet metadata has an over-long integer")
+            shift += 7
+        raise ValueError("Parquet metadata has an over-long or truncated integer")
 
     def zigzag(self) -> int:
         n = self.varint()
@@ -100,8 +108,10 @@ class _Compact:
             return self.zigzag()
         if kind == _STRUCT:
             return self.struct(depth + 1)
-        if kind in (_BYTE, _DOUBLE, _UUID, _BINARY):
-            self.skip({_BYTE: 1, _DOUBLE: 8, _UUID: 16}.get(kind) or self.varint())
+        if kind in _FIXED_SIZES:
+            self.skip(_FIXED_SIZES[kind])
+        elif kind == _BINARY:
+            self.skip(self.varint())
         elif kind in (_LIST, _SET):
             header = self.byte()
             size = header >> 4 if header >> 4 != 15 else self.varint()
@@ -139,7 +149,8 @@ def read_footer(body: bytes) -> Footer:
             start = _int(data, 9)
             if 11 in data and 0 < _int(data, 11) < start:
                 start = _int(data, 11)
-            chunks.append(Chunk(leaf, _int(data, 1), _int(data, 5), _int(data, 6), start, start + _int(data, 7)))
+            chunks.append(Chunk(leaf, _int(data, 1), _int(data, 4) != _UNCOMPRESSED_CODEC, _int(data, 5), _int(data, 6),
+                                start, start + _int(data, 7)))
     return Footer(_int(meta, 3), [_int(group, 3) for group in _structs(groups)], chunks)
 
 
@@ -157,14 +168,18 @@ def _int(struct: dict[int, Any], field: int) -> int:
 
 
 def decompressed_bytes(body: bytes, footer: Footer) -> int:
-    """Sum of ``uncompressed_page_size`` over every page the reader will read. Raises ValueError on
-    malformed page headers or chunk ranges."""
+    """Sum of ``uncompressed_page_size`` over every page the reader will decompress (the pages of
+    chunks stored uncompressed count at their stored size). Raises ValueError on malformed page
+    headers or chunk ranges."""
     view = memoryview(body)
     total = 0
     for chunk in footer.chunks:
         if not chunk.start <= chunk.end <= len(body):
             raise ValueError("a Parquet column chunk lies outside the body")
-        total += _chunk_bytes(view[: chunk.end], chunk.start, chunk.num_values)
+        if chunk.compressed:
+            total += _chunk_bytes(view[: chunk.end], chunk.start, chunk.num_values)
+        else:  # pages are used in place: they cannot hold more than their bytes
+            total += chunk.end - chunk.start
     return total
 
 
