@@ -73,11 +73,12 @@ class Limits:
 # --- Parquet ------------------------------------------------------------------------------
 
 
-def read_parquet(body: bytes, limits: Limits) -> tuple[pa.Table, pa.Schema]:
-    """The body's table with string/binary columns still dictionary-encoded, and the schema a plain
-    read gives (cast to it after :func:`check_expanded`). Raises PayloadTooLarge from the footer
-    and page headers, before any page is decompressed; MalformedBody if they are unreadable; Arrow
-    errors propagate."""
+def read_parquet(body: bytes, limits: Limits) -> tuple[pa.Table, Callable[[pa.Table], pa.Table]]:
+    """The body's table with string/binary columns still dictionary-encoded, and a function giving
+    the table a plain read gives (call it after :func:`check_expanded`: it casts the dictionaries
+    back, or reads the body again where a type cannot be cast). Raises PayloadTooLarge from the
+    footer and page headers, before any page is decompressed; MalformedBody if they are
+    unreadable; Arrow errors propagate."""
     import pyarrow.parquet as pq
 
     try:
@@ -104,8 +105,31 @@ def read_parquet(body: bytes, limits: Limits) -> tuple[pa.Table, pa.Schema]:
         raise MalformedBody(f"Parquet body could not be read: {exc}") from None
     limits.check(rows, 0, pages, "read from the Parquet page headers")
     strings = [leaves.column(j).path for j in range(len(leaves)) if leaves.column(j).physical_type == "BYTE_ARRAY"]
-    table = pq.ParquetFile(pa.BufferReader(body), read_dictionary=strings).read()
-    return table, plain.schema_arrow
+    # Extension types (JSON) would ignore read_dictionary: read their storage, dictionary-encoded.
+    table = pq.ParquetFile(pa.BufferReader(body), read_dictionary=strings, **_NO_EXTENSIONS).read()
+    schema = plain.schema_arrow
+
+    def to_plain(measured: pa.Table) -> pa.Table:
+        if measured.schema == schema:
+            return measured
+        try:
+            return measured.cast(schema)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. to string_view, JSON
+            return pq.ParquetFile(pa.BufferReader(body)).read()
+
+    return table, to_plain
+
+
+def _no_extensions() -> dict[str, bool]:
+    import inspect
+
+    import pyarrow.parquet as pq
+
+    return {"arrow_extensions_enabled": False} if "arrow_extensions_enabled" in inspect.signature(
+        pq.ParquetFile).parameters else {}
+
+
+_NO_EXTENSIONS = _no_extensions()
 
 
 # --- Arrow IPC ----------------------------------------------------------------------------
@@ -197,7 +221,7 @@ def _element_sizes(values: pa.Array) -> Callable[[np.ndarray | None, int], int]:
 def _array_bytes(arr: pa.Array) -> int:
     t = arr.type
     n = len(arr)
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):
         return _array_bytes(arr.storage)
     if pa.types.is_dictionary(t):  # before the fixed widths: a dictionary type has its indices' width
         if not pa.types.is_integer(t.index_type):
@@ -211,7 +235,9 @@ def _array_bytes(arr: pa.Array) -> int:
         return int(_lengths(arr).sum()) + 8 * n
     if pa.types.is_run_end_encoded(t):
         return _run_end_bytes(arr)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t) or pa.types.is_fixed_size_list(t):
+    if pa.types.is_map(t):  # keys and items of every map (a slice's too: an upper bound)
+        return 8 * n + _array_bytes(arr.keys) + _array_bytes(arr.items)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         return 8 * n + _array_bytes(arr.flatten())
     if _is("list_view", t) or _is("large_list_view", t):
         referenced = int(pc.sum(pc.list_value_length(arr)).as_py() or 0)

@@ -252,10 +252,10 @@ def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | No
 def _decode_parquet(body: bytes, limits: Limits) -> Table:
     """Footer checked first; string columns read dictionary-encoded, measured, then made plain."""
     try:
-        table, plain_schema = read_parquet(body, limits)
+        table, to_plain = read_parquet(body, limits)
     except (pa.ArrowException, OSError) as exc:
         raise MalformedBody(f"Parquet body could not be read: {exc}") from None
-    return _from_arrow(table, limits, plain_schema)
+    return _from_arrow(table, limits, to_plain)
 
 
 def _decode_arrow(body: bytes, limits: Limits) -> Table:
@@ -267,10 +267,11 @@ def _decode_arrow(body: bytes, limits: Limits) -> Table:
     return _from_arrow(table, limits)
 
 
-def _from_arrow(table: pa.Table, limits: Limits | None = None, plain_schema: pa.Schema | None = None) -> Table:
+def _from_arrow(table: pa.Table, limits: Limits | None = None,
+                to_plain: Callable[[pa.Table], pa.Table] | None = None) -> Table:
     """A client's Arrow table as a Table. It is untrusted: its buffers are fully validated first (a
     corrupted IPC body otherwise crashed the process when read), then held to ``limits`` (its size
-    with dictionaries, run-end encodings and views expanded; then cast to ``plain_schema`` if
+    with dictionaries, run-end encodings and views expanded; then made plain by ``to_plain`` if
     given), and its pandas metadata (JSON that ``to_pandas`` interprets) is dropped; pandas' index
     columns are dropped by name instead."""
     try:
@@ -279,11 +280,12 @@ def _from_arrow(table: pa.Table, limits: Limits | None = None, plain_schema: pa.
         raise MalformedBody(f"the Arrow data is corrupt: {exc}") from None
     if limits is not None:
         check_expanded(table, limits)
-    if plain_schema is not None:
+    if to_plain is not None:
         try:
-            table = table.cast(plain_schema)
-        except (pa.ArrowException, ValueError) as exc:
-            raise MalformedBody(f"the Parquet data does not match its schema: {exc}") from None
+            table = to_plain(table)
+            table.validate(full=True)
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise MalformedBody(f"the Parquet data could not be read: {exc}") from None
     names = table.column_names
     if len(set(names)) != len(names):
         raise MalformedBody(f"duplicate column names: {sorted({n for n in names if names.count(n) > 1})}")
