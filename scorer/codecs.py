@@ -10,6 +10,10 @@ Accepted request bodies (``decode``):
 * Parquet (``application/vnd.apache.parquet``) and Arrow IPC stream or file
   (``application/vnd.apache.arrow.stream`` / ``.file``); also sniffed by their magic bytes.
 
+Parquet and Arrow bodies are held to ``Limits`` (rows, columns, decoded size) read from their
+metadata before they are decoded, and to their expanded size before they become pandas
+(:mod:`scorer._columnar_limits`).
+
 Responses (``encode``): ``{"predictions": [...]}`` JSON by default, or CSV / Arrow / Parquet
 when the ``Accept`` header asks for it. NaN and infinities always become ``null``.
 """
@@ -26,7 +30,9 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from scorer._columnar_limits import Limits, check_expanded, read_arrow, read_parquet
 from scorer.errors import MalformedBody, NotAcceptable, UnsupportedMediaType
+from scorer.settings import Settings
 from scorer.table import Table
 
 JSON = "application/json"
@@ -64,20 +70,36 @@ def media_type(header: str | None) -> tuple[str, dict[str, str]]:
     return mt, parsed
 
 
-def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None = None) -> Table:
-    """Parse a request body into a Table. ``columns`` (the schema's order) serve headerless rows."""
+def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None = None, *,
+           limits: Limits | None = None) -> Table:
+    """Parse a request body into a Table. ``columns`` (the schema's order) serve headerless rows.
+    Parquet and Arrow bodies beyond ``limits`` (default: the default settings') raise
+    PayloadTooLarge before they are decoded."""
     mt, params = media_type(content_type)
     if mt in _SNIFF:
         mt = _sniff(body)
     decoder = _DECODERS.get(mt)
-    if decoder is None:
+    if decoder is None and mt not in _COLUMNAR:
         raise UnsupportedMediaType(
-            f"unsupported Content-Type {content_type!r}; send one of: {', '.join(_DECODERS)}"
+            f"unsupported Content-Type {content_type!r}; send one of: {', '.join([*_DECODERS, *_COLUMNAR])}"
         )
     try:
+        if decoder is None:
+            return _COLUMNAR[mt](body, limits or Limits.of(Settings()))
         return decoder(body, params, columns)
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"the {mt} body is not valid UTF-8 (byte {exc.start})") from None
+
+
+def is_columnar(body: bytes, content_type: str | None) -> bool:
+    """Whether ``decode`` would read the body as Parquet or Arrow (never raises)."""
+    mt, _ = media_type(content_type)
+    if mt in _SNIFF:
+        try:
+            mt = _sniff(body)
+        except UnsupportedMediaType:
+            return False
+    return mt in _COLUMNAR
 
 
 def _sniff(body: bytes) -> str:
@@ -227,48 +249,61 @@ def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | No
     return _from_arrow(table)
 
 
-def _decode_parquet(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> Table:
-    import pyarrow.parquet as pq
-
+def _decode_parquet(body: bytes, limits: Limits) -> Table:
+    """Footer checked first; string columns read dictionary-encoded, measured, then made plain."""
     try:
-        table = pq.read_table(pa.BufferReader(body))
+        table, to_plain = read_parquet(body, limits)
     except (pa.ArrowException, OSError) as exc:
         raise MalformedBody(f"Parquet body could not be read: {exc}") from None
-    return _from_arrow(table)
+    return _from_arrow(table, limits, to_plain)
 
 
-def _decode_arrow(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> Table:
-    errors = []
-    for opener in (pa.ipc.open_stream, pa.ipc.open_file):
-        try:
-            table = opener(pa.BufferReader(body)).read_all()
-        except (pa.ArrowException, OSError) as exc:
-            errors.append(str(exc))
-            continue
-        return _from_arrow(table)
-    raise MalformedBody(f"Arrow IPC body could not be read: {errors[0]}")
+def _decode_arrow(body: bytes, limits: Limits) -> Table:
+    """An IPC file (by its magic) or stream, checked from its metadata first."""
+    try:
+        table = read_arrow(body, limits)
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        raise MalformedBody(f"Arrow IPC body could not be read: {exc}") from None
+    return _from_arrow(table, limits)
 
 
-def _from_arrow(table: pa.Table) -> Table:
+def _from_arrow(table: pa.Table, limits: Limits | None = None,
+                to_plain: Callable[[pa.Table], pa.Table] | None = None) -> Table:
     """A client's Arrow table as a Table. It is untrusted: its buffers are fully validated first (a
-    corrupted IPC body otherwise crashed the process when read), and its pandas metadata (JSON that
-    ``to_pandas`` interprets) is dropped; pandas' index columns are dropped by name instead."""
+    corrupted IPC body otherwise crashed the process when read), then held to ``limits`` (its size
+    with dictionaries, run-end encodings and views expanded; then made plain by ``to_plain`` if
+    given), and its pandas metadata (JSON that ``to_pandas`` interprets) is dropped; pandas' index
+    columns are dropped by name instead."""
     try:
         table.validate(full=True)
     except (pa.ArrowException, ValueError) as exc:
         raise MalformedBody(f"the Arrow data is corrupt: {exc}") from None
+    if limits is not None:
+        check_expanded(table, limits)
+    if to_plain is not None:
+        try:
+            table = to_plain(table)
+            table.validate(full=True)
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise MalformedBody(f"the Parquet data could not be read: {exc}") from None
     names = table.column_names
     if len(set(names)) != len(names):
         raise MalformedBody(f"duplicate column names: {sorted({n for n in names if names.count(n) > 1})}")
     index = [n for n in names if re.fullmatch(r"__index_level_\d+__", n)]
     if index:
         table = table.drop_columns(index)
-    return Table.from_frame(table.replace_schema_metadata(None).to_pandas())
+    try:
+        frame = table.replace_schema_metadata(None).to_pandas()
+    except NotImplementedError as exc:  # types pandas cannot hold (unions, float16 categories): not a 500
+        raise MalformedBody(f"the Arrow data cannot be converted: {exc}") from None
+    return Table.from_frame(frame)
 
 
 _DECODERS: dict[str, Callable[[bytes, dict[str, str], Sequence[str] | None], Table]] = {
     JSON: _decode_json,
     CSV: _decode_csv,
+}
+_COLUMNAR: dict[str, Callable[[bytes, Limits], Table]] = {
     PARQUET: _decode_parquet,
     ARROW_STREAM: _decode_arrow,
     ARROW_FILE: _decode_arrow,

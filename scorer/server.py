@@ -60,7 +60,8 @@ from scorer.table import Table
 
 log = logging.getLogger("scorer.server")
 
-# Bodies bigger than this are decoded and encoded in the model thread so the event loop stays responsive.
+# Bodies bigger than this, and every Parquet or Arrow body (whose decoded size its bytes do not tell), are
+# decoded in the model thread, as responses this big are encoded, so the event loop stays responsive.
 _OFFLOAD_BYTES = 256 * 1024
 
 
@@ -157,7 +158,7 @@ def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Sett
             raise PayloadTooLarge(f"more than {settings.max_request_rows} rows per request (counted before parsing)")
         if body.count(b",", 0, body.find(b"\n")) >= settings.max_columns:
             raise PayloadTooLarge(f"more than {settings.max_columns} columns per request (counted before parsing)")
-    frame = codecs.decode(body, content_type, columns)
+    frame = codecs.decode(body, content_type, columns, limits=codecs.Limits.of(settings))
     if len(frame.columns) > settings.max_columns:
         raise PayloadTooLarge(f"{len(frame.columns)} columns exceed the limit of {settings.max_columns} per request")
     if len(frame) > settings.max_request_rows:
@@ -234,7 +235,7 @@ async def _score_request(state: State, receive: Receive, headers: _Headers) -> t
     body = await _receive_body(receive, headers.content_length, limit, state.settings.client_timeout_s)
     if headers.content_encoding is not None:
         body = _decompress(body, headers.content_encoding, limit)
-    if len(body) > _OFFLOAD_BYTES:  # off the event loop (it stays responsive), in turn with model calls
+    if len(body) > _OFFLOAD_BYTES or codecs.is_columnar(body, headers.content_type):  # in turn with model calls
         prepared = await batcher.offload(_table, body, headers.content_type, scorer, state.settings)
     else:
         prepared = _table(body, headers.content_type, scorer, state.settings)

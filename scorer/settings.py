@@ -56,9 +56,16 @@ class Settings:
     auth_token: str = _setting(
         "", "If set, scoring, /metadata, /metrics and /openapi.json need Authorization: Bearer <token> (or a token header)."
     )
-    max_body_bytes: int = _setting(64 * 1024 * 1024, "Largest request body accepted (413 above).")
-    max_request_rows: int = _setting(1_000_000, "Most rows accepted in one request (413 above).")
-    max_columns: int = _setting(10_000, "Most columns accepted in one request (413 above; CSV: checked before parsing).")
+    max_body_bytes: int = _setting(
+        64 * 1024 * 1024,
+        "Largest request body accepted (413 above); a Parquet or Arrow body may not decode to more than this either.",
+    )
+    max_request_rows: int = _setting(
+        1_000_000, "Most rows accepted in one request (413 above; CSV, Parquet, Arrow: checked before decoding)."
+    )
+    max_columns: int = _setting(
+        10_000, "Most columns accepted in one request (413 above; CSV, Parquet, Arrow: checked before decoding)."
+    )
     extra_columns: str = _setting(
         "drop", "What to do with input columns not in the schema.", choices=("drop", "reject")
     )

@@ -11,23 +11,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from scorer._columnar_limits import expanded_nbytes
 from scorer.codecs import (
     ARROW_FILE,
     ARROW_STREAM,
     CSV,
     JSON,
     PARQUET,
+    Limits,
     encode,
     json_predictions,
     negotiate,
 )
 from scorer.codecs import decode as decode_table
-from scorer.errors import MalformedBody, NotAcceptable, UnsupportedMediaType
+from scorer.errors import MalformedBody, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from scorer.table import Table
+
+LIMITS = Limits(max_rows=1_000_000, max_columns=10_000, max_bytes=64 << 20)  # the server's defaults
 
 
-def decode(*args: object) -> pd.DataFrame:
+def decode(*args: object, limits: Limits = LIMITS) -> pd.DataFrame:
     """The decoded request as a DataFrame (decode itself returns the light columnar Table)."""
-    return decode_table(*args).to_frame()  # type: ignore[arg-type]
+    return decode_table(*args, limits=limits).to_frame()  # type: ignore[arg-type]
 
 FRAME = pd.DataFrame({"a": [1.0, 2.5], "s": ["x", "y"]})
 
@@ -62,8 +67,23 @@ def arrow_file(table: pa.Table) -> bytes:
 
 
 def parquet(table: pa.Table) -> bytes:
+    return parquet_with(table)
+
+
+def parquet_with(table: pa.Table, **options: object) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, **options)  # type: ignore[arg-type]
+    return sink.getvalue().to_pybytes()
+
+
+def ipc_with(table: pa.Table, *, file: bool = False, compression: str | None = None, max_chunksize: int | None = None,
+             extra_batches: int = 0) -> bytes:
+    """An IPC stream or file, optionally with compressed buffers, several batches, repeated batches."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with (pa.ipc.new_file if file else pa.ipc.new_stream)(sink, table.schema, options=options) as writer:
+        for _ in range(1 + extra_batches):
+            writer.write_table(table, max_chunksize=max_chunksize)
     return sink.getvalue().to_pybytes()
 
 
@@ -149,6 +169,203 @@ def test_decode_parquet(content_type: str) -> None:
 def test_decode_arrow(content_type: str, writer) -> None:
     """Arrow IPC stream and file bodies decode under either Arrow media type."""
     assert_frame(decode(writer(pa.Table.from_pandas(FRAME)), content_type))
+
+
+# --- decode: columnar limits (rows, columns, decoded size) ----------------------------------
+
+MIB = 1 << 20
+SMALL = Limits(max_rows=1000, max_columns=10, max_bytes=8 * MIB)
+
+
+def one_big_string(rows: int, size: int = MIB) -> pa.DictionaryArray:
+    """``rows`` references to one ``size``-byte string: small dictionary-encoded, big expanded."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), pa.array(["x" * size]))
+
+
+def too_large(body: bytes, content_type: str, limits: Limits = SMALL) -> str:
+    with pytest.raises(PayloadTooLarge) as info:
+        decode_table(body, content_type, limits=limits)
+    assert "\n" not in info.value.message
+    return info.value.message
+
+
+def test_parquet_dictionary_expansion_is_refused_before_expanding() -> None:
+    """100 rows of one 1 MiB string (~1 KiB of zstd Parquet, 100 MiB as a plain column): its expanded
+    size is counted on the dictionary, over the 8 MiB cap: 413 naming max_body_bytes."""
+    body = parquet_with(pa.table({"s": one_big_string(100)}), store_schema=False, compression="zstd")
+    assert len(body) < 20_000
+    message = too_large(body, PARQUET)
+    assert "decode to 104858400 bytes" in message and "max_body_bytes" in message
+
+
+def test_parquet_plain_pages_over_the_cap_are_refused_from_the_footer() -> None:
+    """Plain-encoded, compressed strings whose uncompressed pages exceed the cap: refused from the
+    column chunks' sizes in the footer."""
+    table = pa.table({"s": pa.array(["y" * MIB] * 10)})
+    body = parquet_with(table, use_dictionary=False, compression="zstd")
+    assert len(body) < 100_000
+    assert "read from the Parquet footer" in too_large(body, PARQUET)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value >> 7 else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def test_parquet_footer_understating_its_pages_is_refused_from_the_page_headers() -> None:
+    """A footer whose column chunk claims 1,000 uncompressed bytes for pages that decompress to
+    20 MiB (the reader trusts each page header, not the footer): refused from the page headers,
+    before any page is decompressed."""
+    body = parquet_with(pa.table({"s": pa.array(["w" * MIB] * 20)}), use_dictionary=False, compression="zstd",
+                        store_schema=False)
+    claimed = pq.ParquetFile(pa.BufferReader(body)).metadata.row_group(0).column(0).total_uncompressed_size
+    true_size = _varint(claimed << 1)  # Thrift compact: zigzag varint
+    lie = bytearray(_varint(1000 << 1))
+    lie = bytes(b | 0x80 for b in lie) + b"\x80" * (len(true_size) - len(lie) - 1) + b"\x00"  # same length, over-long
+    footer_start = len(body) - 8 - int.from_bytes(body[-8:-4], "little")
+    at = body.index(true_size, footer_start)
+    lying = body[:at] + lie + body[at + len(true_size) :]
+    assert pq.ParquetFile(pa.BufferReader(lying)).metadata.row_group(0).column(0).total_uncompressed_size == 1000
+    message = too_large(lying, PARQUET)
+    assert "read from the Parquet page headers" in message and "max_body_bytes" in message
+
+
+@pytest.mark.parametrize(("table", "word"), [
+    (pa.table({"a": np.zeros(1001)}), "1001 rows exceed the limit of 1000"),
+    (pa.table({f"c{i}": [1] for i in range(11)}), "11 columns exceed the limit of 10"),
+], ids=["rows", "columns"])
+def test_parquet_rows_and_columns_are_counted_from_the_footer(table: pa.Table, word: str) -> None:
+    message = too_large(parquet(table), PARQUET)
+    assert word in message and "read from the Parquet footer" in message
+
+
+@pytest.mark.parametrize("file", [False, True], ids=["stream", "file"])
+def test_arrow_compressed_buffers_over_the_cap_are_refused_from_metadata(file: bool) -> None:
+    """zstd-compressed IPC buffers are counted at their decompressed length (read from each buffer's
+    prefix), before anything is decompressed."""
+    table = pa.table({"s": pa.array(["z" * MIB] * 10)})
+    body = ipc_with(table, file=file, compression="zstd")
+    assert len(body) < 10_000
+    message = too_large(body, ARROW_FILE if file else ARROW_STREAM)
+    assert "read from the Arrow IPC metadata" in message and "max_body_bytes" in message
+
+
+@pytest.mark.parametrize("file", [False, True], ids=["stream", "file"])
+def test_arrow_rows_are_counted_from_the_batches(file: bool) -> None:
+    body = ipc_with(pa.table({"a": np.zeros(600)}), file=file, max_chunksize=300, extra_batches=1)
+    message = too_large(body, ARROW_STREAM)
+    assert "1200 rows exceed the limit of 1000" in message and "Arrow IPC metadata" in message
+
+
+@pytest.mark.parametrize("column", [
+    one_big_string(100),
+    pa.RunEndEncodedArray.from_arrays([100], ["r" * MIB]),
+], ids=["dictionary", "run-end-encoded"])
+@pytest.mark.parametrize("file", [False, True], ids=["stream", "file"])
+def test_arrow_encoded_columns_are_measured_expanded(column: pa.Array, file: bool) -> None:
+    """An uncompressed IPC body decodes zero-copy, but 100 references to a 1 MiB value expand to
+    100 MiB: refused after validation, before to_pandas."""
+    body = ipc_with(pa.table({"s": column}), file=file)
+    message = too_large(body, ARROW_STREAM)
+    assert "before expanding" in message and "max_body_bytes" in message
+
+
+def test_arrow_string_view_sharing_one_buffer_is_measured_expanded() -> None:
+    """String views may all point at one long value: counted at their lengths, not their buffers."""
+    value = pa.py_buffer(b"v" * MIB)
+    view = np.array([MIB, int.from_bytes(b"vvvv", "little"), 0, 0], dtype=np.int32).tobytes()  # length, prefix, buffer 0
+    shared = pa.Array.from_buffers(pa.string_view(), 20, [None, pa.py_buffer(view * 20), value])
+    body = ipc_with(pa.table({"s": shared}))
+    assert len(body) < 2 * MIB
+    assert "before expanding" in too_large(body, ARROW_STREAM)
+
+
+def test_expanded_nbytes_counts_values_as_numpy_and_python_hold_them() -> None:
+    table = pa.table({
+        "f": pa.array([1.0, 2.0, None]),                       # 3 x 8
+        "b": pa.array([True, False, True]),                    # 3 x 1
+        "s": pa.array(["ab", None, "cde"]),                    # 5 + 3 x 8
+        "d": pa.array(["xyz", "xyz", None]).dictionary_encode(),  # 3 + 8, 3 + 8, null 8
+        "l": pa.array([[1, 2], [], None], pa.list_(pa.int32())),  # 3 x 8 + 2 x 4
+        "r": pa.RunEndEncodedArray.from_arrays([2, 3], ["aa", "b"]),  # (2 + 8) x 2 + (1 + 8)
+    })
+    assert expanded_nbytes(table) == 24 + 3 + (5 + 24) + (11 + 11 + 8) + (24 + 8) + (20 + 9)
+
+
+def test_valid_columnar_bodies_keep_their_types() -> None:
+    """Parquet strings (read dictionary-encoded to be measured) come back as plain strings and nested
+    columns as before; Arrow dictionary columns give their values."""
+    table = pa.table({"a": [1.0, 2.5], "s": ["x", None], "l": [["p", "q"], []], "st": [{"k": "v"}, {"k": None}],
+                      "c": pa.array(["u", "u"]).dictionary_encode()})
+    frame = decode(parquet_with(table, store_schema=False), PARQUET)
+    assert frame["s"][0] == "x" and pd.isna(frame["s"][1]) and frame["s"].dtype == object
+    assert [list(v) for v in frame["l"]] == [["p", "q"], []]
+    assert frame["st"].tolist() == [{"k": "v"}, {"k": None}]
+    assert frame["c"].tolist() == ["u", "u"]
+    from_arrow = decode(arrow_stream(table), ARROW_STREAM)
+    assert from_arrow["c"].tolist() == ["u", "u"] and from_arrow["a"].tolist() == [1.0, 2.5]
+    assert from_arrow["s"][0] == "x" and pd.isna(from_arrow["s"][1])
+
+
+TYPED = {
+    "json": pa.array(['{"x": 1}', None], pa.json_()),
+    "uuid": pa.array([b"0123456789abcdef", None], pa.uuid()),
+    "large_string": pa.array(["x", None], pa.large_string()),
+    "string_view": pa.array(["x", None], pa.string_view()),
+    "binary": pa.array([b"x", None]),
+    "map": pa.array([[("k", "v")], None], pa.map_(pa.string(), pa.string())),
+    "list": pa.array([["p", None], []]),
+    "struct": pa.array([{"k": "v", "n": 1}, None]),
+    "dictionary": pa.array(["u", None]).dictionary_encode(),
+    "decimal": pa.array([1, None], pa.decimal128(38, 2)),
+    "date": pa.array([1, None], pa.date32()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TYPED))
+@pytest.mark.parametrize("fmt", ["parquet", "stream", "file"])
+def test_columnar_types_decode_as_a_plain_read_does(name: str, fmt: str) -> None:
+    """Every column type decodes to the values a plain pyarrow read gives (Parquet strings are read
+    dictionary-encoded to be measured and made plain again; extension, view and map columns too)."""
+    table = pa.table({"a": [1.0, 2.0], "c": TYPED[name]})
+    if fmt == "parquet":
+        body, content_type = parquet(table), PARQUET
+        plain = pq.read_table(pa.BufferReader(body))
+    else:
+        body, content_type = ipc_with(table, file=fmt == "file"), ARROW_FILE if fmt == "file" else ARROW_STREAM
+        plain = (pa.ipc.open_file if fmt == "file" else pa.ipc.open_stream)(pa.BufferReader(body)).read_all()
+    expected = Table.from_frame(plain.replace_schema_metadata(None).to_pandas()).to_frame()
+    got = decode(body, content_type)
+    assert repr(got["c"].tolist()) == repr(expected["c"].tolist()) and got["c"].dtype == expected["c"].dtype
+
+
+def test_bodies_within_the_limits_decode() -> None:
+    """At the limits exactly: 1000 rows, 10 columns, zstd-compressed Arrow and Parquet."""
+    table = pa.table({f"c{i}": np.arange(1000, dtype=float) for i in range(10)})
+    for body, content_type in [(parquet_with(table, compression="zstd"), PARQUET),
+                               (ipc_with(table, compression="zstd"), ARROW_STREAM),
+                               (ipc_with(table, file=True, compression="zstd"), ARROW_FILE)]:
+        frame = decode(body, content_type, limits=SMALL)
+        assert frame.shape == (1000, 10) and frame["c9"].tolist() == list(np.arange(1000, dtype=float))
+
+
+def test_an_arrow_file_footer_pointing_elsewhere_is_malformed() -> None:
+    """The messages checked are the ones the file reader decodes: a footer block that does not point
+    at the start of a whole message is a 400, not a message checked in one place and read in another."""
+    body = ipc_with(pa.table({"a": [1.0, 2.0]}), file=True)
+    reader = pa.BufferReader(body)
+    reader.seek(8)
+    pa.ipc.read_message(reader)  # the schema
+    batch = reader.tell().to_bytes(8, "little")
+    footer_start = len(body) - 10 - int.from_bytes(body[-10:-6], "little")
+    at = body.index(batch, footer_start)
+    moved = body[:at] + (reader.tell() + 8).to_bytes(8, "little") + body[at + 8 :]
+    with pytest.raises(MalformedBody):
+        decode_table(moved, ARROW_FILE, limits=SMALL)
 
 
 # --- decode: sniffing ------------------------------------------------------------------------
