@@ -327,7 +327,7 @@ def test_list_in_a_number_cell_is_a_schema_error(kind: str, cells: list) -> None
     row, as from a DataFrame, never a 2-d column that fails later as a 500."""
     for data in (Table({"x": cells, "y": [1.0] * len(cells)}, len(cells)),
                  pd.DataFrame({"x": pd.Series(cells, dtype=object), "y": [1.0] * len(cells)})):
-        with pytest.raises(SchemaError, match="column 'x': row [01] has") as info:
+        with pytest.raises(SchemaError, match="column 'x': row [01]: a list value is not a") as info:
             _Schema({"x": kind, "y": "float"}).coerce(data)
         assert info.value.columns == ["x"]
 
