@@ -362,21 +362,27 @@ EXTRA_CODE = """
 """
 
 
-def test_install_requirements_at_start(image: dict[str, object], bundle_factory, make_wheel,  # type: ignore[no-untyped-def]
-                                       public_dir: Path) -> None:
-    """Opt-in: with SCORER_INSTALL_REQUIREMENTS=true a read-only container installs the bundle's missing
-    requirement (and its missing dependency) from the operator's index (here a mounted wheelhouse)
-    into the tmpfs before loading, and serves with it. With no reachable index (network none, pip's
-    default index) it exits 3 with pip's error and a hint about the index."""
+def publish_needs_extra(bundle_factory, make_wheel, public_dir: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    """A wheelhouse (scorer-test-extra, which needs scorer-test-dep) and a bundle requiring it, both
+    readable by the container's uid."""
     wheels = public_dir / "wheels"
     make_wheel(wheels, "scorer-test-extra", "1.0", code="from scorer_test_dep import BASE\nVALUE = BASE + 42\n",
                requires=("scorer-test-dep>=1",))
     make_wheel(wheels, "scorer-test-dep", "1.0", code="BASE = 1000\n")
     bundle = publish(bundle_factory("needs-extra", code=EXTRA_CODE, requirements="scorer-test-extra==1.0\n",
                                     manifest={"input_schema": {"a": "float"}}), public_dir / "needs-extra")
-    publish_tree = [wheels, *wheels.iterdir()]
-    for p in publish_tree:
+    for p in [wheels, *wheels.iterdir()]:
         p.chmod(0o755 if p.is_dir() else 0o644)
+    return wheels, bundle
+
+
+def test_install_requirements_at_start(image: dict[str, object], bundle_factory, make_wheel,  # type: ignore[no-untyped-def]
+                                       public_dir: Path) -> None:
+    """Opt-in: with SCORER_INSTALL_REQUIREMENTS=true a read-only container installs the bundle's missing
+    requirement (and its missing dependency) from the operator's index (here a mounted wheelhouse)
+    into the tmpfs before loading, and serves with it. With no reachable index (network none, pip's
+    default index) it exits 3 with pip's error and a hint about the index."""
+    wheels, bundle = publish_needs_extra(bundle_factory, make_wheel, public_dir)
     port = free_port()
     container = (serving(str(image["name"]), port).with_volume_mapping(str(bundle), "/model", "ro")
                  .with_volume_mapping(str(wheels), "/wheels", "ro").with_tmpfs_mount("/tmp", "size=64m")
@@ -415,14 +421,7 @@ def test_install_requirements_kept_in_a_named_volume(image: dict[str, object], b
     """The README's recipe: a new named volume at /var/cache/scorer-requirements takes over that
     directory's owner and mode (uid 10001, 0700), so the scorer accepts it, installs once and reuses
     the install on the next start. A new volume anywhere else belongs to root: refused, exit 3."""
-    wheels = public_dir / "wheels"
-    make_wheel(wheels, "scorer-test-extra", "1.0", code="from scorer_test_dep import BASE\nVALUE = BASE + 42\n",
-               requires=("scorer-test-dep>=1",))
-    make_wheel(wheels, "scorer-test-dep", "1.0", code="BASE = 1000\n")
-    bundle = publish(bundle_factory("needs-extra", code=EXTRA_CODE, requirements="scorer-test-extra==1.0\n",
-                                    manifest={"input_schema": {"a": "float"}}), public_dir / "needs-extra")
-    for p in [wheels, *wheels.iterdir()]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
+    wheels, bundle = publish_needs_extra(bundle_factory, make_wheel, public_dir)
     volume = f"scorer-test-pip-{public_dir.name.lower()}"
 
     def start(mount: str) -> tuple[DockerContainer, int]:
