@@ -2,10 +2,11 @@
 
 Guarantees:
 
-* **Bounded memory**: files stream through in chunks of ``chunk_rows``; at most a small
-  window of chunks is in flight.
-* **Every core**: chunks (of one file or the next) are scored in worker processes, each
-  loading the bundle once; the main process reads and writes in order.
+* **Bounded memory**: files stream through in chunks of ``chunk_rows``; at most ``2 * workers``
+  chunks, and no more than ``max_inflight_mb`` of them, are in flight. Memory depends on the
+  process count and the chunk size, never on the file size (docs/batch-contract.md, "Memory").
+* **Every core**: chunks (of one file or the next) are scored by this process and ``workers - 1``
+  spawned workers, each loading the bundle once; this process also reads and writes in order.
 * **Nothing partial**: each output is written under a hidden temporary name and renamed into
   place when complete, then a commit marker is written; ``manifest.json`` and ``_SUCCESS``
   come last. A ``kill -9`` at any moment leaves only complete files under final names.
@@ -41,6 +42,7 @@ import pyarrow as pa
 
 from scorer import chunks
 from scorer._cpu import cores, share_openmp
+from scorer._memory import return_freed_memory
 from scorer._version import __version__
 from scorer.bundle import hash_file
 from scorer.core import Scorer
@@ -246,45 +248,68 @@ class BatchRun:
         return self._finish()
 
     def _pipeline(self, todo: list[Job], keep: str, first_only: bool) -> Iterator[tuple[Job, str, Any]]:
-        """Events in input order; chunk events carry their scored result. At most ``window`` chunks in flight."""
+        """Events in input order; chunk events carry their scored result.
+
+        ``workers`` processes score: this one (which has the bundle loaded already) and ``workers - 1``
+        spawned workers; this one scores a chunk itself whenever every worker has one running and one
+        queued. In flight (read, not yet handed back) are at most ``2 * workers`` chunks, and no chunk is
+        read while those hold ``max_inflight_mb`` or more (at least one always runs): memory is bounded by
+        the process count and these two, never by the file size (docs/batch-contract.md, "Memory")."""
         workers = self.settings.workers or cores()
         if workers > 1 and jvm_started():
             log.info("the bundle runs on the JVM (Spark/H2O): scoring in this process; Spark uses the cores")
             workers = 1
+        return_freed_memory()
         events = self._read_events(todo)
+        chunks.use(self.scorer)
         if workers == 1:
-            chunks.use(self.scorer)
             for job, event, payload in events:
                 if event == "chunk":
                     payload = (payload, chunks.score_chunk(payload, keep, first_only))
                 yield job, event, payload
             return
         share_openmp(workers)
-        window = 2 * workers
+        window, budget, helpers = 2 * workers, self.settings.max_inflight_mb << 20, workers - 1
         ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=chunks.init_worker,
+        with concurrent.futures.ProcessPoolExecutor(helpers, mp_context=ctx, initializer=chunks.init_worker,
                                                     initargs=(str(self.scorer.bundle.source), self.settings)) as pool:
-            pending: collections.deque[tuple[Job, str, Any, Any]] = collections.deque()
-            in_flight = 0
+            pending: collections.deque[tuple[Job, str, Any, Any, int]] = collections.deque()
+            in_flight = in_flight_bytes = in_pool = 0
             exhausted = False
+
+            def room() -> bool:
+                return not exhausted and in_flight < window and (in_flight == 0 or in_flight_bytes < budget)
+
             while pending or not exhausted:
-                if not exhausted and in_flight < window:
+                if room():
                     try:
                         job, event, payload = next(events)
                     except StopIteration:
                         exhausted = True
                     else:
-                        future = pool.submit(chunks.score_chunk, payload, keep, first_only) if event == "chunk" else None
-                        pending.append((job, event, payload, future))
+                        future: concurrent.futures.Future[chunks.ChunkResult] | None = None
+                        size = 0
+                        if event == "chunk":
+                            size = payload.table.nbytes
+                            if in_pool < 2 * helpers:
+                                future = pool.submit(chunks.score_chunk, payload, keep, first_only)
+                                in_pool += 1
+                            else:  # every worker has a chunk running and one queued: score this one here
+                                future = concurrent.futures.Future()
+                                future.set_result(chunks.score_chunk(payload, keep, first_only))
+                        pending.append((job, event, payload, future, size))
                         in_flight += future is not None
-                # hand back, in order, everything at the head that is ready (or wait when the window is full)
+                        in_flight_bytes += size
+                # hand back, in order, everything at the head that is ready (or wait when there is no room)
                 while pending:
-                    j, e, p, f = pending[0]
-                    if f is not None and not f.done() and in_flight < window and not exhausted:
+                    j, e, p, f, size = pending[0]
+                    if f is not None and not f.done() and room():
                         break
                     pending.popleft()
                     in_flight -= f is not None
+                    in_flight_bytes -= size
                     yield j, e, ((p, f.result()) if f is not None else p)
+                in_pool = sum(1 for *_, f, _ in pending if f is not None and not f.done())
 
     def _read_events(self, todo: list[Job]) -> Iterator[tuple[Job, str, Any]]:
         for job in todo:
