@@ -74,7 +74,7 @@ class Settings:
     )
     chunk_rows: int = _setting(65536, "batch: rows per chunk (per model call); bounds memory.")
     max_inflight_mb: int = _setting(
-        256, "batch: most MiB of chunks (Arrow size) read but not yet written while workers score them; "
+        64, "batch: most MiB of chunks (Arrow size) read but not yet written while workers score them; "
         "with the per-process baselines this bounds memory (docs/batch-contract.md).",
     )
     keep_columns: str = _setting(

@@ -158,3 +158,44 @@ def test_default_command_streams_a_big_csv_in_bounded_memory(  # type: ignore[no
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-s"]))
+
+
+def _peak_tree_rss(cmd: list[str], log_path: Path) -> tuple[int, int]:
+    """(exit code, peak tree RSS in bytes) of ``cmd`` run to completion."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        sampler = Sampler(proc.pid, interval=0.05)
+        sampler.start()
+        try:
+            code = proc.wait(timeout=600)
+        finally:
+            sampler.halt.set()
+            sampler.join()
+    return code, max(r for _, r in sampler.samples)
+
+
+def test_max_inflight_mb_bounds_the_window(tmp_path: Path, bundle_factory) -> None:  # type: ignore[no-untyped-def]
+    """Wide rows (8 KiB of text each), 32 MiB chunks, 2 workers: with ``--max-inflight-mb 1`` one chunk is in
+    flight instead of four, and the tree's peak RSS is lower by at least 64 MiB; the outputs are identical."""
+    rng = np.random.default_rng(7)
+    fit_x = pd.DataFrame(rng.standard_normal((50, 2)), columns=["a", "b"])
+    bundle = bundle_factory("linear", artifacts={"model.pkl": LinearRegression().fit(fit_x, fit_x["a"] - fit_x["b"])})
+    rows = 28_000
+    source = tmp_path / "wide.csv"
+    pacsv.write_csv(pa.table({"id": np.arange(rows), "a": rng.standard_normal(rows), "b": rng.standard_normal(rows),
+                              "text": pa.array(["t" * 8192] * rows)}), source)
+    peaks, outputs = {}, {}
+    for cap in ("256", "1"):
+        out = tmp_path / f"out-{cap}"
+        cmd = [sys.executable, "-m", "scorer.cli", "batch", str(bundle), "--input", str(source), "--output", str(out),
+               "--workers", "2", "--chunk-rows", "4096", "--max-inflight-mb", cap]
+        code, peaks[cap] = _peak_tree_rss(cmd, tmp_path / f"log-{cap}")
+        assert code == 0, (tmp_path / f"log-{cap}").read_text()[-2000:]
+        outputs[cap] = (out / "wide.csv").read_bytes()
+        shutil.rmtree(out)
+    print(f"\n{source.stat().st_size / MIB:,.0f} MiB input; peak tree RSS: --max-inflight-mb 256: "
+          f"{peaks['256'] / MIB:,.0f} MiB, --max-inflight-mb 1: {peaks['1'] / MIB:,.0f} MiB")
+    assert outputs["1"] == outputs["256"]
+    assert outputs["1"].count(b"\n") == rows + 1
+    assert peaks["1"] < peaks["256"] - 64 * MIB
