@@ -164,6 +164,18 @@ class FileState:
     rejects: Any = None
 
 
+@dataclass
+class _Slot:
+    """One event of the pipeline, in input order; a chunk's ``future`` is set once a worker or this process
+    takes it."""
+
+    job: Job
+    event: str
+    payload: Any
+    size: int  # a chunk's Arrow bytes
+    future: concurrent.futures.Future[chunks.ChunkResult] | None = None
+
+
 class BatchRun:
     def __init__(self, settings: Settings, jobs: list[Job], scorer: Scorer) -> None:
         self.settings = settings
@@ -251,10 +263,11 @@ class BatchRun:
         """Events in input order; chunk events carry their scored result.
 
         ``workers`` processes score: this one (which has the bundle loaded already) and ``workers - 1``
-        spawned workers; this one scores a chunk itself whenever every worker has one running and one
-        queued. In flight (read, not yet handed back) are at most ``2 * workers`` chunks, and no chunk is
-        read while those hold ``max_inflight_mb`` or more (at least one always runs): memory is bounded by
-        the process count and these two, never by the file size (docs/batch-contract.md, "Memory")."""
+        spawned workers. Workers are kept fed (one chunk running, one queued each); this process reads and
+        writes first and scores a chunk itself when it would otherwise wait. In flight (read, not yet handed
+        back) are at most ``2 * workers`` chunks, and no chunk is read while those hold ``max_inflight_mb``
+        or more (at least one always may be): memory is bounded by the process count and these two, never
+        by the file size (docs/batch-contract.md, "Memory")."""
         workers = self.settings.workers or cores()
         if workers > 1 and jvm_started():
             log.info("the bundle runs on the JVM (Spark/H2O): scoring in this process; Spark uses the cores")
@@ -273,12 +286,25 @@ class BatchRun:
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(helpers, mp_context=ctx, initializer=chunks.init_worker,
                                                     initargs=(str(self.scorer.bundle.source), self.settings)) as pool:
-            pending: collections.deque[tuple[Job, str, Any, Any, int]] = collections.deque()
-            in_flight = in_flight_bytes = in_pool = 0
+            pending: collections.deque[_Slot] = collections.deque()
+            in_flight = in_flight_bytes = 0
             exhausted = False
 
             def room() -> bool:
                 return not exhausted and in_flight < window and (in_flight == 0 or in_flight_bytes < budget)
+
+            def feed_workers() -> None:  # each worker: one chunk running, one queued
+                busy = sum(1 for slot in pending if slot.future is not None and not slot.future.done())
+                for slot in pending:
+                    if busy >= 2 * helpers:
+                        return
+                    if slot.event == "chunk" and slot.future is None:
+                        slot.future = pool.submit(chunks.score_chunk, slot.payload, keep, first_only)
+                        busy += 1
+
+            def score_here(slot: _Slot) -> None:
+                slot.future = concurrent.futures.Future()
+                slot.future.set_result(chunks.score_chunk(slot.payload, keep, first_only))
 
             while pending or not exhausted:
                 if room():
@@ -287,29 +313,30 @@ class BatchRun:
                     except StopIteration:
                         exhausted = True
                     else:
-                        future: concurrent.futures.Future[chunks.ChunkResult] | None = None
-                        size = 0
-                        if event == "chunk":
-                            size = payload.table.nbytes
-                            if in_pool < 2 * helpers:
-                                future = pool.submit(chunks.score_chunk, payload, keep, first_only)
-                                in_pool += 1
-                            else:  # every worker has a chunk running and one queued: score this one here
-                                future = concurrent.futures.Future()
-                                future.set_result(chunks.score_chunk(payload, keep, first_only))
-                        pending.append((job, event, payload, future, size))
-                        in_flight += future is not None
+                        size = payload.table.nbytes if event == "chunk" else 0
+                        pending.append(_Slot(job, event, payload, size))
+                        in_flight += event == "chunk"
                         in_flight_bytes += size
-                # hand back, in order, everything at the head that is ready (or wait when there is no room)
+                feed_workers()
+                # hand back, in order, everything at the head that is ready; when there is no room to read,
+                # score a chunk no worker has taken here rather than wait
                 while pending:
-                    j, e, p, f, size = pending[0]
-                    if f is not None and not f.done() and room():
-                        break
+                    head = pending[0]
+                    if head.event == "chunk" and head.future is None:
+                        score_here(head)
+                    elif head.future is not None and not head.future.done():
+                        if room():
+                            break
+                        spare = next((s for s in pending if s.event == "chunk" and s.future is None), None)
+                        if spare is not None:
+                            score_here(spare)
+                            continue
                     pending.popleft()
-                    in_flight -= f is not None
-                    in_flight_bytes -= size
-                    yield j, e, ((p, f.result()) if f is not None else p)
-                in_pool = sum(1 for *_, f, _ in pending if f is not None and not f.done())
+                    in_flight -= head.event == "chunk"
+                    in_flight_bytes -= head.size
+                    result = head.payload if head.future is None else (head.payload, head.future.result())
+                    yield head.job, head.event, result
+                    feed_workers()
 
     def _read_events(self, todo: list[Job]) -> Iterator[tuple[Job, str, Any]]:
         for job in todo:

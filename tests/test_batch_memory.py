@@ -176,8 +176,8 @@ def _peak_tree_rss(cmd: list[str], log_path: Path) -> tuple[int, int]:
 
 
 def test_max_inflight_mb_bounds_the_window(tmp_path: Path, bundle_factory) -> None:  # type: ignore[no-untyped-def]
-    """Wide rows (8 KiB of text each), 32 MiB chunks, 2 workers: with ``--max-inflight-mb 1`` one chunk is in
-    flight instead of four, and the tree's peak RSS is lower by at least 64 MiB; the outputs are identical."""
+    """Wide rows (8 KiB of text each), 32 MiB chunks, 3 workers: with ``--max-inflight-mb 1`` one chunk is in
+    flight instead of six, and the tree's peak RSS is lower by at least 64 MiB; the outputs are identical."""
     rng = np.random.default_rng(7)
     fit_x = pd.DataFrame(rng.standard_normal((50, 2)), columns=["a", "b"])
     bundle = bundle_factory("linear", artifacts={"model.pkl": LinearRegression().fit(fit_x, fit_x["a"] - fit_x["b"])})
@@ -189,7 +189,7 @@ def test_max_inflight_mb_bounds_the_window(tmp_path: Path, bundle_factory) -> No
     for cap in ("256", "1"):
         out = tmp_path / f"out-{cap}"
         cmd = [sys.executable, "-m", "scorer.cli", "batch", str(bundle), "--input", str(source), "--output", str(out),
-               "--workers", "2", "--chunk-rows", "4096", "--max-inflight-mb", cap]
+               "--workers", "3", "--chunk-rows", "4096", "--max-inflight-mb", cap]
         code, peaks[cap] = _peak_tree_rss(cmd, tmp_path / f"log-{cap}")
         assert code == 0, (tmp_path / f"log-{cap}").read_text()[-2000:]
         outputs[cap] = (out / "wide.csv").read_bytes()
