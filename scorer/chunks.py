@@ -18,9 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from scorer._memory import return_freed_memory
 from scorer.core import Scorer
 from scorer.errors import ScorerError
-from scorer.fileio import BadRow, Chunk, decode_json_text
+from scorer.fileio import BadRow, Chunk, decode_json_text, table_from_ipc, table_to_ipc
 from scorer.settings import Settings
 
 _scorer: Scorer | None = None
@@ -36,6 +37,7 @@ def use(scorer: Scorer, *, echo: bool = False) -> None:
 def init_worker(bundle: str, settings: Settings) -> None:
     """ProcessPoolExecutor initializer: load the bundle once per worker process."""
     logging.getLogger("scorer").setLevel(logging.WARNING)
+    return_freed_memory()
     use(Scorer.load(bundle, settings), echo=settings.echo_bad_values)
 
 
@@ -44,6 +46,12 @@ class ChunkResult:
     table: pa.Table | None  # scored rows: kept input columns, then predictions
     bad: list[BadRow] = field(default_factory=list)
     error: str | None = None  # the whole chunk (so its file) cannot be scored
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "table": None if self.table is None else table_to_ipc(self.table)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, table=None if state["table"] is None else table_from_ipc(state["table"]))
 
 
 def score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
@@ -79,7 +87,13 @@ def _score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult
 
 def _model_frame(table: pa.Table, scorer: Scorer, json_columns: frozenset[str] = frozenset()) -> pd.DataFrame:
     """Text columns the schema wants as numbers are converted in Arrow (fast) where every value
-    parses; anything else is left to the core's careful coercion, which names the bad rows."""
+    parses; anything else is left to the core's careful coercion, which names the bad rows. Columns the
+    schema drops anyway (ids, text passed through) are left out before pandas would make objects of them."""
+    schema = scorer.schema
+    names = table.column_names
+    if (schema is not None and schema.extra_columns == "drop" and len(set(names)) == len(names)
+            and all(name in names for name in schema.columns)):
+        table = table.select([name for name in names if name in schema.columns])
     if scorer.schema is not None:
         targets = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
         for name, kind in scorer.schema.columns.items():

@@ -45,9 +45,10 @@ def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
     return settings
 
 
-_BATCH_ONLY = ("input", "output", "output_format", "chunk_rows", "keep_columns", "bad_rows", "max_rejected_rows",
-               "overwrite", "engine", "spark_master")
-_LOADING = ("bundle", "extra_columns", "echo_bad_values", "check_requirements", "install_requirements", "requirements_cache", "mojo_backend",
+_BATCH_ONLY = ("input", "output", "output_format", "chunk_rows", "max_inflight_mb", "keep_columns",
+               "bad_rows", "max_rejected_rows", "overwrite", "engine", "spark_master")
+_LOADING = ("bundle", "extra_columns", "echo_bad_values", "check_requirements", "install_requirements",
+            "requirements_cache", "mojo_backend",
             "bundle_digest", "log_level", "log_format")
 SERVE_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in _BATCH_ONLY)
 BATCH_SETTINGS = (*_LOADING, "workers", *_BATCH_ONLY)

@@ -9,6 +9,10 @@ line that does not parse) are not dropped silently: they come back as :class:`Ba
 CSV is read with every column as text: the scoring core converts model columns losslessly
 (and reports the rows it cannot convert), and other columns (ids) pass through exactly as
 written. Writers are deterministic: the same rows give the same bytes.
+
+Memory: the CSV reader holds about 32 blocks of :data:`CSV_BLOCK_BYTES` (Arrow's streaming reader
+reads that far ahead whatever its thread settings), and a :class:`Chunk` pickles (to a worker
+process) only its own rows, never the buffers of the block it was sliced from.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ import pyarrow.parquet as pq
 FORMATS = ("csv", "csv.gz", "parquet", "jsonl", "arrow")
 _SUFFIXES = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
              ".ndjson": "jsonl", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
+# Arrow's streaming CSV reader keeps ~32 blocks read ahead: 8 MiB blocks held ~290 MiB, 1 MiB blocks
+# ~36 MiB, and read a 265 MB file at least as fast (2.9 s vs 3.9 s).
+CSV_BLOCK_BYTES = 1 << 20
 _OUT_SUFFIX = {"csv": ".csv", "csv.gz": ".csv.gz", "parquet": ".parquet", "jsonl": ".jsonl", "arrow": ".arrow"}
 
 
@@ -62,6 +69,26 @@ class Chunk:
 
     def line_of(self, position: int) -> int | None:
         return None if self.lines is None else int(self.lines[position])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "table": table_to_ipc(self.table)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, table=table_from_ipc(state["table"]))
+
+
+def table_to_ipc(table: pa.Table) -> bytes:
+    """``table`` as an Arrow IPC stream holding only its own rows. Pickling a slice of a table directly
+    carries its parent's whole buffers (a 65,536-row chunk of 3.4 MiB pickled to 10-20 MiB)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def table_from_ipc(data: bytes) -> pa.Table:
+    with pa.ipc.open_stream(data) as reader:
+        return reader.read_all()
 
 
 def detect_format(path: Path) -> str | None:
@@ -220,7 +247,7 @@ def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     stream = pa.input_stream(str(path), compression="detect")
     reader = pacsv.open_csv(
         stream,
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=8 << 20),
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
                                              strings_can_be_null=True, quoted_strings_can_be_null=False),

@@ -2,10 +2,11 @@
 
 Guarantees:
 
-* **Bounded memory**: files stream through in chunks of ``chunk_rows``; at most a small
-  window of chunks is in flight.
-* **Every core**: chunks (of one file or the next) are scored in worker processes, each
-  loading the bundle once; the main process reads and writes in order.
+* **Bounded memory**: files stream through in chunks of ``chunk_rows``; at most ``2 * workers``
+  chunks, and no more than ``max_inflight_mb`` of them, are in flight. Memory depends on the
+  process count and the chunk size, never on the file size (docs/batch-contract.md, "Memory").
+* **Every core**: chunks (of one file or the next) are scored by this process and ``workers - 1``
+  spawned workers, each loading the bundle once; this process also reads and writes in order.
 * **Nothing partial**: each output is written under a hidden temporary name and renamed into
   place when complete, then a commit marker is written; ``manifest.json`` and ``_SUCCESS``
   come last. A ``kill -9`` at any moment leaves only complete files under final names.
@@ -41,6 +42,7 @@ import pyarrow as pa
 
 from scorer import chunks
 from scorer._cpu import cores, share_openmp
+from scorer._memory import return_freed_memory
 from scorer._version import __version__
 from scorer.bundle import hash_file
 from scorer.core import Scorer
@@ -162,6 +164,18 @@ class FileState:
     rejects: Any = None
 
 
+@dataclass
+class _Slot:
+    """One event of the pipeline, in input order; a chunk's ``future`` is set once a worker or this process
+    takes it."""
+
+    job: Job
+    event: str
+    payload: Any
+    size: int  # a chunk's Arrow bytes
+    future: concurrent.futures.Future[chunks.ChunkResult] | None = None
+
+
 class BatchRun:
     def __init__(self, settings: Settings, jobs: list[Job], scorer: Scorer) -> None:
         self.settings = settings
@@ -246,45 +260,83 @@ class BatchRun:
         return self._finish()
 
     def _pipeline(self, todo: list[Job], keep: str, first_only: bool) -> Iterator[tuple[Job, str, Any]]:
-        """Events in input order; chunk events carry their scored result. At most ``window`` chunks in flight."""
+        """Events in input order; chunk events carry their scored result.
+
+        ``workers`` processes score: this one (which has the bundle loaded already) and ``workers - 1``
+        spawned workers. Workers are kept fed (one chunk running, one queued each); this process reads and
+        writes first and scores a chunk itself when it would otherwise wait. In flight (read, not yet handed
+        back) are at most ``2 * workers`` chunks, and no chunk is read while those hold ``max_inflight_mb``
+        or more (at least one always may be): memory is bounded by the process count and these two, never
+        by the file size (docs/batch-contract.md, "Memory")."""
         workers = self.settings.workers or cores()
         if workers > 1 and jvm_started():
             log.info("the bundle runs on the JVM (Spark/H2O): scoring in this process; Spark uses the cores")
             workers = 1
+        return_freed_memory()
         events = self._read_events(todo)
+        chunks.use(self.scorer, echo=self.settings.echo_bad_values)
         if workers == 1:
-            chunks.use(self.scorer, echo=self.settings.echo_bad_values)
             for job, event, payload in events:
                 if event == "chunk":
                     payload = (payload, chunks.score_chunk(payload, keep, first_only))
                 yield job, event, payload
             return
         share_openmp(workers)
-        window = 2 * workers
+        window, budget, helpers = 2 * workers, self.settings.max_inflight_mb << 20, workers - 1
         ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=chunks.init_worker,
+        with concurrent.futures.ProcessPoolExecutor(helpers, mp_context=ctx, initializer=chunks.init_worker,
                                                     initargs=(str(self.scorer.bundle.source), self.settings)) as pool:
-            pending: collections.deque[tuple[Job, str, Any, Any]] = collections.deque()
-            in_flight = 0
+            pending: collections.deque[_Slot] = collections.deque()
+            in_flight = in_flight_bytes = 0
             exhausted = False
+
+            def room() -> bool:
+                return not exhausted and in_flight < window and (in_flight == 0 or in_flight_bytes < budget)
+
+            def feed_workers() -> None:  # each worker: one chunk running, one queued
+                busy = sum(1 for slot in pending if slot.future is not None and not slot.future.done())
+                for slot in pending:
+                    if busy >= 2 * helpers:
+                        return
+                    if slot.event == "chunk" and slot.future is None:
+                        slot.future = pool.submit(chunks.score_chunk, slot.payload, keep, first_only)
+                        busy += 1
+
+            def score_here(slot: _Slot) -> None:
+                slot.future = concurrent.futures.Future()
+                slot.future.set_result(chunks.score_chunk(slot.payload, keep, first_only))
+
             while pending or not exhausted:
-                if not exhausted and in_flight < window:
+                if room():
                     try:
                         job, event, payload = next(events)
                     except StopIteration:
                         exhausted = True
                     else:
-                        future = pool.submit(chunks.score_chunk, payload, keep, first_only) if event == "chunk" else None
-                        pending.append((job, event, payload, future))
-                        in_flight += future is not None
-                # hand back, in order, everything at the head that is ready (or wait when the window is full)
+                        size = payload.table.nbytes if event == "chunk" else 0
+                        pending.append(_Slot(job, event, payload, size))
+                        in_flight += event == "chunk"
+                        in_flight_bytes += size
+                feed_workers()
+                # hand back, in order, everything at the head that is ready; when there is no room to read,
+                # score a chunk no worker has taken here rather than wait
                 while pending:
-                    j, e, p, f = pending[0]
-                    if f is not None and not f.done() and in_flight < window and not exhausted:
-                        break
+                    head = pending[0]
+                    if head.event == "chunk" and head.future is None:
+                        score_here(head)
+                    elif head.future is not None and not head.future.done():
+                        if room():
+                            break
+                        spare = next((s for s in pending if s.event == "chunk" and s.future is None), None)
+                        if spare is not None:
+                            score_here(spare)
+                            continue
                     pending.popleft()
-                    in_flight -= f is not None
-                    yield j, e, ((p, f.result()) if f is not None else p)
+                    in_flight -= head.event == "chunk"
+                    in_flight_bytes -= head.size
+                    result = head.payload if head.future is None else (head.payload, head.future.result())
+                    yield head.job, head.event, result
+                    feed_workers()
 
     def _read_events(self, todo: list[Job]) -> Iterator[tuple[Job, str, Any]]:
         for job in todo:

@@ -90,6 +90,10 @@ class Settings:
         "same", "batch: output format.", choices=("same", "csv", "csv.gz", "parquet", "jsonl", "arrow")
     )
     chunk_rows: int = _setting(65536, "batch: rows per chunk (per model call); bounds memory.")
+    max_inflight_mb: int = _setting(
+        64, "batch: most MiB of chunks (Arrow size) read but not yet written while workers score them; "
+        "with the per-process baselines this bounds memory (docs/batch-contract.md).",
+    )
     keep_columns: str = _setting(
         "all", "batch: input columns kept beside the predictions: all, none, or a comma-separated list (ids)."
     )
@@ -119,7 +123,7 @@ class Settings:
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}")
         positive = ("port", "max_batch_rows", "max_body_bytes", "max_request_rows", "chunk_rows", "max_queue_rows",
-                    "request_timeout_s", "shutdown_grace_s", "client_timeout_s", "max_columns")
+                    "request_timeout_s", "shutdown_grace_s", "client_timeout_s", "max_columns", "max_inflight_mb")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
