@@ -218,7 +218,8 @@ def test_second_run_without_overwrite_is_refused(cluster_runs: dict[str, tuple[R
 def test_bad_value_fails_the_job_without_output(spark_cluster: StandaloneCluster, data: dict[str, Path],  # noqa: F811
                                                 example_bundles: dict[str, Path], tmp_path: Path) -> None:
     """A value the schema cannot take fails the run (exit 5) with one line naming the file, the column
-    and the value; Spark's commit protocol leaves no dataset (not even an empty directory) behind."""
+    and the expected type, never the value; Spark's commit protocol leaves no dataset (not even an empty
+    directory) behind."""
     source = tmp_path / "in"
     source.mkdir()
     df = pd.read_csv(data["tabular_csv"] / "part1.csv", dtype=str, keep_default_na=False)
@@ -230,7 +231,8 @@ def test_bad_value_fails_the_job_without_output(spark_cluster: StandaloneCluster
                           "--input", source, "--output", out, env=spark_cluster.env()), 5)
     failed = result.lines("ERROR scorer.batch: batch failed:")
     assert len(failed) == 1, result.stderr[-4000:]
-    assert "bad.csv: column 'f3': 'not-a-number'" in failed[0]
+    assert "bad.csv: column 'f3': a str value is not a number" in failed[0]
+    assert "not-a-number" not in result.stderr
     assert not out.exists()
 
 
