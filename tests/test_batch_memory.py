@@ -92,6 +92,29 @@ def _write_csv(path: Path, a: np.ndarray, b: np.ndarray) -> int:
     return rows
 
 
+def _run_sampled(cmd: list[str], log_path: Path, *, interval: float, timeout: float) -> tuple[int, list[tuple[float, int]]]:
+    """Run ``cmd`` to completion (no SCORER_* variables) sampling its tree RSS: (exit code, samples)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        sampler = Sampler(proc.pid, interval=interval)
+        sampler.start()
+        try:
+            code = proc.wait(timeout=timeout)
+        finally:
+            sampler.halt.set()
+            sampler.join()
+            if proc.poll() is None:
+                proc.kill()
+    return code, sampler.samples
+
+
+def _peak_tree_rss(cmd: list[str], log_path: Path) -> tuple[int, int]:
+    """(exit code, peak tree RSS in bytes) of ``cmd`` run to completion."""
+    code, samples = _run_sampled(cmd, log_path, interval=0.05, timeout=600)
+    return code, max(r for _, r in samples)
+
+
 def test_default_command_streams_a_big_csv_in_bounded_memory(  # type: ignore[no-untyped-def]
         tmp_path: Path, bundle_factory) -> None:
     """A 1.42 GiB CSV through ``scorer batch BUNDLE --input F --output D`` (every core): tree RSS peak
@@ -108,23 +131,11 @@ def test_default_command_streams_a_big_csv_in_bounded_memory(  # type: ignore[no
     print(f"\ninput: {size / GIB:.2f} GiB, {rows:,} rows, written in {time.monotonic() - t0:.1f}s")
     assert size >= 1.4 * GIB
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
         cmd = [sys.executable, "-m", "scorer.cli", "batch", str(bundle), "--input", str(source),
                "--output", str(out)]
         t0 = time.monotonic()
-        with open(tmp_path / "batch.log", "wb") as log:
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-            sampler = Sampler(proc.pid)
-            sampler.start()
-            try:
-                code = proc.wait(timeout=1200)
-            finally:
-                sampler.halt.set()
-                sampler.join()
-                if proc.poll() is None:
-                    proc.kill()
+        code, samples = _run_sampled(cmd, tmp_path / "batch.log", interval=0.1, timeout=1200)
         wall = time.monotonic() - t0
-        samples = sampler.samples
         peak = max(r for _, r in samples)
         half = wall / 2
         first = max((r for t, r in samples if t < half), default=0)
@@ -156,25 +167,6 @@ def test_default_command_streams_a_big_csv_in_bounded_memory(  # type: ignore[no
         shutil.rmtree(out, ignore_errors=True)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-s"]))
-
-
-def _peak_tree_rss(cmd: list[str], log_path: Path) -> tuple[int, int]:
-    """(exit code, peak tree RSS in bytes) of ``cmd`` run to completion."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        sampler = Sampler(proc.pid, interval=0.05)
-        sampler.start()
-        try:
-            code = proc.wait(timeout=600)
-        finally:
-            sampler.halt.set()
-            sampler.join()
-    return code, max(r for _, r in sampler.samples)
-
-
 def test_max_inflight_mb_bounds_the_window(tmp_path: Path, bundle_factory) -> None:  # type: ignore[no-untyped-def]
     """Wide rows (8 KiB of text each), 32 MiB chunks, 3 workers: with ``--max-inflight-mb 1`` one chunk is in
     flight instead of six, and the tree's peak RSS is lower by at least 64 MiB; the outputs are identical."""
@@ -199,3 +191,7 @@ def test_max_inflight_mb_bounds_the_window(tmp_path: Path, bundle_factory) -> No
     assert outputs["1"] == outputs["256"]
     assert outputs["1"].count(b"\n") == rows + 1
     assert peaks["1"] < peaks["256"] - 64 * MIB
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-s"]))
