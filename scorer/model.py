@@ -3,7 +3,7 @@
 Custom code: ``custom_preprocess.py`` is imported with ``code/`` and the bundle root at the
 front of ``sys.path``, so helpers import the way users write them (``from first_code import
 clean``). Bundle modules are compiled from their source, never from bytecode, and no bytecode is
-written into the bundle (:class:`_SourceOnlyLoader`). One bundle is active per process: loading another evicts the previous bundle's
+written into the bundle (:mod:`scorer._source_only`). One bundle is active per process: loading another evicts the previous bundle's
 modules from ``sys.modules`` and its folders from ``sys.path``, so same-named helpers of two
 bundles never mix. Objects already loaded keep working.
 
@@ -16,7 +16,6 @@ give ``prediction`` plus ``probability_<class>`` per class; regressors give ``pr
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import inspect
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scorer import _source_only
 from scorer.bundle import CUSTOM_MODULE, Bundle
 from scorer.errors import BundleCodeError, BundleLayoutError, ModelOutputError
 from scorer.preprocessor import CustomPreprocessor
@@ -37,30 +37,6 @@ from scorer.table import frame_from_arrays
 log = logging.getLogger("scorer.model")
 
 _active_paths: list[str] = []  # absolute sys.path entries of the active bundle
-
-
-class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
-    """Compiles a bundle module from its source every time: never reads a ``.pyc`` (bytecode beside or
-    under the code is not what the pinned digest vouches for) and never writes one (a read-only mount
-    needs no cache, and a writable one is not changed by being loaded)."""
-
-    def get_code(self, fullname: str) -> Any:
-        path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)
-
-
-_bundle_finder = importlib.machinery.FileFinder.path_hook(
-    (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES),
-    (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
-)  # no SourcelessFileLoader: a bare .pyc in the bundle is never imported
-
-
-def _bundle_path_hook(path: str) -> Any:
-    """``sys.path_hooks`` entry: the active bundle's folders (and packages under them) get the
-    source-only finder; every other path is left to Python's own hooks."""
-    if any(path == p or path.startswith(os.path.join(p, "")) for p in _active_paths):
-        return _bundle_finder(path)
-    raise ImportError(path)
 
 
 def _activate(bundle: Bundle) -> None:
@@ -74,13 +50,10 @@ def _activate(bundle: Bundle) -> None:
             file = getattr(module, "__file__", None)
             if file and file.startswith(prefixes):
                 del sys.modules[name]
-    for cached in list(sys.path_importer_cache):
-        if cached in _active_paths or cached.startswith(prefixes or ("\0",)):
-            del sys.path_importer_cache[cached]
-    if _bundle_path_hook not in sys.path_hooks:
-        sys.path_hooks.insert(0, _bundle_path_hook)
+    _source_only.remove(_active_paths)
     root = bundle.root.resolve()
     _active_paths[:] = [str(root / "code"), str(root)]
+    _source_only.add(_active_paths)
     sys.path[:0] = _active_paths
     sys.modules.pop(CUSTOM_MODULE, None)
     importlib.invalidate_caches()

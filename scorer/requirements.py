@@ -16,8 +16,8 @@ What is imported from the cache is what pip installed for this bundle, and nothi
 - an install lives in ``<cache>/<key>``, the key a hash of the Python version and platform, the
   bundle's content digest, the requirements installed and the constraints (the environment's
   versions), so another bundle, another pin or another image never reuses it;
-- pip runs with ``--no-compile`` and the process stops writing bytecode once the cache is on
-  ``sys.path``, so the install holds exactly what its RECORD files list; before an install is used
+- pip runs with ``--no-compile`` and the install is imported source-only (:mod:`scorer._source_only`:
+  no bytecode read or written there), so the install holds exactly what its RECORD files list; before an install is used
   (and right after it is made) every file in it is checked against them
   (:func:`scorer.record.verify_install`). One that fails is logged (naming the first bad file)
   and replaced by a fresh install.
@@ -46,6 +46,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from scorer import _source_only
 from scorer.bundle import Bundle
 from scorer.errors import RequirementsError
 from scorer.private_dir import UnsafeDirectory, private_dir
@@ -129,7 +130,7 @@ def ensure_requirements(bundle: Bundle, cache_dir: str | Path = "") -> None:
     """Install the bundle's unmet requirements into the private ``cache_dir`` (reused across restarts
     when it is a volume, once every file checks out against its RECORD) and put them first on
     ``sys.path``; raise with one line when the directory is unsafe or with pip's own error when the
-    install fails. From then on this process writes no bytecode (``sys.dont_write_bytecode``)."""
+    install fails. Its modules are compiled from source, never from bytecode (:mod:`scorer._source_only`)."""
     req_file = bundle.root / "requirements.txt"
     if not req_file.is_file() or not (missing := unmet(read_requirements(req_file))):
         return
@@ -164,7 +165,7 @@ def ensure_requirements(bundle: Bundle, cache_dir: str | Path = "") -> None:
             f"{req_file}: cannot use {cache} to install missing requirements ({exc.strerror or exc}); "
             "point requirements_cache at a writable directory"
         ) from None
-    sys.dont_write_bytecode = True  # a .pyc in the install would be a file no RECORD lists
+    _source_only.add([str(target)])  # no .pyc read or written there: it would be a file no RECORD lists
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
     if still := unmet(read_requirements(req_file)):
