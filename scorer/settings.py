@@ -11,13 +11,23 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 ENV_PREFIX = "SCORER_"
 
+# The settings with fixed choices: the type lists the choices (CLI and SCORER_* values are checked against it).
+ExtraColumns = Literal["drop", "reject"]
+OutputFormat = Literal["same", "csv", "csv.gz", "parquet", "jsonl", "arrow"]
+BadRows = Literal["fail", "reject"]
+MojoBackend = Literal["genmodel", "spark"]
+Engine = Literal["local", "spark"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["json", "text"]
 
-def _setting(default: Any, doc: str, *, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"doc": doc, "choices": choices})
+
+def _setting(default: Any, doc: str, *, choices: object = None) -> Any:
+    """A field with its documentation; ``choices``: the field's ``Literal`` type, whose values are the only ones allowed."""
+    return field(default=default, metadata={"doc": doc, "choices": get_args(choices) if choices is not None else None})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,8 +76,8 @@ class Settings:
     max_columns: int = _setting(
         10_000, "Most columns accepted in one request (413 above; CSV, Parquet, Arrow: checked before decoding)."
     )
-    extra_columns: str = _setting(
-        "drop", "What to do with input columns not in the schema.", choices=("drop", "reject")
+    extra_columns: ExtraColumns = _setting(
+        "drop", "What to do with input columns not in the schema.", choices=ExtraColumns
     )
     echo_bad_values: bool = _setting(
         False, "Development only: error bodies and logs also quote the offending value and a model exception's "
@@ -86,8 +96,8 @@ class Settings:
     )
     input: str = _setting("", "batch: input file, or a directory walked recursively.")
     output: str = _setting("", "batch: output directory (mirrors the input's relative paths).")
-    output_format: str = _setting(
-        "same", "batch: output format.", choices=("same", "csv", "csv.gz", "parquet", "jsonl", "arrow")
+    output_format: OutputFormat = _setting(
+        "same", "batch: output format.", choices=OutputFormat
     )
     chunk_rows: int = _setting(65536, "batch: rows per chunk (per model call); bounds memory.")
     max_inflight_mb: int = _setting(
@@ -97,25 +107,25 @@ class Settings:
     keep_columns: str = _setting(
         "all", "batch: input columns kept beside the predictions: all, none, or a comma-separated list (ids)."
     )
-    bad_rows: str = _setting(
+    bad_rows: BadRows = _setting(
         "fail", "batch: a bad row fails its file, or is written to <output>.rejects.jsonl.",
-        choices=("fail", "reject"),
+        choices=BadRows,
     )
     max_rejected_rows: int = _setting(1000, "batch: with bad_rows=reject, a file with more rejected rows fails.")
     overwrite: bool = _setting(False, "batch: replace an output written with another bundle or settings.")
-    mojo_backend: str = _setting(
+    mojo_backend: MojoBackend = _setting(
         "genmodel", "H2O MOJO bundles: genmodel (the MOJO's Java predictor on the whole batch, lowest latency) "
-        "or spark (pysparkling's H2OMOJOModel on a Spark DataFrame).", choices=("genmodel", "spark"),
+        "or spark (pysparkling's H2OMOJOModel on a Spark DataFrame).", choices=MojoBackend,
     )
-    engine: str = _setting(
+    engine: Engine = _setting(
         "local", "batch: local (this machine, a process per core) or spark (a Spark cluster; writes a Spark dataset).",
-        choices=("local", "spark"),
+        choices=Engine,
     )
     spark_master: str = _setting(
         "", "batch --engine spark: master URL (spark://host:7077, k8s://..., yarn, local[4]). Empty: spark-submit's, else local[*]."
     )
-    log_level: str = _setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
-    log_format: str = _setting("json", "Log line format.", choices=("json", "text"))
+    log_level: LogLevel = _setting("info", "Log level.", choices=LogLevel)
+    log_format: LogFormat = _setting("json", "Log line format.", choices=LogFormat)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -154,7 +164,7 @@ def env_name(name: str) -> str:
 
 
 def parse_value(f: dataclasses.Field[Any], raw: str, *, source: str) -> Any:
-    kind = type(f.default)
+    kind: type[Any] = type(f.default)
     try:
         if kind is bool:
             lowered = raw.strip().lower()

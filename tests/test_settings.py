@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,13 @@ def test_cli_rejects_unknown_env(sum_bundle) -> None:
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "SCORER_PROT" in proc.stderr
+
+
+def test_choices_are_the_literal_type() -> None:
+    """A setting typed with a Literal accepts exactly its values (CLI choices and validation); no other has choices."""
+    hints = typing.get_type_hints(Settings)
+    for f in dataclasses.fields(Settings):
+        literal = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
+        assert f.metadata["choices"] == literal, f.name
+        if literal:
+            assert f.default in literal, f.name
