@@ -196,7 +196,7 @@ def bundle_files(root: Path) -> list[Path]:
     """Every file of the bundle: bytecode caches, hidden folders and all, since anything in it can be
     loaded. A symlink (to a file or a folder) or a special file is refused: what it points to is not
     the bundle's content, so no digest could vouch for it."""
-    files = []
+    files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
         for name in (*dirnames, *filenames):
             path = Path(dirpath, name)

@@ -41,6 +41,10 @@ BACKENDS = ("genmodel", "spark")
 class MojoModel(CustomPreprocessor):
     """An H2O MOJO zip. Usable from custom code like :class:`scorer.spark_ml.SparkPipelineModel`."""
 
+    # Set by load() (read from the MOJO).
+    input_schema: dict[str, str]
+    output_columns: list[str]
+
     def __init__(self, path: Path, backend: str = "genmodel") -> None:
         if backend not in BACKENDS:
             raise BundleLayoutError(f"unknown MOJO backend {backend!r}; use one of {BACKENDS}")
@@ -61,14 +65,14 @@ class MojoModel(CustomPreprocessor):
         model = self.genmodel
         names = list(model.getNames())
         self.features = names[: model.getNumCols()]
-        self.input_schema = {  # type: ignore[misc]
+        self.input_schema = {
             name: ("string" if model.getDomainValues(i) is not None else "float") for i, name in enumerate(self.features)
         }
         if model.isClassifier():
             self.classes = [str(c) for c in model.getDomainValues(model.getResponseIdx())]
-            self.output_columns = ["prediction", *(f"probability_{c}" for c in self.classes)]  # type: ignore[misc]
+            self.output_columns = ["prediction", *(f"probability_{c}" for c in self.classes)]
         else:
-            self.output_columns = ["prediction"]  # type: ignore[misc]
+            self.output_columns = ["prediction"]
         if self.backend == "genmodel":
             self._start_genmodel()
         else:
@@ -98,7 +102,7 @@ class MojoModel(CustomPreprocessor):
 
     def _genmodel_predict(self, df: pd.DataFrame) -> pd.DataFrame:
         frame = df.reindex(columns=self.features)
-        for column, kind in self.input_schema.items():  # type: ignore[union-attr]
+        for column, kind in self.input_schema.items():
             if kind == "float":
                 values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
                 frame[column] = values.replace([np.inf, -np.inf], np.nan)  # Java spells them differently
@@ -147,4 +151,5 @@ class MojoModel(CustomPreprocessor):
         if self.backend == "genmodel":
             return self._genmodel_predict(df)
         sdf = spark_frame(self.session, df.reindex(columns=self.features), self.input_schema or {})
-        return self.transform_spark(sdf).select(*(quote(c) for c in self.output_columns)).toPandas()
+        frame: pd.DataFrame = self.transform_spark(sdf).select(*(quote(c) for c in self.output_columns)).toPandas()
+        return frame

@@ -32,15 +32,15 @@ Contract:
   a DataFrame and the (preprocessed) input batch.
 * Each row's result must depend only on that row: scorer coalesces concurrent requests
   into one ``predict`` call and splits the result back.
-* Optional class attributes ``input_schema`` (``{"column": "float" | "int" | "bool" |
+* Optional attributes ``input_schema`` (``{"column": "float" | "int" | "bool" |
   "string" | "any"}``) and ``output_columns`` describe the interface when the bundle has
-  no manifest.
+  no manifest: set them in the class body, or on ``self`` in ``load``.
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import Any, ClassVar
+from typing import Any
 
 import pandas as pd
 
@@ -48,8 +48,9 @@ import pandas as pd
 class CustomPreprocessor:
     """Base class for a bundle's custom scoring code. Override :meth:`load` and :meth:`predict`."""
 
-    input_schema: ClassVar[dict[str, str] | None] = None
-    output_columns: ClassVar[list[str] | None] = None
+    # Read from the instance once load() has run: a subclass sets them in its body, or in load().
+    input_schema: dict[str, str] | None = None
+    output_columns: list[str] | None = None
 
     def load(self, artifacts_dir: pathlib.Path) -> None:
         """Load model files from ``artifacts_dir``. Called once."""

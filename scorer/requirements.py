@@ -143,7 +143,7 @@ def ensure_requirements(bundle: Bundle, cache_dir: str | Path = "") -> None:
             "Build an image that has these versions instead."
         ))
     wanted = sorted(str(req) for req, _ in missing)
-    names = {canonicalize_name(req.name) for req, _ in missing}
+    names: set[str] = {canonicalize_name(req.name) for req, _ in missing}
     have = _installed_versions()
     constraints = [f"{n}=={v}" for n, v in sorted(have.items()) if n not in names]
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -260,7 +260,8 @@ def _prune_duplicates(site: Path, have: dict[str, str], wanted: set[str]) -> int
     constraints); remove those copies, RECORD and dist-info included, so the environment's own stay
     in use and what remains is exactly what the other RECORDs list. Files another kept distribution
     also lists stay."""
-    drop, keep = [], []
+    drop: list[tuple[Path, metadata.Distribution]] = []
+    keep: list[tuple[Path, metadata.Distribution]] = []
     for info, dist in dist_infos(site):
         name = canonicalize_name(dist.metadata["Name"] or "")
         (keep if name in wanted or have.get(name) != dist.version else drop).append((info, dist))

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 
 ENV_PREFIX = "SCORER_"
 
-# The settings with fixed choices: the type lists the choices (CLI and SCORER_* values are checked against it).
+# The settings with fixed choices: the type lists them (CLI and SCORER_* values are checked against it).
 ExtraColumns = Literal["drop", "reject"]
 OutputFormat = Literal["same", "csv", "csv.gz", "parquet", "jsonl", "arrow"]
 BadRows = Literal["fail", "reject"]
@@ -26,8 +26,9 @@ LogFormat = Literal["json", "text"]
 
 
 def _setting(default: Any, doc: str, *, choices: object = None) -> Any:
-    """A field with its documentation; ``choices``: the field's ``Literal`` type, whose values are the only ones allowed."""
-    return field(default=default, metadata={"doc": doc, "choices": get_args(choices) if choices is not None else None})
+    """A field with its documentation; ``choices``: the field's ``Literal`` type, whose values alone are allowed."""
+    allowed = get_args(choices) if choices is not None else None
+    return field(default=default, metadata={"doc": doc, "choices": allowed})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,6 +69,10 @@ class SparkPipelineModel(CustomPreprocessor):
         return self.pipeline.predict(df)
     """
 
+    # Set by load() (read from the pipeline's stages).
+    input_schema: dict[str, str]
+    output_columns: list[str]
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.pipeline: Any = None
@@ -91,7 +95,7 @@ class SparkPipelineModel(CustomPreprocessor):
         final = predictors[-1]
         label_col = _param(final, "labelCol")
         self.prediction_col = _param(final, "predictionCol") or "prediction"
-        self.probability_col = _param(final, "probabilityCol") if final.hasParam("probabilityCol") else None
+        self.probability_col: str = _param(final, "probabilityCol") or ""  # "": a regressor
         produced: set[str] = set()
         inputs: dict[str, str] = {}
         labels: list[str] | None = None
@@ -114,13 +118,13 @@ class SparkPipelineModel(CustomPreprocessor):
             for out in ("predictionCol", "probabilityCol", "rawPredictionCol"):
                 if stage.hasParam(out) and _param(stage, out):
                     produced.add(_param(stage, out))
-        self.input_schema = inputs  # type: ignore[misc]
+        self.input_schema = inputs
         if self.probability_col:
             n = int(final.numClasses)
             self.classes = labels if labels and len(labels) == n else list(range(n))
-            self.output_columns = ["prediction", *(f"probability_{c}" for c in self.classes)]  # type: ignore[misc]
+            self.output_columns = ["prediction", *(f"probability_{c}" for c in self.classes)]
         else:
-            self.output_columns = ["prediction"]  # type: ignore[misc]
+            self.output_columns = ["prediction"]
 
     def transform_spark(self, sdf: Any) -> Any:
         """``sdf`` with the output columns appended (Spark's own ``transform``, then the sklearn shape)."""
@@ -147,7 +151,8 @@ class SparkPipelineModel(CustomPreprocessor):
         out = self.pipeline.transform(spark_frame(self.session, df[wanted], self.input_schema or {}))
         prediction = F.col(quote(self.prediction_col))
         if self.classes is None:
-            return out.select(prediction.cast("double").alias("prediction")).toPandas()
+            regression: pd.DataFrame = out.select(prediction.cast("double").alias("prediction")).toPandas()
+            return regression
         got = out.select(prediction.cast("int").alias("i"), vector_to_array(F.col(quote(self.probability_col))).alias("p"))
         frame = got.toPandas()
         n = len(frame)

@@ -185,10 +185,11 @@ def test_cli_rejects_unknown_env(sum_bundle) -> None:
 
 
 def test_choices_are_the_literal_type() -> None:
-    """A setting typed with a Literal accepts exactly its values (CLI choices and validation); no other has choices."""
+    """A setting typed with a Literal accepts exactly its values (CLI choices, validation); no other has choices."""
     hints = typing.get_type_hints(Settings)
     for f in dataclasses.fields(Settings):
-        literal = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
+        hint = hints[f.name]
+        literal = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
         assert f.metadata["choices"] == literal, f.name
         if literal:
             assert f.default in literal, f.name
