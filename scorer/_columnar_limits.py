@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -96,7 +96,7 @@ def read_parquet(body: bytes, limits: Limits) -> tuple[pa.Table, Callable[[pa.Ta
     stored = values = 0
     for chunk in footer.chunks:
         stored += chunk.uncompressed_size
-        width = leaves.column(chunk.leaf).length if chunk.physical_type == _parquet_pages.FIXED_LEN_BYTE_ARRAY else 0
+        width = (leaves.column(chunk.leaf).length or 0) if chunk.physical_type == _parquet_pages.FIXED_LEN_BYTE_ARRAY else 0
         values += chunk.num_values * max(_WIDE, width, 12 if chunk.physical_type == _parquet_pages.INT96 else 0)
     limits.check(rows, len(plain.schema_arrow), max(stored, values), "read from the Parquet footer")
     try:
@@ -120,7 +120,7 @@ def read_parquet(body: bytes, limits: Limits) -> tuple[pa.Table, Callable[[pa.Ta
     return table, to_plain
 
 
-def _no_extensions() -> dict[str, bool]:
+def _no_extensions() -> dict[str, Any]:  # keyword arguments of a ParquetFile
     import inspect
 
     import pyarrow.parquet as pq
@@ -197,16 +197,19 @@ def _is_view(t: pa.DataType) -> bool:
     return _is("string_view", t) or _is("binary_view", t)
 
 
-def _lengths(arr: pa.Array) -> np.ndarray:
+def _lengths(arr: pa.Array[Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
     """Byte length of each value of a binary-like array (0 for nulls), as int64."""
     if _is_view(arr.type):
-        views = np.frombuffer(arr.buffers()[1], dtype=np.int32).reshape(-1, 4)[arr.offset : arr.offset + len(arr), 0]
+        buffer = memoryview(arr.buffers()[1] or b"")  # a view array always has its views buffer
+        views = np.frombuffer(buffer, dtype=np.int32).reshape(-1, 4)[arr.offset : arr.offset + len(arr), 0]
         valid = np.ones(len(arr), dtype=bool) if arr.null_count == 0 else arr.is_valid().to_numpy(zero_copy_only=False)
         return np.where(valid, views.astype(np.int64), 0)
+    if not isinstance(arr, (pa.StringArray, pa.BinaryArray, pa.LargeStringArray, pa.LargeBinaryArray)):
+        raise TypeError(f"not a binary-like array: {arr.type}")
     return pc.binary_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _element_sizes(values: pa.Array) -> Callable[[np.ndarray | None, int], int]:
+def _element_sizes(values: pa.Array[Any]) -> Callable[[np.ndarray[Any, Any] | None, int], int]:
     """A function (which values, how many references) -> bytes those references expand to."""
     width = _fixed_width(values.type)
     if width is not None:
@@ -218,14 +221,17 @@ def _element_sizes(values: pa.Array) -> Callable[[np.ndarray | None, int], int]:
     return lambda _which, count: biggest * count
 
 
-def _array_bytes(arr: pa.Array) -> int:
+def _array_bytes(arr: pa.Array[Any]) -> int:
+    # Dispatch on the array's class: pyarrow makes the class from the type (an extension type's
+    # array is an ExtensionArray, a dictionary type's a DictionaryArray, ...).
     t = arr.type
     n = len(arr)
-    if isinstance(t, pa.BaseExtensionType):
+    if isinstance(arr, pa.ExtensionArray):
         return _array_bytes(arr.storage)
-    if pa.types.is_dictionary(t):  # before the fixed widths: a dictionary type has its indices' width
-        if not pa.types.is_integer(t.index_type):
-            raise MalformedBody(f"dictionary indices of type {t.index_type} are not valid")
+    if isinstance(arr, pa.DictionaryArray):  # before the fixed widths: a dictionary type has its indices' width
+        index_type = arr.type.index_type
+        if not pa.types.is_integer(index_type):
+            raise MalformedBody(f"dictionary indices of type {index_type} are not valid")
         indices = arr.indices.drop_null().to_numpy(zero_copy_only=False)
         return _element_sizes(arr.dictionary)(indices, len(indices)) + 8 * (n - len(indices))
     width = _fixed_width(t)
@@ -233,24 +239,25 @@ def _array_bytes(arr: pa.Array) -> int:
         return width * n
     if _is_binary_like(t):
         return int(_lengths(arr).sum()) + 8 * n
-    if pa.types.is_run_end_encoded(t):
+    if isinstance(arr, pa.RunEndEncodedArray):
         return _run_end_bytes(arr)
-    if pa.types.is_map(t):  # keys and items of every map (a slice's too: an upper bound)
+    if isinstance(arr, pa.MapArray):  # keys and items of every map (a slice's too: an upper bound)
         return 8 * n + _array_bytes(arr.keys) + _array_bytes(arr.items)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+    if isinstance(arr, (pa.ListArray, pa.LargeListArray, pa.FixedSizeListArray)):
         return 8 * n + _array_bytes(arr.flatten())
-    if _is("list_view", t) or _is("large_list_view", t):
+    # (the list view classes exist from pyarrow 16 on, as their type predicates do)
+    if (_is("list_view", t) or _is("large_list_view", t)) and isinstance(arr, (pa.ListViewArray, pa.LargeListViewArray)):
         referenced = int(pc.sum(pc.list_value_length(arr)).as_py() or 0)
         return 8 * n + _element_sizes(arr.values)(None, referenced)
-    if pa.types.is_struct(t):
+    if isinstance(arr, pa.StructArray):
         return sum(_array_bytes(child) for child in arr.flatten())
-    if pa.types.is_union(t):
+    if isinstance(arr, pa.UnionArray):
         children = [arr.field(i) for i in range(t.num_fields)]
         return n + max((_element_sizes(c)(None, n) for c in children), default=0)
     raise MalformedBody(f"columns of type {t} are not accepted")
 
 
-def _run_end_bytes(arr: pa.Array) -> int:
+def _run_end_bytes(arr: pa.RunEndEncodedArray[Any, Any]) -> int:
     """Each run's value counted once per row it covers (the logical length, as run_end_decode would)."""
     start = arr.find_physical_offset()
     count = arr.find_physical_length()
