@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,3 +38,10 @@ def test_types_check_strictly() -> None:
         cwd=REPO, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_package_ships_its_types() -> None:
+    """scorer/py.typed is package data: a bundle's type checker reads scorer's annotations (PEP 561)."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "py.typed" in config["tool"]["setuptools"]["package-data"]["scorer"]
+    assert (REPO / "scorer" / "py.typed").is_file()
