@@ -82,7 +82,7 @@ def test_document_lists_exactly_the_routes_and_other_answers_are_its_error_body(
     """The document's paths and methods are exactly the server's routes; every other method on those
     paths is 405 with an ``Allow`` header naming the documented method, and an unknown path is 404,
     both with a body that validates against the document's ``Error`` schema."""
-    from scorer.server import _ROUTES
+    from scorer.serving.app import _ROUTES
 
     document = requests.get(fuzzed_server.url + "/openapi.json", timeout=10).json()
     documented = {(path, method.upper()) for path, item in document["paths"].items() for method in item}

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scorer import codecs
 from scorer._logging import request_id
-from scorer.batching import Batcher, BatchPolicy
+from scorer.serving.coalescer import Coalescer, CoalescingPolicy
 from scorer.core import Scorer
 from scorer.errors import (
     BodyTimeout,
@@ -70,7 +70,7 @@ class State:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     scorer: Scorer | None = None
-    batcher: Batcher | None = None
+    batcher: Coalescer | None = None
     load_error: BaseException | None = None
     # From SIGTERM on: readiness is 503 and responses close their connection, but scoring goes on
     # (the drain window, then in-flight requests) until the batcher is stopped.
@@ -120,7 +120,7 @@ def _log_unexpected(exc: BaseException, echo: bool) -> None:
     log.error("unexpected error %s at %s", type(exc).__name__, where or "?")
 
 
-def _loaded(state: State) -> tuple[Scorer, Batcher]:
+def _loaded(state: State) -> tuple[Scorer, Coalescer]:
     """The loaded scorer and its batcher. Scoring does not stop at SIGTERM: a request that reached
     the app (during the drain window, or in flight) is served; the batcher refuses once stopped."""
     if state.scorer is None or state.batcher is None:
@@ -128,7 +128,7 @@ def _loaded(state: State) -> tuple[Scorer, Batcher]:
     return state.scorer, state.batcher
 
 
-def _ready_scorer(state: State) -> tuple[Scorer, Batcher]:
+def _ready_scorer(state: State) -> tuple[Scorer, Coalescer]:
     """Readiness: loaded and not shutting down (from SIGTERM on, load balancers must stop sending)."""
     if state.shutting_down:
         raise NotReady("the server is shutting down")
@@ -484,11 +484,11 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. Without ``scorer``, the bundle at ``settings.bundle`` loads in the background."""
     state = State(settings=settings)
-    policy = BatchPolicy(max_rows=settings.max_batch_rows, max_wait=settings.max_batch_wait_ms / 1000,
+    policy = CoalescingPolicy(max_rows=settings.max_batch_rows, max_wait=settings.max_batch_wait_ms / 1000,
                          max_queue_rows=settings.max_queue_rows)
 
     def activate(loaded: Scorer) -> None:
-        batcher = Batcher(loaded.predict, policy, state.metrics.observe_batch, state.metrics.observe_retries)
+        batcher = Coalescer(loaded.predict, policy, state.metrics.observe_batch, state.metrics.observe_retries)
         batcher.start()
         state.scorer, state.batcher = loaded, batcher
         state.metrics.load_seconds.set(loaded.load_seconds)

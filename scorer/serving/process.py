@@ -42,7 +42,7 @@ from scorer._logging import configure
 from scorer.core import Scorer
 from scorer.errors import ScorerError
 from scorer.jvm import jvm_started
-from scorer.server import create_app
+from scorer.serving.app import create_app
 from scorer.settings import Settings
 
 log = logging.getLogger("scorer.serve")
