@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if args.command == "serve":
-        from scorer.serve import serve
+        from scorer.serving.process import serve
 
         return serve(settings)
     from scorer._logging import configure

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from scorer import codecs
 from scorer.core import Scorer
-from scorer.server import create_app
+from scorer.serving.app import create_app
 from scorer.settings import Settings
 
 

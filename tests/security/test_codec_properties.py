@@ -101,7 +101,7 @@ def sum_app(tmp_path_factory):  # type: ignore[no-untyped-def]
     from starlette.testclient import TestClient
 
     from scorer.core import Scorer
-    from scorer.server import create_app
+    from scorer.serving.app import create_app
     from scorer.settings import Settings
 
     root = tmp_path_factory.mktemp("bundle") / "sum"

@@ -82,11 +82,11 @@ def test_document_lists_exactly_the_routes_and_other_answers_are_its_error_body(
     """The document's paths and methods are exactly the server's routes; every other method on those
     paths is 405 with an ``Allow`` header naming the documented method, and an unknown path is 404,
     both with a body that validates against the document's ``Error`` schema."""
-    from scorer.server import _ROUTES
+    from scorer.serving.routes import ROUTES
 
     document = requests.get(fuzzed_server.url + "/openapi.json", timeout=10).json()
     documented = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
-    served = {(route.path, method) for route in _ROUTES for method in route.methods or () if method != "HEAD"}
+    served = {(route.path, method) for route in ROUTES for method in route.methods or () if method != "HEAD"}
     assert documented == served, (documented ^ served)
     error_body = jsonschema_rs.Draft4Validator({**document["components"]["schemas"]["Error"],
                                                 "components": document["components"]})

@@ -1,4 +1,7 @@
-"""Coalescing concurrent requests into one model call, off the event loop.
+"""The request coalescer: concurrent HTTP requests coalesced into one model call, off the event loop.
+
+(Named for what it does online; the offline ``scorer batch`` command is a different thing. Here a
+"batch" is the requests that share one model call.)
 
 Requests are queued; one model thread takes *everything already waiting* (up to
 ``max_rows``) as one batch. With ``max_wait=0`` (the default) an idle server calls the model
@@ -30,9 +33,9 @@ import pandas as pd
 from scorer.errors import NotReady, Overloaded
 from scorer.table import Table
 
-log = logging.getLogger("scorer.batching")
+log = logging.getLogger(__name__)
 
-# Batch formation after a call (see Batcher._await_returning): stop waiting for returning clients
+# Batch formation after a call (see Coalescer._await_returning): stop waiting for returning clients
 # when no request has arrived for this long, and never wait longer than this in total.
 _ARRIVAL_GAP = 0.001
 _MAX_RETURN_WAIT = 0.02
@@ -53,7 +56,7 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 @dataclass(frozen=True, kw_only=True)
-class BatchPolicy:
+class CoalescingPolicy:
     max_rows: int = 4096
     max_wait: float = 0.0  # seconds
     max_queue_rows: int = 1 << 62  # beyond this, new requests are refused (Overloaded) instead of queued
@@ -66,11 +69,11 @@ class _Item:
     signature: tuple[tuple[str, ...], tuple[object, ...]]
 
 
-class Batcher:
-    """``await batcher.submit(table)`` returns the model's output rows for ``table`` (as a Table: a
+class Coalescer:
+    """``await coalescer.submit(table)`` returns the model's output rows for ``table`` (as a Table: a
     batch's output is converted once, in the model thread, and sliced per request)."""
 
-    def __init__(self, predict: Predict, policy: BatchPolicy, observe: Observer | None = None,
+    def __init__(self, predict: Predict, policy: CoalescingPolicy, observe: Observer | None = None,
                  observe_retries: RetryObserver | None = None) -> None:
         """``observe(rows, requests, seconds)`` after each batch; ``observe_retries(calls)`` after a
         batch that failed, with the number of model calls made to isolate the failing request(s)."""
@@ -95,7 +98,7 @@ class Batcher:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._thread.start()
-        self._task = self._loop.create_task(self._run(), name="scorer-batcher")
+        self._task = self._loop.create_task(self._run(), name="scorer-coalescer")
 
     async def stop(self, timeout: float | None = None) -> bool:
         """Finish everything already queued, then stop. False if that took longer than ``timeout``

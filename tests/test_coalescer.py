@@ -1,4 +1,4 @@
-"""The micro-batcher on its own: coalescing, dtype-safe grouping, poison isolation, cancellation."""
+"""The request coalescer on its own: coalescing, dtype-safe grouping, poison isolation, cancellation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scorer.batching import Batcher, BatchPolicy
+from scorer.serving.coalescer import Coalescer, CoalescingPolicy
 from scorer.table import Table
 
 
@@ -35,7 +35,7 @@ def table(*values: object, dtype: str) -> Table:
     return Table({"x": np.asarray(values, dtype=dtype)}, len(values))
 
 
-async def _submit_while_busy(batcher: Batcher, model: Recorder, tables: list[Table]) -> list[object]:
+async def _submit_while_busy(batcher: Coalescer, model: Recorder, tables: list[Table]) -> list[object]:
     """Hold the model on a first request, queue the others, then release: they form the next batch(es)."""
     model.gate.clear()
     first = asyncio.create_task(batcher.submit(table(0, dtype="int64")))
@@ -50,7 +50,7 @@ async def _submit_while_busy(batcher: Batcher, model: Recorder, tables: list[Tab
 def run(coro_factory):  # type: ignore[no-untyped-def]
     async def main():  # type: ignore[no-untyped-def]
         model = Recorder()
-        batcher = Batcher(model, BatchPolicy(max_rows=100))
+        batcher = Coalescer(model, CoalescingPolicy(max_rows=100))
         batcher.start()
         try:
             return model, await coro_factory(batcher, model)
@@ -103,7 +103,7 @@ def test_poison_request_among_64_is_isolated_in_log_calls() -> None:
 
     async def main() -> tuple[Recorder, list[object]]:
         model = Recorder()
-        batcher = Batcher(model, BatchPolicy(max_rows=4096), observe_retries=retries.append)
+        batcher = Coalescer(model, CoalescingPolicy(max_rows=4096), observe_retries=retries.append)
         batcher.start()
         try:
             tables = [table(666 if i == 17 else i, dtype="int64") for i in range(64)]
@@ -126,7 +126,7 @@ def test_poison_request_among_64_is_isolated_in_log_calls() -> None:
 def test_cancelled_request_is_never_executed() -> None:
     """A request whose caller went away before its batch started never reaches the model."""
 
-    async def scenario(batcher: Batcher, model: Recorder) -> None:
+    async def scenario(batcher: Coalescer, model: Recorder) -> None:
         model.gate.clear()
         first = asyncio.create_task(batcher.submit(table(0, dtype="int64")))
         await asyncio.sleep(0.05)

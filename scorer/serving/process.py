@@ -1,4 +1,5 @@
-"""Running the server: one process, or N worker processes sharing one listening socket.
+"""The server's processes: one uvicorn process, or a supervisor and N worker processes sharing one
+listening socket (``scorer serve``; the app each process serves is :mod:`scorer.serving.app`).
 
 Why not ``uvicorn --workers``: its supervisor restarts a worker that exits, so a bundle
 that fails to load would restart forever instead of failing the deployment; and in
@@ -42,10 +43,11 @@ from scorer._logging import configure
 from scorer.core import Scorer
 from scorer.errors import ScorerError
 from scorer.jvm import jvm_started
-from scorer.server import create_app
+from scorer.serving.app import create_app
+from scorer.serving.state import ServerState
 from scorer.settings import Settings
 
-log = logging.getLogger("scorer.serve")
+log = logging.getLogger(__name__)
 
 EXIT_LOAD_FAILED = 3
 _SWITCH_INTERVAL = 0.001  # seconds; see run_worker
@@ -126,7 +128,7 @@ def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer:
         server_header=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
-    server = _Server(config, app.state.scorer, settings.drain_s)
+    server = _Server(config, app.state, settings.drain_s)
     # uvicorn restores the previous handlers after its graceful shutdown and re-raises the signal
     # it caught; with these no-op handlers in place that re-raise is harmless and we exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -142,7 +144,7 @@ class _Server(uvicorn.Server):
     finished). SIGINT, a second SIGTERM, ``drain_s == 0`` or a server still loading its bundle start
     the shutdown at once."""
 
-    def __init__(self, config: uvicorn.Config, state: Any, drain_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, state: ServerState, drain_s: float) -> None:
         super().__init__(config)
         self._state = state
         self._drain_s = drain_s
@@ -152,7 +154,7 @@ class _Server(uvicorn.Server):
         state = self._state
         if not state.shutting_down:
             state.shutting_down = True
-            if sig == signal.SIGTERM and self._drain_s > 0 and state.batcher is not None:
+            if sig == signal.SIGTERM and self._drain_s > 0 and state.coalescer is not None:
                 self._drain_until = time.monotonic() + self._drain_s
                 log.info("SIGTERM: not ready any more; still serving for %.1f s (drain), then finishing in-flight "
                          "requests (grace %.0f s)", self._drain_s, state.settings.shutdown_grace_s)

@@ -1,0 +1,25 @@
+"""The router: a scoring ``POST`` goes straight to the scoring endpoint (the fast path: no route
+table walk, no request objects), everything else to Starlette's router over
+:data:`scorer.serving.routes.ROUTES`, which names that same endpoint for those paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.routing import Router as StarletteRouter
+from starlette.types import Receive, Scope, Send
+
+from scorer.serving.predict import score
+from scorer.serving.routes import ROUTES, SCORING_PATHS
+
+
+class Router:
+    def __init__(self, lifespan: Any) -> None:
+        """``lifespan``: the app's start-up and shutdown, an async context manager factory (Starlette's)."""
+        self._routes = StarletteRouter(ROUTES, lifespan=lifespan)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in SCORING_PATHS:
+            await score(scope, receive, send)
+        else:
+            await self._routes(scope, receive, send)

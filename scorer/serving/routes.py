@@ -1,0 +1,75 @@
+"""What the server answers: the route table, and the small endpoints besides scoring.
+
+``POST /predict`` and ``POST /invocations`` (the same endpoint, :mod:`scorer.serving.predict`),
+``GET /health`` (process alive), ``GET /ready`` and ``GET /ping`` (200 once the bundle is loaded,
+else 503, and 503 again from SIGTERM on), ``GET /metadata``, ``GET /metrics``, ``GET /openapi.json``.
+The router takes the scoring routes' POSTs straight to their endpoint and everything else through
+this table with Starlette's router, which also answers other methods on these paths (405 with
+``Allow``) and unknown paths (404). Endpoints raise; :mod:`scorer.serving.http_errors` turns what
+they raise into the error response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scorer import codecs
+from scorer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from scorer.openapi import document as openapi_document
+from scorer.serving.auth import protected
+from scorer.serving.predict import score
+from scorer.serving.state import ServerState
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), media_type=codecs.JSON)
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state
+    return state
+
+
+async def health(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    _state(request).ready()
+    return _json({"status": "ready"})
+
+
+@protected
+async def metadata(request: Request) -> Response:
+    scorer, _ = _state(request).loaded()
+    return _json(scorer.metadata())
+
+
+@protected
+async def openapi(request: Request) -> Response:
+    scorer = _state(request).scorer
+    return _json(openapi_document(scorer.schema.columns if scorer is not None and scorer.schema else None))
+
+
+@protected
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+ROUTES = [
+    Route("/predict", score, methods=["POST"]),
+    Route("/invocations", score, methods=["POST"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+    Route("/ping", ready, methods=["GET"]),
+    Route("/metadata", metadata, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
+SCORING_PATHS = frozenset({"/predict", "/invocations"})
+KNOWN_PATHS = frozenset(route.path for route in ROUTES)  # a metrics label: any other path counts as "other"
