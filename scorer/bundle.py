@@ -195,7 +195,9 @@ def open_bundle(path: str | os.PathLike[str], *, expected_digest: str = "", work
 def bundle_files(root: Path) -> list[Path]:
     """Every file of the bundle: bytecode caches, hidden folders and all, since anything in it can be
     loaded. A symlink (to a file or a folder) or a special file is refused: what it points to is not
-    the bundle's content, so no digest could vouch for it."""
+    the bundle's content, so no digest could vouch for it. This is deliberately not ``scorer batch``'s
+    input walk (:mod:`scorer.batch.walk`), which picks data files out of a tree and skips hidden files,
+    markers and links leaving it: a digest that skipped anything could not vouch for what gets loaded."""
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
         for name in (*dirnames, *filenames):

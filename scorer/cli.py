@@ -87,21 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     from scorer._logging import configure
 
     if args.command == "batch":
-        from scorer.offline import run_batch
+        from scorer import batch
 
         configure(settings.log_level, settings.log_format)
-        return run_batch(settings)
+        return batch.run(settings)
     from scorer.core import Scorer
-    from scorer.errors import ScorerError
+    from scorer.errors import EXIT_OK, ScorerError, exit_code
 
     configure(settings.log_level, settings.log_format)
     try:
         scorer = Scorer.load(settings.bundle, settings)
     except ScorerError as exc:
         print(f"scorer: {exc.message}", file=sys.stderr)
-        return 3
+        return exit_code(exc)
     sys.stdout.write(orjson.dumps(scorer.metadata(), option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

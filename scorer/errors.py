@@ -1,4 +1,4 @@
-"""The one exception tree of scorer, and its single mapping to HTTP status.
+"""The one exception tree of scorer, and its two mappings: to HTTP status and to exit code.
 
 ::
 
@@ -22,14 +22,22 @@
     │   └── ModelOutputError       output unusable: wrong row count, unsupported type
     ├── NotReady                 the bundle is not loaded (yet), or shutting down   503
     │   └── Overloaded             the queue is full: come back later              503
-    └── RequestTimeout           not answered within the request timeout           504
+    ├── RequestTimeout           not answered within the request timeout           504
+    └── BatchError               ``scorer batch`` cannot do (part of) its job      exit 5
+        ├── UsageError             the command cannot run as given; nothing written  exit 2
+        ├── ReadError              a file (not a row) cannot be read: fails that file
+        ├── KeepColumnsError       --keep-columns names a column the input lacks: fails that file
+        └── BatchFailed            a Spark task fails the whole job with this one line
 
-Transports never pick status codes themselves: they call :func:`http_status`.
+Transports never pick status codes themselves: they call :func:`http_status`; commands never pick
+exit codes for an error themselves: they call :func:`exit_code` (a bundle that fails to load is a
+:class:`BundleError`, so exit :data:`EXIT_LOAD_FAILED` wherever it happens).
 
 ``message`` never carries request data: it names the column, row and expected type, or the class of
 what a model raised. Text that may carry data (the offending value, a model exception's own message)
 is kept apart in ``data_detail`` and shown only through :meth:`ScorerError.describe` with the
-operator's opt-in (``--echo-bad-values``, for development).
+operator's opt-in (``--echo-bad-values``, for development). The batch errors hold to it too: they
+name files, flags, columns and rows; a bad row's values go to the rejects file, never to a message.
 """
 
 from __future__ import annotations
@@ -144,6 +152,45 @@ class Unauthorized(ScorerError):
     code = "unauthorized"
 
 
+class BatchError(ScorerError):
+    """``scorer batch`` cannot do what it was asked: a file, or the whole job, fails."""
+
+    code = "batch_error"
+
+
+class UsageError(BatchError):
+    """The command cannot run as given (flags, paths, the input's layout); nothing has been written."""
+
+    code = "usage_error"
+
+
+class ReadError(BatchError):
+    """A file (not a row) cannot be read: not the format its name says, truncated, unreadable. The message
+    carries the reader's own text: it describes the file's form (magic bytes, encoding, truncation),
+    never a row's values (a malformed row is a bad row, not a ReadError)."""
+
+    code = "read_error"
+
+
+class KeepColumnsError(BatchError):
+    """``--keep-columns`` names column(s) a file does not have: that file fails (or, for the Spark engine,
+    which checks it before any job, the command: a :class:`UsageError`)."""
+
+    code = "keep_columns_error"
+
+
+class BatchFailed(BatchError):
+    """Raised in a Spark executor: the whole job fails with this one-line message. Spark passes only the
+    text of a task's error to the driver, so ``str()`` starts with :attr:`MARKER`, by which the driver
+    finds the line again in Spark's (multi-line, nested) error text."""
+
+    code = "batch_failed"
+    MARKER = "scorer batch failed: "
+
+    def __str__(self) -> str:
+        return self.MARKER + self.message
+
+
 #: The only place an error class meets an HTTP status. Looked up along the MRO.
 HTTP_STATUS: dict[type[ScorerError], int] = {
     ScorerError: 500,
@@ -170,3 +217,25 @@ def http_status(exc: BaseException) -> int:
         if status is not None:
             return status
     return 500
+
+
+#: Exit codes of the commands: every file scored; usage or input error (nothing written); the bundle
+#: failed to load; every file committed but rows rejected (a result, not an error); the job failed.
+EXIT_OK, EXIT_USAGE, EXIT_LOAD_FAILED, EXIT_REJECTED, EXIT_FAILED = 0, 2, 3, 4, 5
+
+#: The only place an error class meets an exit code. Looked up along the MRO.
+EXIT_CODE: dict[type[ScorerError], int] = {
+    ScorerError: EXIT_FAILED,
+    BundleError: EXIT_LOAD_FAILED,
+    BatchError: EXIT_FAILED,
+    UsageError: EXIT_USAGE,
+}
+
+
+def exit_code(exc: BaseException) -> int:
+    """Exit code for any exception: ours by the table above, anything else :data:`EXIT_FAILED`."""
+    for klass in type(exc).__mro__:
+        code = EXIT_CODE.get(klass)  # type: ignore[arg-type]
+        if code is not None:
+            return code
+    return EXIT_FAILED

@@ -435,6 +435,26 @@ def test_manifest_lists_files_in_sorted_walk_order(tmp_path: Path, sum_bundle) -
     assert listed in (sorted(names), walk), listed
 
 
+
+def test_one_walk_rule_for_a_local_tree_and_a_uri_listing(tmp_path: Path) -> None:
+    """The input walk of a local directory and the same rule over a URI listing (the Spark engine's Hadoop
+    input) pick the same files: hidden files and folders and ``_``-prefixed files skipped, nested and
+    ``_``-prefixed folders walked, other types skipped."""
+    from scorer.batch import walk
+
+    root = tmp_path / "in"
+    names = ["a.csv", "sub/b.parquet", "_part/c.jsonl", "sub/deeper/d.arrow", ".hidden.csv", "_SUCCESS",
+             "_marker.csv", ".hid/e.csv", "sub/.f.csv", "notes.txt", "_part/_g.parquet"]
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("x\n")
+    scored = ["a.csv", "_part/c.jsonl", "sub/b.parquet", "sub/deeper/d.arrow"]
+    assert [p.relative_to(root).as_posix() for p in walk.walk(root)] == scored
+    uri = root.as_uri()
+    listing = [p.as_uri() for p in root.rglob("*") if p.is_file()]
+    assert [u.removeprefix(uri + "/") for u in walk.select(uri, listing)] == sorted(scored)
+
+
 # --- kill -9 and resume ------------------------------------------------------------------------
 
 KILL_FILES = ("f0.csv", "f1.parquet", "f2.csv.gz", "f3.jsonl", "f4.arrow", "f5.csv")

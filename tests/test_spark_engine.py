@@ -316,6 +316,37 @@ def test_local2_equals_local_engine(local2_env: dict[str, str], data: dict[str, 
     assert_same_rows(out, local_output("tabular", data["tabular_csv"], "--output-format", "jsonl"))
 
 
+def test_both_engines_score_the_same_files_of_a_tree(local2_env: dict[str, str], data: dict[str, Path],
+                                                     example_bundles: dict[str, Path],
+                                                     local_output: Callable[..., Path], tmp_path: Path) -> None:
+    """One input walk: hidden files and folders, ``_``-prefixed files and files of other types are skipped,
+    nested and ``_``-prefixed folders are walked, alike by the local engine and by the Spark engine given
+    the input as a path or as a URI (listed through Hadoop's file system)."""
+    table = pq.read_table(data["tabular_pq"] / "part0.parquet")
+    source = tmp_path / "in"
+    layout = {"a.parquet": True, "sub/b.parquet": True, "_part/c.parquet": True, ".hidden.parquet": False,
+              "_marker.parquet": False, ".hid/d.parquet": False, "sub/.e.parquet": False}
+    expected: list[int] = []
+    for i, (rel, scored) in enumerate(layout.items()):
+        piece = table.slice(i * 40, 40)
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(piece, source / rel)
+        if scored:
+            expected += piece.column("id").to_pylist()
+    (source / "notes.txt").write_text("not data\n")
+    outputs = {"local": local_output("tabular", source)}
+    for how, given in (("path", str(source)), ("uri", source.as_uri())):
+        out = tmp_path / how
+        ok(run_batch(example_bundles["tabular"], "--engine", "spark", "--spark-master", "local[2]", "--input", given,
+                     "--output", out, env=local2_env))
+        outputs[how] = out
+    local = json.loads((outputs["local"] / "manifest.json").read_text())["files"]  # mirrors _part/ too
+    ids = {"local": pa.concat_tables([pq.read_table(outputs["local"] / e["output"]) for e in local])["id"].to_pylist()}
+    ids.update({how: read_dataset(outputs[how])["id"].tolist() for how in ("path", "uri")})
+    assert {how: sorted(found) for how, found in ids.items()} == dict.fromkeys(ids, sorted(expected))
+    assert_same_rows(outputs["uri"], outputs["path"])
+
+
 def test_rejected_rows(local2_env: dict[str, str], data: dict[str, Path], example_bundles: dict[str, Path],
                        local_output: Callable[..., Path], tmp_path: Path) -> None:
     """--bad-rows reject: the good rows are committed (equal to the local engine's), the bad ones are

@@ -1,4 +1,4 @@
-"""``scorer batch``: score a file or a directory of files into an output directory.
+"""``scorer batch`` (``--engine local``): score a file or a directory of files into an output directory.
 
 Guarantees:
 
@@ -16,8 +16,11 @@ Guarantees:
   (``--bad-rows fail``) or go to ``<output>.rejects.jsonl`` with file, row, line and reason
   (``--bad-rows reject``, up to ``--max-rejected-rows``). Other files still complete.
 
-Exit codes: :data:`EXIT_OK`, :data:`EXIT_USAGE` (nothing written), :data:`EXIT_LOAD_FAILED`,
-:data:`EXIT_REJECTED`, :data:`EXIT_FAILED`.
+What is particular to this engine is how chunks are scheduled (this process reads, writes and scores,
+spawned workers score) and written (one output per input file, committed one by one). What both
+engines share is in :mod:`scorer.batch` (plan, walk, chunk scoring, bad-row policy, the scorer of a
+process). Exit codes: :func:`scorer.errors.exit_code` for errors, else :data:`~scorer.errors.EXIT_OK`,
+:data:`~scorer.errors.EXIT_REJECTED` or :data:`~scorer.errors.EXIT_FAILED` (a file failed).
 """
 
 from __future__ import annotations
@@ -37,37 +40,24 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pandas as pd
 import pyarrow as pa
 
-from scorer import chunks
 from scorer._cpu import cores, share_openmp
 from scorer._memory import return_freed_memory
 from scorer._version import __version__
+from scorer.batch import chunks, worker
+from scorer.batch.files import FORMATS, Chunk, Writer, detect_format, input_schema, output_name, read_chunks
+from scorer.batch.plan import check_output_format, input_files, local_input, require_paths
+from scorer.batch.rejects import BadRowPolicy
 from scorer.bundle import hash_file
 from scorer.core import Scorer
-from scorer.errors import ScorerError
-from scorer.fileio import (
-    FORMATS,
-    Chunk,
-    ReadError,
-    Writer,
-    detect_format,
-    input_schema,
-    output_name,
-    read_chunks,
-)
+from scorer.errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, KeepColumnsError, ReadError, UsageError
 from scorer.jvm import jvm_started
 from scorer.settings import Settings
 
 log = logging.getLogger("scorer.batch")
 
-EXIT_OK, EXIT_USAGE, EXIT_LOAD_FAILED, EXIT_REJECTED, EXIT_FAILED = 0, 2, 3, 4, 5
 STATE_DIR = "_scorer"
-
-
-class UsageError(Exception):
-    """The command cannot run as given; nothing has been written."""
 
 
 @dataclass(frozen=True)
@@ -87,26 +77,14 @@ class Job:
 
 
 def plan(settings: Settings) -> list[Job]:
-    if not settings.input:
-        raise UsageError("--input is required")
-    if not settings.output:
-        raise UsageError("--output is required")
-    source = Path(settings.input)
+    """One job per input file, its output mirroring its path under the output directory."""
+    require_paths(settings)
     out_root = Path(settings.output).resolve()
-    if not source.exists():
-        raise UsageError(f"input not found: {source}")
-    root = source.resolve()
-    if source.is_dir():
-        if out_root == root or out_root.is_relative_to(root):
-            raise UsageError(f"output {out_root} is inside the input {root}: choose an output outside it")
-        files = _walk(root)
-        if not files:
-            raise UsageError(f"no input files ({', '.join(FORMATS)}) under {source}")
-    else:
-        files = [root]
-        root = root.parent
-    if settings.output_format not in ("same", *FORMATS):
-        raise UsageError(f"unknown output format {settings.output_format!r}; use one of: same, {', '.join(FORMATS)}")
+    source, root = local_input(settings)
+    if source.is_dir() and (out_root == root or out_root.is_relative_to(root)):
+        raise UsageError(f"output {out_root} is inside the input {root}: choose an output outside it")
+    files = input_files(source, root, FORMATS)
+    check_output_format(settings.output_format, FORMATS)
     jobs = []
     for path in files:
         in_fmt = detect_format(path)
@@ -127,24 +105,6 @@ def plan(settings: Settings) -> list[Job]:
                              "rename one, or choose an --output-format that keeps them apart")
         seen[job.output] = job
     return jobs
-
-
-def _walk(root: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            if name.startswith(".") or name.startswith("_"):
-                continue
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                log.warning("skipping %s: symlink out of the input tree", path)
-                continue
-            if detect_format(path) is None:
-                log.warning("skipping %s: not a %s file", path, "/".join(FORMATS))
-                continue
-            found.append(path)
-    return found
 
 
 # --- the job ----------------------------------------------------------------------------------------
@@ -187,6 +147,7 @@ class BatchRun:
         self.entries: dict[Path, dict[str, Any]] = {}
         self.failed: set[Path] = set()
         self.progress = Progress(len(jobs))
+        self.bad_rows = BadRowPolicy.from_settings(settings)
 
     def _job_key(self) -> str:
         s = self.settings
@@ -243,7 +204,7 @@ class BatchRun:
 
     # the pipeline
     def run(self, todo: list[Job]) -> int:
-        keep, first_only = self.settings.keep_columns, self.settings.bad_rows == "fail"
+        keep, first_only = self.settings.keep_columns, self.bad_rows.first_only
         states: dict[Path, FileState] = {}
         for job, event, payload in self._pipeline(todo, keep, first_only):
             if event == "start":
@@ -274,7 +235,7 @@ class BatchRun:
             workers = 1
         return_freed_memory()
         events = self._read_events(todo)
-        chunks.use(self.scorer, echo=self.settings.echo_bad_values)
+        worker.use(self.scorer, echo=self.settings.echo_bad_values)
         if workers == 1:
             for job, event, payload in events:
                 if event == "chunk":
@@ -284,7 +245,7 @@ class BatchRun:
         share_openmp(workers)
         window, budget, helpers = 2 * workers, self.settings.max_inflight_mb << 20, workers - 1
         ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(helpers, mp_context=ctx, initializer=chunks.init_worker,
+        with concurrent.futures.ProcessPoolExecutor(helpers, mp_context=ctx, initializer=worker.init_pool_worker,
                                                     initargs=(str(self.scorer.bundle.source), self.settings)) as pool:
             pending: collections.deque[_Slot] = collections.deque()
             in_flight = in_flight_bytes = 0
@@ -364,16 +325,16 @@ class BatchRun:
             return
         bad = sorted(chunk.bad + result.bad, key=lambda b: b.row)
         state.rows_in += chunk.table.num_rows + len(chunk.bad)
-        if bad and self.settings.bad_rows == "fail":
+        if bad and not self.bad_rows.reject:
             first = bad[0]
             where = f"row {first.row}" + (f" (line {first.line})" if first.line else "")
-            self._fail(state, f"{state.job.label}: {where}: {first.reason}")
+            self._fail(state, self.bad_rows.failure(f"{state.job.label}: {where}", first.reason))
             return
         if bad:
             state.rejected += len(bad)
-            if state.rejected > self.settings.max_rejected_rows:
-                self._fail(state, f"{state.job.label}: more than {self.settings.max_rejected_rows} rejected rows "
-                                  f"(first: row {bad[0].row}: {bad[0].reason})")
+            if self.bad_rows.over_limit(state.rejected):
+                self._fail(state, f"{state.job.label}: "
+                                  + self.bad_rows.limit_failure(f"row {bad[0].row}", bad[0].reason))
                 return
             if state.rejects is None:
                 state.rejects = open(state.rejects_tmp, "wb")  # noqa: SIM115 - closed at commit/fail
@@ -412,11 +373,9 @@ class BatchRun:
         job = state.job
         if state.writer.schema is None:  # no row was written: still give the file its columns
             try:
-                empty = chunks.output_table(input_schema(job.source, job.in_fmt).empty_table(),
-                                      pd.DataFrame({c: pd.Series([], dtype=object)
-                                                    for c in self.scorer.output_columns or ["prediction"]}),
-                                      self.settings.keep_columns)
-            except (chunks.KeepColumnsError, ReadError) as exc:
+                empty = chunks.empty_output(input_schema(job.source, job.in_fmt), self.scorer.output_columns,
+                                            self.settings.keep_columns)
+            except (KeepColumnsError, ReadError) as exc:
                 self._fail(state, f"{job.label}: {exc}")
                 return
             state.writer.write(empty)
@@ -540,26 +499,9 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def run_batch(settings: Settings) -> int:
-    """The whole command: plan and check, load the bundle, score, commit. Returns the exit code."""
-    if settings.engine == "spark":
-        from scorer.spark_engine import run_spark_batch
-
-        return run_spark_batch(settings)
-    try:
-        jobs = plan(settings)
-    except UsageError as exc:
-        print(f"scorer batch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        scorer = Scorer.load(settings.bundle, settings)
-    except ScorerError as exc:
-        print(f"scorer batch: bundle failed to load: {exc.message}", file=sys.stderr)
-        return EXIT_LOAD_FAILED
-    batch = BatchRun(settings, jobs, scorer)
-    try:
-        todo = batch.prepare_output()
-    except UsageError as exc:
-        print(f"scorer batch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return batch.run(todo)
+def run(settings: Settings) -> int:
+    """The local engine: plan and check, load the bundle, score, commit. Returns the exit code; raises
+    what :func:`scorer.errors.exit_code` maps (a usage error, a bundle that fails to load)."""
+    jobs = plan(settings)  # before the bundle loads: a usage error costs nothing
+    batch = BatchRun(settings, jobs, Scorer.load(settings.bundle, settings))
+    return batch.run(batch.prepare_output())

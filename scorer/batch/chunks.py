@@ -1,15 +1,15 @@
-"""Scoring one chunk of a file: what each ``scorer batch`` worker process runs.
+"""Scoring one chunk of a file, and the shape of every output: what each process that scores runs.
 
-A worker loads the bundle once (:func:`init_worker`), then scores chunks with
-:func:`score_chunk`: model columns are converted in Arrow where every value parses, rows the
-schema or the model refuse are isolated by splitting the chunk in halves, and the kept input
-columns are joined with the prediction columns. Errors never escape: a chunk that cannot be
-scored at all comes back with ``error`` set, which fails its file and only its file.
+With the scorer of its process (:mod:`scorer.batch.worker`), :func:`score_chunk` converts model
+columns in Arrow where every value parses, isolates the rows the schema or the model refuse by
+splitting the chunk in halves, and joins the kept input columns with the prediction columns
+(:func:`output_table`; :func:`empty_output` when a file has no rows to score). Errors never escape:
+a chunk that cannot be scored at all comes back with ``error`` set, which fails its file and only its
+file (the local engine) or the job (the Spark engine, which scores its Arrow batches here too).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,27 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scorer._memory import return_freed_memory
+from scorer.batch import worker
+from scorer.batch.files import BadRow, Chunk, decode_json_text, table_from_ipc, table_to_ipc
 from scorer.core import Scorer
-from scorer.errors import ScorerError
-from scorer.fileio import BadRow, Chunk, decode_json_text, table_from_ipc, table_to_ipc
-from scorer.settings import Settings
-
-_scorer: Scorer | None = None
-_echo = False  # --echo-bad-values: reasons also quote the offending value / the model's own message
-
-
-def use(scorer: Scorer, *, echo: bool = False) -> None:
-    """Score chunks in this process with an already loaded scorer (``--workers 1``)."""
-    global _scorer, _echo
-    _scorer, _echo = scorer, echo
-
-
-def init_worker(bundle: str, settings: Settings) -> None:
-    """ProcessPoolExecutor initializer: load the bundle once per worker process."""
-    logging.getLogger("scorer").setLevel(logging.WARNING)
-    return_freed_memory()
-    use(Scorer.load(bundle, settings), echo=settings.echo_bad_values)
+from scorer.errors import KeepColumnsError, ScorerError
 
 
 @dataclass
@@ -60,20 +43,15 @@ def score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
     except KeepColumnsError as exc:
         return ChunkResult(None, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - reported as this file's failure, with its class (text: opt-in)
-        return ChunkResult(None, error=f"unexpected {type(exc).__name__}" + (f": {exc}" if _echo else ""))
-
-
-class KeepColumnsError(ValueError):
-    pass
+        return ChunkResult(None, error=f"unexpected {type(exc).__name__}" + (f": {exc}" if worker.echo() else ""))
 
 
 def _score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult:
-    scorer = _scorer
-    assert scorer is not None, "worker not initialised"
+    scorer, echo = worker.current()
     table = chunk.table
     decoded = decode_json_text(table) if chunk.json_columns else table
     frame = _model_frame(decoded, scorer, chunk.json_columns)
-    good, outputs, bad = _score_bisect(scorer, frame, np.arange(len(frame)), first_error_only)
+    good, outputs, bad = _score_bisect(scorer, frame, np.arange(len(frame)), first_error_only, echo)
     bad_rows = [BadRow(row=int(chunk.rows[p]), reason=reason, values=_row_values(decoded, p),
                        line=chunk.line_of(p)) for p, reason in bad]
     if not len(good):
@@ -107,7 +85,7 @@ def _model_frame(table: pa.Table, scorer: Scorer, json_columns: frozenset[str] =
     return table.to_pandas()
 
 
-def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, first_only: bool,
+def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, first_only: bool, echo: bool,
                   ) -> tuple[np.ndarray, list[pd.DataFrame], list[tuple[int, str]]]:
     """Score ``frame``; if it fails, split it in halves until the failing rows are isolated."""
     if len(frame) == 0:
@@ -118,14 +96,14 @@ def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, fi
         if len(frame) == 1:
             detail = getattr(exc, "detail", None)
             reason = f"column {exc.columns[0]!r}: {detail}" if detail and getattr(exc, "columns", None) else exc.message
-            if _echo and exc.data_detail:
+            if echo and exc.data_detail:
                 reason = f"{reason}: {exc.data_detail}"
             return positions[:0], [], [(int(positions[0]), reason)]
     mid = len(frame) // 2
-    good_a, out_a, bad_a = _score_bisect(scorer, frame.iloc[:mid], positions[:mid], first_only)
+    good_a, out_a, bad_a = _score_bisect(scorer, frame.iloc[:mid], positions[:mid], first_only, echo)
     if bad_a and first_only:
         return good_a, out_a, bad_a
-    good_b, out_b, bad_b = _score_bisect(scorer, frame.iloc[mid:], positions[mid:], first_only)
+    good_b, out_b, bad_b = _score_bisect(scorer, frame.iloc[mid:], positions[mid:], first_only, echo)
     return np.concatenate([good_a, good_b]), out_a + out_b, bad_a + bad_b
 
 
@@ -148,3 +126,24 @@ def output_table(kept: pa.Table, predictions: pd.DataFrame, keep: str) -> pa.Tab
     for name in pred.column_names:
         out = out.append_column(name, pred.column(name))
     return out
+
+
+def empty_predictions(output_columns: list[str] | None) -> pd.DataFrame:
+    """The model's columns with no rows and no type yet (``prediction`` when the bundle names none)."""
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in output_columns or ["prediction"]})
+
+
+def empty_output(schema: pa.Schema, output_columns: list[str] | None, keep: str,
+                 predictions: pd.DataFrame | None = None) -> pa.Table:
+    """The output of a file (or dataset) with no row to write: still its columns, the kept input columns
+    with their types, then the model's (untyped unless ``predictions`` types them)."""
+    if predictions is None:
+        predictions = empty_predictions(output_columns)
+    return output_table(schema.empty_table(), predictions, keep)
+
+
+def kept_columns(names: list[str], output_columns: list[str], keep: str) -> list[str]:
+    """The input columns (of ``names``) written beside the predictions: ``--keep-columns`` applied."""
+    columns = empty_output(pa.schema([(n, pa.null()) for n in names]), output_columns, keep,
+                           pd.DataFrame(columns=output_columns)).column_names
+    return columns[: len(columns) - len(output_columns)]

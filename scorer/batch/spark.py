@@ -10,7 +10,7 @@ Two ways to score:
 * **Python bundles** (pickles, ``CustomPreprocessor``): ``mapInArrow``. The bundle travels with
   Spark's file distribution (``SparkContext.addFile``; a folder is zipped first) and is pinned by
   its content digest; each executor Python worker loads it once (Spark reuses its Python
-  workers) and scores every Arrow batch with :func:`scorer.chunks.score_chunk`, the function the
+  workers) and scores every Arrow batch with :func:`scorer.batch.chunks.score_chunk`, the function the
   local engine runs on every chunk. So rows, types, coercions and bad-row reasons are the local
   engine's. Arrow rather than pandas batches: kept columns (ids) then pass through untouched,
   exactly like the local engine's, with no int-to-float detour for columns holding nulls.
@@ -20,6 +20,10 @@ CSV columns are read as text (no ``inferSchema``): the scoring core converts the
 exactly as the local engine does (and names the rows it cannot convert), other columns pass
 through as written ("007" stays "007"), and no extra pass over the data is needed to infer types.
 The native path casts the model's columns to the bundle's input schema in Spark.
+
+What is particular to this engine is how chunks are scheduled (Spark's tasks) and written (one
+dataset, by Spark's commit protocol). The input walk, the planning checks, chunk scoring, the
+bad-row policy and the scorer of a process are :mod:`scorer.batch`'s, shared with the local engine.
 
 Exit codes are the local engine's: 0 ok, 2 usage (nothing written), 3 bundle failed to load,
 4 rows rejected (``--bad-rows reject``; they are in ``<output>/_rejects/``), 5 the job failed.
@@ -32,7 +36,6 @@ import functools
 import logging
 import re
 import shutil
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -47,19 +50,20 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from scorer import chunks
+from scorer.batch import chunks, walk, worker
+from scorer.batch.files import Chunk, detect_format, input_schema
+from scorer.batch.plan import check_output_format, input_files, local_input, require_paths
+from scorer.batch.rejects import BadRowPolicy
 from scorer.bundle import bundle_files
 from scorer.core import Scorer
-from scorer.errors import ScorerError
-from scorer.fileio import Chunk, ReadError, detect_format, input_schema
-from scorer.offline import (
-    EXIT_FAILED,
-    EXIT_LOAD_FAILED,
+from scorer.errors import (
     EXIT_OK,
     EXIT_REJECTED,
-    EXIT_USAGE,
+    BatchFailed,
+    KeepColumnsError,
+    ReadError,
+    ScorerError,
     UsageError,
-    _walk,
 )
 from scorer.settings import Settings
 from scorer.spark_ml import SPARK_TYPES, column
@@ -70,15 +74,7 @@ READERS = {"parquet": "parquet", "csv": "csv", "csv.gz": "csv", "jsonl": "json"}
 OUTPUTS = ("parquet", "csv", "csv.gz", "jsonl")
 SAMPLE_ROWS = 100  # rows scored on the driver to learn the output column types
 _FILE = "__scorer_file"  # the input file of each row, for messages
-_FAILURE = "scorer batch failed: "  # marks our own task failures in Spark's error text
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-
-
-class BatchFailed(Exception):
-    """Raised in an executor: the job must fail with this (one-line) message."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(_FAILURE + message)
 
 
 @dataclass(frozen=True)
@@ -106,14 +102,9 @@ def _is_uri(path: str) -> bool:
 def plan(settings: Settings, list_files: Any = None) -> Job:
     """Every check that can be made before Spark starts; a URI input is listed with ``list_files(uri) ->
     (root, [file URI])`` once it has."""
-    if not settings.input:
-        raise UsageError("--input is required")
-    if not settings.output:
-        raise UsageError("--output is required")
+    require_paths(settings)
     fmt = settings.output_format
-    if fmt not in ("same", *OUTPUTS):
-        raise UsageError(f"output format {fmt!r} is not supported by --engine spark; use one of: same, "
-                         f"{', '.join(OUTPUTS)}")
+    check_output_format(fmt, OUTPUTS, engine="spark")
     local_out = None if _is_uri(settings.output) else Path(settings.output).resolve()
     if local_out is not None and local_out.exists() and not settings.overwrite:
         unfinished = "" if (local_out / "_SUCCESS").exists() else " without _SUCCESS (an interrupted run)"
@@ -125,13 +116,8 @@ def plan(settings: Settings, list_files: Any = None) -> Job:
         if not files:
             raise UsageError(f"no input files ({', '.join(READERS)}) under {settings.input}")
     else:
-        source = Path(settings.input)
-        if not source.exists():
-            raise UsageError(f"input not found: {source}")
-        root_path = source.resolve() if source.is_dir() else source.resolve().parent
-        paths = _walk(root_path) if source.is_dir() else [source.resolve()]
-        if not paths:
-            raise UsageError(f"no input files ({', '.join(READERS)}) under {source}")
+        source, root_path = local_input(settings)
+        paths = input_files(source, root_path, list(READERS))
         inside = root_path if source.is_dir() else paths[0]
         if local_out is not None and (local_out.is_relative_to(inside) or inside.is_relative_to(local_out)):
             raise UsageError(f"output {local_out} and input {inside} overlap: choose an output outside the input")
@@ -183,7 +169,7 @@ def _name(uri: str, root: str) -> str:
 
 def _hadoop_lister(spark: Any) -> Any:
     """``list(uri) -> (root, files)``: the data files under a path of any Hadoop file system (hdfs://,
-    s3a://, file:/...), walked like the local engine walks a directory (hidden and unknown files skipped)."""
+    s3a://, file:/...), picked by the one input walk's rule (:mod:`scorer.batch.walk`)."""
 
     def list_files(uri: str) -> tuple[str, list[str]]:
         path = spark._jvm.org.apache.hadoop.fs.Path(uri)
@@ -194,16 +180,10 @@ def _hadoop_lister(spark: Any) -> Any:
         if fs.getFileStatus(path).isFile():
             return path.getParent().toString(), [path.toString()]
         root = path.toString().rstrip("/")
-        found, it = [], fs.listFiles(path, True)
+        names, it = [], fs.listFiles(path, True)
         while it.hasNext():
-            name = it.next().getPath().toString()
-            if any(part.startswith((".", "_")) for part in name.removeprefix(root + "/").split("/")):
-                continue
-            if detect_format(Path(name)) is None:
-                log.warning("skipping %s: not a %s file", name, "/".join(READERS))
-                continue
-            found.append(name)
-        return root, sorted(found)
+            names.append(it.next().getPath().toString())
+        return root, walk.select(root, names)
 
     return list_files
 
@@ -235,13 +215,12 @@ def _write(df: Any, job: Job, overwrite: bool) -> None:
 
 
 def _kept(names: list[str], outputs: list[str], keep: str) -> list[str]:
-    """The input columns written beside the predictions (the local engine's rule)."""
+    """The input columns written beside the predictions (the local engine's rule); checked before any job,
+    so a column ``--keep-columns`` names that the input lacks is a usage error."""
     try:
-        empty = pa.schema([(n, pa.null()) for n in names]).empty_table()
-        columns = chunks.output_table(empty, pd.DataFrame(columns=outputs), keep).column_names
-    except chunks.KeepColumnsError as exc:
-        raise UsageError(str(exc)) from None
-    return columns[: len(columns) - len(outputs)]
+        return chunks.kept_columns(names, outputs, keep)
+    except KeepColumnsError as exc:
+        raise UsageError(exc.message) from None
 
 
 # --- Python bundles: mapInArrow, the bundle loaded once per Python worker -----------------------------
@@ -258,46 +237,35 @@ class WorkerPlan:
     rejects: Any  # Accumulator of reject entries, or None with --bad-rows fail
 
 
-_loaded: dict[str, Scorer] = {}  # digest -> scorer, in this Python worker
-
-
-def _worker_scorer(plan: WorkerPlan) -> Scorer:
-    scorer = _loaded.get(plan.settings.bundle_digest)
-    if scorer is None:
-        from pyspark import SparkFiles
-
-        logging.getLogger("scorer").setLevel(logging.WARNING)
-        scorer = Scorer.load(SparkFiles.get(plan.bundle_file), plan.settings)  # checks the pinned digest
-        _loaded.clear()  # one bundle per process
-        _loaded[plan.settings.bundle_digest] = scorer
-    return scorer
-
-
 def score_batches(batches: Iterator[pa.RecordBatch], plan: WorkerPlan) -> Iterator[pa.RecordBatch]:
-    """The ``mapInArrow`` function: every batch through the local engine's chunk scorer."""
+    """The ``mapInArrow`` function: every batch through the local engine's chunk scorer, with the bundle
+    loaded once per Python worker (pinned to the driver's digest)."""
+    from pyspark import SparkFiles
+
     try:
-        chunks.use(_worker_scorer(plan), echo=plan.settings.echo_bad_values)
+        worker.load_once(SparkFiles.get(plan.bundle_file), plan.settings)
     except ScorerError as exc:
         raise BatchFailed(f"bundle failed to load on an executor: {exc.message}") from None
     settings = plan.settings
+    bad_rows = BadRowPolicy.from_settings(settings)
     rejected = 0
     for batch in batches:
         table = pa.Table.from_batches([batch])
         files = table.column(_FILE)
         table = table.drop_columns([_FILE])
         result = chunks.score_chunk(Chunk(table, np.arange(table.num_rows)), settings.keep_columns,
-                                    settings.bad_rows == "fail")
+                                    bad_rows.first_only)
         if result.error is not None:
             raise BatchFailed(f"{_name(files[0].as_py(), plan.root)}: {result.error}")
         if result.bad:
             first = result.bad[0]
             where = _name(files[first.row].as_py(), plan.root)
-            if settings.bad_rows == "fail":
-                raise BatchFailed(f"{where}: {first.reason}")
+            if not bad_rows.reject:
+                raise BatchFailed(bad_rows.failure(where, first.reason))
             rejected += len(result.bad)
-            if rejected > settings.max_rejected_rows:
-                raise BatchFailed(f"more than {settings.max_rejected_rows} rejected rows (first: {where}: {first.reason})")
-            plan.rejects.add([{"file": _name(files[b.row].as_py(), plan.root), "reason": b.reason, "values": b.values}
+            if bad_rows.over_limit(rejected):
+                raise BatchFailed(bad_rows.limit_failure(where, first.reason))
+            plan.rejects.add([b.as_json(_name(files[b.row].as_py(), plan.root), where=False)
                               for b in result.bad])  # no row number: a batch is not a file
         if result.table is not None:
             try:
@@ -310,16 +278,16 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: WorkerPlan) -> Iterat
 
 def _output_schema(scorer: Scorer, sample: pa.Table, keep: str) -> pa.Schema:
     """Kept input columns (their Spark types) + the model's columns, typed by scoring sample rows here."""
-    chunks.use(scorer)
+    worker.use(scorer)
     result = chunks.score_chunk(Chunk(sample, np.arange(sample.num_rows)), keep, False)
     if result.table is not None and result.table.num_rows:
         schema = result.table.schema
     else:  # no usable sample rows: the manifest's sample input, else text columns
-        predictions = pd.DataFrame(columns=scorer.output_columns or ["prediction"])
+        predictions = None
         if scorer.bundle.manifest.sample_input:
             s = scorer.bundle.manifest.sample_input
             predictions = scorer.score(pd.DataFrame(s["data"], columns=s["columns"]))
-        schema = chunks.output_table(sample.slice(0, 0), predictions, keep).schema
+        schema = chunks.empty_output(sample.schema, scorer.output_columns, keep, predictions).schema
     return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema])
 
 
@@ -396,7 +364,7 @@ def _error_line(exc: BaseException) -> str:
         while root.getCause() is not None:
             root = root.getCause()
         text = f"{text}\n{root.toString()}"
-    found = re.search(re.escape(_FAILURE) + r"(.*)", text)
+    found = re.search(re.escape(BatchFailed.MARKER) + r"(.*)", text)
     if found:
         return found.group(1).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -414,20 +382,16 @@ def _delete_output(spark: Any, job: Job, *, committed: bool) -> None:
         fs.delete(path, True)
 
 
-def run_spark_batch(settings: Settings) -> int:
+def run(settings: Settings) -> int:
     """``scorer batch --engine spark``: plan, start Spark, load the bundle here, score on Spark, commit.
-    Returns the exit code."""
+    Returns the exit code; raises what :func:`scorer.errors.exit_code` maps (a usage error, a bundle that
+    fails to load, :class:`~scorer.errors.BatchFailed`)."""
     started = time.perf_counter()
-    try:
-        job = None if _is_uri(settings.input) else plan(settings)  # a remote input is listed once Spark runs
-    except UsageError as exc:
-        print(f"scorer batch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    job = None if _is_uri(settings.input) else plan(settings)  # a remote input is listed once Spark runs
     try:
         from pyspark.sql import SparkSession
     except ImportError:
-        print("scorer batch: --engine spark needs pyspark 3.5 and Java 17: install scorer[spark]", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("--engine spark needs pyspark 3.5 and Java 17: install scorer[spark]") from None
     from scorer.jvm import spark_session
 
     ours = SparkSession.getActiveSession() is None
@@ -435,15 +399,10 @@ def run_spark_batch(settings: Settings) -> int:
         # before the bundle: a Spark ML or H2O bundle loads into this session (the cluster's), not a local one
         spark = spark_session(master=settings.spark_master or None, app_name="scorer batch")
     except Exception as exc:  # noqa: BLE001 - no Java, a bad master URL: reported in one line
-        log.error("batch failed: cannot start Spark: %s", _error_line(exc))
-        return EXIT_FAILED
+        raise BatchFailed(f"cannot start Spark: {_error_line(exc)}") from None
     workdir = Path(tempfile.mkdtemp(prefix="scorer-spark-"))
     try:
-        try:
-            scorer = Scorer.load(settings.bundle, settings)
-        except ScorerError as exc:
-            print(f"scorer batch: bundle failed to load: {exc.message}", file=sys.stderr)
-            return EXIT_LOAD_FAILED
+        scorer = Scorer.load(settings.bundle, settings)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.chunk_rows))
         return _run(spark, settings, scorer, job, workdir, started)
     finally:
@@ -465,12 +424,10 @@ def _run(spark: Any, settings: Settings, scorer: Scorer, job: Job | None, workdi
             scored, rejects = _native_scored(sdf, scorer, settings, job), None
         else:
             scored, rejects = _python_scored(spark, sdf, scorer, settings, job, workdir)
-    except UsageError as exc:
-        print(f"scorer batch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except UsageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - unreadable input (schema inference, sample), reported in one line
-        log.error("batch failed: %s", _error_line(exc))
-        return EXIT_FAILED
+        raise BatchFailed(_error_line(exc)) from None
     observation = Observation()
     scored = scored.observe(observation, F.count(F.lit(1)).alias("rows"))
     log.info("scoring %d input file(s) (%s) on Spark %s (%s), %s path -> %s (%s)", len(job.files), job.in_fmt,
@@ -481,20 +438,17 @@ def _run(spark: Any, settings: Settings, scorer: Scorer, job: Job | None, workdi
     except Exception as exc:  # noqa: BLE001 - Spark wraps everything (Py4JJavaError, AnalysisException, ...)
         line = _error_line(exc)
         if "PATH_ALREADY_EXISTS" in str(exc):  # checked by Spark before any task runs: nothing was written
-            print(f"scorer batch: {job.output_name} already exists; use --overwrite to replace it", file=sys.stderr)
-            return EXIT_USAGE
-        log.error("batch failed: %s", line)
+            raise UsageError(f"{job.output_name} already exists; use --overwrite to replace it") from None
         _delete_output(spark, job, committed=False)
-        return EXIT_FAILED
+        raise BatchFailed(line) from None
     seconds = time.perf_counter() - job_started
     rows = int(observation.get["rows"])
     entries = list(rejects.value) if rejects is not None else []
-    if len(entries) > settings.max_rejected_rows:  # each task keeps under the cap; together they may not
+    bad_rows = BadRowPolicy.from_settings(settings)
+    if bad_rows.over_limit(len(entries)):  # each task keeps under the cap; together they may not
         _delete_output(spark, job, committed=True)
         first = entries[0]
-        log.error("batch failed: more than %d rejected rows (first: %s: %s); output removed",
-                  settings.max_rejected_rows, first["file"], first["reason"])
-        return EXIT_FAILED
+        raise BatchFailed(bad_rows.limit_failure(first["file"], first["reason"]) + "; output removed")
     log.info("spark: %d rows scored in %.1fs, %.0f rows/s (%.1fs in all) -> %s", rows, seconds,
              rows / max(seconds, 1e-9), time.perf_counter() - started, job.output_name)
     if entries:

@@ -30,6 +30,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from scorer.errors import ReadError
+
 FORMATS = ("csv", "csv.gz", "parquet", "jsonl", "arrow")
 _SUFFIXES = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
              ".ndjson": "jsonl", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
@@ -39,10 +41,6 @@ CSV_BLOCK_BYTES = 1 << 20
 _OUT_SUFFIX = {"csv": ".csv", "csv.gz": ".csv.gz", "parquet": ".parquet", "jsonl": ".jsonl", "arrow": ".arrow"}
 
 
-class ReadError(Exception):
-    """A file (not a row) cannot be read: not the format its name says, truncated, unreadable."""
-
-
 @dataclass(frozen=True)
 class BadRow:
     row: int  # 0-based data row in the file
@@ -50,10 +48,14 @@ class BadRow:
     line: int | None = None  # 1-based physical line, for text formats
     values: dict[str, Any] | None = None
 
-    def as_json(self, file: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {"file": file, "row": self.row}
-        if self.line is not None:
-            entry["line"] = self.line
+    def as_json(self, file: str, *, where: bool = True) -> dict[str, Any]:
+        """The row's entry in the rejects; ``where=False`` leaves out row and line (the Spark engine scores
+        batches, not files, so it knows neither)."""
+        entry: dict[str, Any] = {"file": file}
+        if where:
+            entry["row"] = self.row
+            if self.line is not None:
+                entry["line"] = self.line
         entry["reason"] = self.reason
         entry["values"] = self.values
         return entry

@@ -1,0 +1,52 @@
+"""The scorer of this process: what every process that scores chunks holds, for both engines.
+
+The command's own process hands over the scorer it loaded (:func:`use`); a local engine's spawned
+worker (:func:`init_pool_worker`) and a Spark executor's Python worker (:func:`load_once`, per task:
+Spark reuses its Python workers) load the bundle once and keep it. One bundle per process.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from scorer._memory import return_freed_memory
+from scorer.core import Scorer
+from scorer.settings import Settings
+
+_scorer: Scorer | None = None
+_key: str | None = None  # what _scorer was loaded from: the pinned digest, else the bundle path
+_echo = False  # --echo-bad-values: reasons also quote the offending value / the model's own message
+
+
+def use(scorer: Scorer, *, echo: bool = False, key: str | None = None) -> None:
+    """Score chunks in this process with an already loaded scorer."""
+    global _scorer, _key, _echo
+    _scorer, _key, _echo = scorer, key, echo
+
+
+def load_once(bundle: str, settings: Settings) -> Scorer:
+    """This process's scorer for ``bundle``, loaded (quietly: only warnings are logged) on the first call;
+    later calls for the same bundle (its pinned digest, else its path) return it."""
+    key = settings.bundle_digest or bundle
+    if _scorer is None or _key != key:
+        logging.getLogger("scorer").setLevel(logging.WARNING)
+        use(Scorer.load(bundle, settings), echo=settings.echo_bad_values, key=key)  # checks a pinned digest
+    assert _scorer is not None
+    return _scorer
+
+
+def init_pool_worker(bundle: str, settings: Settings) -> None:
+    """ProcessPoolExecutor initializer of the local engine: load the bundle once per worker process."""
+    return_freed_memory()
+    load_once(bundle, settings)
+
+
+def current() -> tuple[Scorer, bool]:
+    """The scorer of this process and :func:`echo`."""
+    assert _scorer is not None, "worker not initialised"
+    return _scorer, _echo
+
+
+def echo() -> bool:
+    """Whether reasons may quote the offending value (``--echo-bad-values``)."""
+    return _echo
