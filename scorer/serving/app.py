@@ -28,7 +28,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from scorer.core import Scorer
-from scorer.errors import ScorerError
+from scorer.errors import BundleError, ScorerError
 from scorer.serving.coalescer import Coalescer, CoalescingPolicy
 from scorer.serving.context import RequestContext
 from scorer.serving.router import Router
@@ -95,11 +95,14 @@ def create_app(
         try:
             loaded = await _in_daemon_thread(Scorer.load, settings.bundle, settings)
         except Exception as exc:
-            state.load_error = exc
             message = exc.message if isinstance(exc, ScorerError) else f"{type(exc).__name__}: {exc}"
             log.error("bundle failed to load: %s", message, exc_info=not isinstance(exc, ScorerError))
+            # Whatever the loader raised, the bundle failed to load: a BundleError (exit code by the table).
+            error = exc if isinstance(exc, BundleError) else BundleError(f"loading raised {type(exc).__name__}")
+            error.__cause__ = exc if error is not exc else exc.__cause__
+            state.load_error = error
             if on_load_error is not None:
-                on_load_error(exc)
+                on_load_error(error)
             return
         activate(loaded)
 

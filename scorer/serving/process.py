@@ -4,7 +4,8 @@ listening socket (``scorer serve``; the app each process serves is :mod:`scorer.
 Why not ``uvicorn --workers``: its supervisor restarts a worker that exits, so a bundle
 that fails to load would restart forever instead of failing the deployment; and in
 multi-worker mode replies were seen waiting on delayed ACKs (no ``TCP_NODELAY``). Here a
-worker whose bundle fails to load exits with :data:`EXIT_LOAD_FAILED`, and the supervisor
+worker whose bundle fails to load exits with the code :func:`scorer.errors.exit_code` gives a
+:class:`~scorer.errors.BundleError` (3), and the supervisor
 then stops the others and exits with that code. SIGTERM/SIGINT are forwarded to workers,
 which drain and finish in-flight requests (see :class:`_Server`) before exiting.
 
@@ -41,7 +42,7 @@ from scorer._cpu import share_openmp
 from scorer._loading import LoadingResponder
 from scorer._logging import configure
 from scorer.core import Scorer
-from scorer.errors import ScorerError
+from scorer.errors import EXIT_OK, ScorerError, exit_code
 from scorer.jvm import jvm_started
 from scorer.serving.app import create_app
 from scorer.serving.state import ServerState
@@ -49,7 +50,6 @@ from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXIT_LOAD_FAILED = 3
 _SWITCH_INTERVAL = 0.001  # seconds; see run_worker
 
 
@@ -134,7 +134,7 @@ def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
     server.run(sockets=[sock] if sock is not None else None)
-    return EXIT_LOAD_FAILED if failed else 0
+    return exit_code(failed[0]) if failed else EXIT_OK
 
 
 class _Server(uvicorn.Server):
@@ -218,7 +218,7 @@ def serve(settings: Settings) -> int:
             loaded = Scorer.load(settings.bundle, settings)
     except ScorerError as exc:
         log.error("bundle failed to load: %s", exc.message)
-        return EXIT_LOAD_FAILED
+        return exit_code(exc)
     except _StopRequested:
         log.warning("stopped while the bundle was still loading")
         return 0
