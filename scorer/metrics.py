@@ -1,19 +1,82 @@
-"""Prometheus metrics of one server process (its own registry, so apps never share state)."""
+"""Prometheus metrics of the server.
+
+One process (``--workers 1``): its own in-process registry, so apps never share state. Several
+workers: the supervisor opens :func:`shared_between_workers` before forking them; each worker's
+:class:`Metrics` then keeps its values in files of its own in that directory (prometheus_client's
+multiprocess mode) and :meth:`Metrics.render`, in whichever worker a scrape reaches, adds up the
+files of every worker, including those of workers that have exited, so counters never go back.
+Gauges are combined over the live workers: ``scorer_ready`` is their minimum (1 only while every
+worker serves), ``scorer_model_load_seconds`` their maximum (they all serve the one model the
+supervisor loaded).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# prometheus_client's own variable: its file-backed values name their files from it.
+_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROW_BUCKETS = tuple(float(2**i) for i in range(0, 17))
 _REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
+log = logging.getLogger("scorer.metrics")
+
+# Set in the supervisor by shared_between_workers; the forked workers inherit it.
+_shared_dir: str | None = None
+_file_values: type | None = None
+
+
+@contextlib.contextmanager
+def shared_between_workers() -> Iterator[str | None]:
+    """In the supervisor, around the workers' lives: a fresh directory (mode 0700, in the temp dir,
+    never another server's) for their metric files, removed on exit. Yields its path, or None if no
+    temp directory is writable (then each worker reports only its own counts, as a warning says)."""
+    global _shared_dir, _file_values
+    try:
+        directory = tempfile.mkdtemp(prefix="scorer-metrics-")
+    except OSError as exc:
+        log.warning("no temp directory for the workers' metrics (%s): each /metrics scrape shows only the "
+                    "counts of the worker that answers it", exc)
+        yield None
+        return
+    previous = os.environ.get(_DIR_VARIABLE)
+    os.environ[_DIR_VARIABLE] = directory
+    _shared_dir, _file_values = directory, values.MultiProcessValue()
+    try:
+        yield directory
+    finally:
+        _shared_dir, _file_values = None, None
+        if previous is None:
+            os.environ.pop(_DIR_VARIABLE, None)
+        else:
+            os.environ[_DIR_VARIABLE] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def worker_exited(pid: int | None) -> None:
+    """In the supervisor: a worker has exited; its gauges stop counting (its counters stay)."""
+    if _shared_dir is not None and pid is not None:
+        mark_process_dead(pid, _shared_dir)
+
 
 class Metrics:
     def __init__(self) -> None:
+        # prometheus_client reads the kind of value a new metric gets from this module global (it chose
+        # one when first imported, before the supervisor made its directory): set it for the metrics below.
+        values.ValueClass = _file_values or values.MutexValue
+        self._shared_dir = _shared_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("scorer_requests", "HTTP requests by route and status.", ["path", "status"], registry=r)
@@ -34,8 +97,10 @@ class Metrics:
             "2*ceil(log2 N) per failing request in a batch of N).",
             registry=r,
         )
-        self.load_seconds = Gauge("scorer_model_load_seconds", "Time taken to load the bundle.", registry=r)
-        self.ready = Gauge("scorer_ready", "1 once the bundle is loaded and serving.", registry=r)
+        self.load_seconds = Gauge("scorer_model_load_seconds", "Time taken to load the bundle.", registry=r,
+                                  multiprocess_mode="livemax")
+        self.ready = Gauge("scorer_ready", "1 once the bundle is loaded and serving.", registry=r,
+                           multiprocess_mode="livemin")
 
         self._request_children: dict[tuple[str, int], tuple[object, object]] = {}
 
@@ -58,4 +123,8 @@ class Metrics:
         self.retry_calls.inc(calls)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._shared_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()  # a fresh one: every worker's files, read at this scrape
+        MultiProcessCollector(registry, path=self._shared_dir)
+        return generate_latest(registry)

@@ -33,11 +33,14 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from scorer import metrics
 from scorer._cpu import share_openmp
 from scorer._loading import LoadingResponder
 from scorer._logging import configure
@@ -246,6 +249,12 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    with metrics.shared_between_workers():
+        return _supervise(settings, sock, workers, stopping, forward)
+
+
+def _supervise(settings: Settings, sock: socket.socket, workers: list[BaseProcess], stopping: list[int],
+               forward: Callable[[int, Any], None]) -> int:
     for w in workers:
         w.start()
     # The workers hold the listening socket now: once each has closed its copy (end of its drain
@@ -260,6 +269,7 @@ def serve(settings: Settings) -> int:
             if w.exitcode is None:
                 continue
             remaining.remove(w)
+            metrics.worker_exited(w.pid)
             stopped_by_us = w.exitcode < 0 and -w.exitcode in stopping
             if w.exitcode != 0 and not stopped_by_us and code == 0:
                 code = w.exitcode if w.exitcode > 0 else 1
