@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from scorer._memory import return_freed_memory
-from scorer.core import Scorer
+from scorer.core import LoadOptions, Scorer
 from scorer.errors import ScorerError
 from scorer.fileio import BadRow, Chunk, decode_json_text, table_from_ipc, table_to_ipc
 from scorer.settings import Settings
@@ -38,7 +38,7 @@ def init_worker(bundle: str, settings: Settings) -> None:
     """ProcessPoolExecutor initializer: load the bundle once per worker process."""
     logging.getLogger("scorer").setLevel(logging.WARNING)
     return_freed_memory()
-    use(Scorer.load(bundle, settings), echo=settings.echo_bad_values)
+    use(Scorer.load(bundle, LoadOptions.from_settings(settings)), echo=settings.echo_bad_values)
 
 
 @dataclass

@@ -91,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 
         configure(settings.log_level, settings.log_format)
         return run_batch(settings)
-    from scorer.core import Scorer
+    from scorer.core import LoadOptions, Scorer
     from scorer.errors import ScorerError
 
     configure(settings.log_level, settings.log_format)
     try:
-        scorer = Scorer.load(settings.bundle, settings)
+        scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
     except ScorerError as exc:
         print(f"scorer: {exc.message}", file=sys.stderr)
         return 3

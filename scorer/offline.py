@@ -45,7 +45,7 @@ from scorer._cpu import cores, share_openmp
 from scorer._memory import return_freed_memory
 from scorer._version import __version__
 from scorer.bundle import hash_file
-from scorer.core import Scorer
+from scorer.core import LoadOptions, Scorer
 from scorer.errors import ScorerError
 from scorer.fileio import (
     FORMATS,
@@ -552,7 +552,7 @@ def run_batch(settings: Settings) -> int:
         print(f"scorer batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        scorer = Scorer.load(settings.bundle, settings)
+        scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
     except ScorerError as exc:
         print(f"scorer batch: bundle failed to load: {exc.message}", file=sys.stderr)
         return EXIT_LOAD_FAILED

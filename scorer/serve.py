@@ -39,7 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from scorer._cpu import share_openmp
 from scorer._loading import LoadingResponder
 from scorer._logging import configure
-from scorer.core import Scorer
+from scorer.core import LoadOptions, Scorer
 from scorer.errors import ScorerError
 from scorer.jvm import jvm_started
 from scorer.server import create_app
@@ -213,7 +213,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop_loading)
     try:
         with LoadingResponder(sock):
-            loaded = Scorer.load(settings.bundle, settings)
+            loaded = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
     except ScorerError as exc:
         log.error("bundle failed to load: %s", exc.message)
         return EXIT_LOAD_FAILED

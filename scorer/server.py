@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scorer import codecs
 from scorer._logging import request_id
 from scorer.batching import Batcher, BatchPolicy
-from scorer.core import Scorer
+from scorer.core import LoadOptions, Scorer
 from scorer.errors import (
     BodyTimeout,
     ClientDisconnected,
@@ -496,7 +496,7 @@ def create_app(
 
     async def load_in_background() -> None:
         try:
-            loaded = await _in_daemon_thread(Scorer.load, settings.bundle, settings)
+            loaded = await _in_daemon_thread(Scorer.load, settings.bundle, LoadOptions.from_settings(settings))
         except Exception as exc:
             state.load_error = exc
             message = exc.message if isinstance(exc, ScorerError) else f"{type(exc).__name__}: {exc}"

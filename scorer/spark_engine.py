@@ -49,7 +49,7 @@ import pyarrow as pa
 
 from scorer import chunks
 from scorer.bundle import bundle_files
-from scorer.core import Scorer
+from scorer.core import LoadOptions, Scorer
 from scorer.errors import ScorerError
 from scorer.fileio import Chunk, ReadError, detect_format, input_schema
 from scorer.offline import (
@@ -267,7 +267,7 @@ def _worker_scorer(plan: WorkerPlan) -> Scorer:
         from pyspark import SparkFiles
 
         logging.getLogger("scorer").setLevel(logging.WARNING)
-        scorer = Scorer.load(SparkFiles.get(plan.bundle_file), plan.settings)  # checks the pinned digest
+        scorer = Scorer.load(SparkFiles.get(plan.bundle_file), LoadOptions.from_settings(plan.settings))  # checks the pinned digest
         _loaded.clear()  # one bundle per process
         _loaded[plan.settings.bundle_digest] = scorer
     return scorer
@@ -440,7 +440,7 @@ def run_spark_batch(settings: Settings) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="scorer-spark-"))
     try:
         try:
-            scorer = Scorer.load(settings.bundle, settings)
+            scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
         except ScorerError as exc:
             print(f"scorer batch: bundle failed to load: {exc.message}", file=sys.stderr)
             return EXIT_LOAD_FAILED

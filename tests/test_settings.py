@@ -181,3 +181,15 @@ def test_cli_rejects_unknown_env(sum_bundle) -> None:
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "SCORER_PROT" in proc.stderr
+
+
+def test_load_options_defaults_are_the_settings_defaults() -> None:
+    """LoadOptions() (what Scorer.load uses without options) loads exactly as default Settings would."""
+    from scorer.load_options import LoadOptions
+
+    assert LoadOptions.from_settings(Settings()) == LoadOptions()
+    changed = Settings(bundle_digest="sha256:" + "0" * 64, check_requirements=False, install_requirements=True,
+                       requirements_cache="/x", extra_columns="reject", mojo_backend="spark")
+    assert LoadOptions.from_settings(changed) == LoadOptions(
+        bundle_digest="sha256:" + "0" * 64, check_requirements=False, install_requirements=True,
+        requirements_cache="/x", extra_columns="reject", mojo_backend="spark")
