@@ -61,14 +61,14 @@ class MojoModel(CustomPreprocessor):
         model = self.genmodel
         names = list(model.getNames())
         self.features = names[: model.getNumCols()]
-        self.input_schema = {  # type: ignore[misc]
+        self.input_schema = {
             name: ("string" if model.getDomainValues(i) is not None else "float") for i, name in enumerate(self.features)
         }
         if model.isClassifier():
             self.classes = [str(c) for c in model.getDomainValues(model.getResponseIdx())]
-            self.output_columns = ["prediction", *(f"probability_{c}" for c in self.classes)]  # type: ignore[misc]
+            self.output_columns = ["prediction", *(f"probability_{c}" for c in self.classes)]
         else:
-            self.output_columns = ["prediction"]  # type: ignore[misc]
+            self.output_columns = ["prediction"]
         if self.backend == "genmodel":
             self._start_genmodel()
         else:

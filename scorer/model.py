@@ -182,8 +182,8 @@ class DefaultModel(CustomPreprocessor):
             self.one_call = _argmax_consistent(self.estimator)
         from scorer.schema import infer_schema
 
-        self.input_schema = infer_schema(self.estimator)  # type: ignore[misc]
-        self.output_columns = (  # type: ignore[misc]
+        self.input_schema = infer_schema(self.estimator)
+        self.output_columns = (
             ["prediction"] + [f"probability_{c}" for c in self.classes] if self.classes is not None else None
         )
 
@@ -196,7 +196,7 @@ class DefaultModel(CustomPreprocessor):
         else:
             prediction = np.asarray(self.estimator.predict(df))
         arrays = [prediction, *(np.ascontiguousarray(proba[:, i]) for i in range(proba.shape[1]))]
-        return frame_from_arrays(self.output_columns, arrays, len(prediction))
+        return frame_from_arrays(self.output_columns or [], arrays, len(prediction))
 
 
 def to_frame(result: Any, n_rows: int) -> pd.DataFrame:

@@ -40,7 +40,7 @@ Contract:
 from __future__ import annotations
 
 import pathlib
-from typing import Any, ClassVar
+from typing import Any
 
 import pandas as pd
 
@@ -48,8 +48,9 @@ import pandas as pd
 class CustomPreprocessor:
     """Base class for a bundle's custom scoring code. Override :meth:`load` and :meth:`predict`."""
 
-    input_schema: ClassVar[dict[str, str] | None] = None
-    output_columns: ClassVar[list[str] | None] = None
+    # Class attributes in bundles' code; the default models set them per instance once loaded.
+    input_schema: dict[str, str] | None = None
+    output_columns: list[str] | None = None
 
     def load(self, artifacts_dir: pathlib.Path) -> None:
         """Load model files from ``artifacts_dir``. Called once."""

@@ -21,14 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from scorer.errors import SchemaError
-from scorer.table import Table
+from scorer.table import NONE, Table
 
 COLUMN_TYPES = ("float", "int", "bool", "string", "any")
 
 # Text that Arrow's cast turns into exactly what ``coerce`` would make of it. Arrow's cast accepts more
 # (``TRUE``, ``nan``, ``0x10``) that ``coerce`` refuses, so only columns whose every value matches are
 # cast in Arrow; the rest go to ``coerce``, which names the bad row.
-_ARROW_CASTS = {
+_ARROW_CASTS: dict[str, tuple[pa.DataType, str]] = {
     "float": (pa.float64(), r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"),
     "int": (pa.int64(), r"^-?[0-9]+$"),
     "bool": (pa.bool_(), r"^(true|false|True|False|1|0)$"),
@@ -241,16 +241,16 @@ def _coerce_column(name: str, s: pd.Series, kind: str) -> Any:
             if fractional.any():
                 raise _bad(name, s, fractional, "string")
             return np.array([str(int(v)) if f else None for v, f in zip(as_float, finite, strict=True)], dtype=object)
-        values = s.to_numpy(dtype=object, na_value=None) if not s.dtype == object else s.to_numpy()
-        inferred = pd.api.types.infer_dtype(values, skipna=True)
+        objects = s.to_numpy(dtype=object, na_value=NONE) if not s.dtype == object else s.to_numpy()
+        inferred = pd.api.types.infer_dtype(objects, skipna=True)
         if inferred in ("string", "empty"):
-            return values
+            return objects
         ok = np.fromiter(
             (v is None or isinstance(v, str) or _is_nan(v) or (isinstance(v, int | np.integer) and not isinstance(v, bool))
-             for v in values), dtype=bool, count=len(values))
+             for v in objects), dtype=bool, count=len(objects))
         if not ok.all():
             raise _bad(name, s, ~ok, "string")
-        return np.array([str(v) if isinstance(v, int | np.integer) else (None if _is_nan(v) else v) for v in values],
+        return np.array([str(v) if isinstance(v, int | np.integer) else (None if _is_nan(v) else v) for v in objects],
                         dtype=object)
     raise SchemaError(f"column {name!r}: unknown schema type {kind!r}", columns=[name])
 

@@ -114,13 +114,13 @@ class SparkPipelineModel(CustomPreprocessor):
             for out in ("predictionCol", "probabilityCol", "rawPredictionCol"):
                 if stage.hasParam(out) and _param(stage, out):
                     produced.add(_param(stage, out))
-        self.input_schema = inputs  # type: ignore[misc]
+        self.input_schema = inputs
         if self.probability_col:
             n = int(final.numClasses)
             self.classes = labels if labels and len(labels) == n else list(range(n))
-            self.output_columns = ["prediction", *(f"probability_{c}" for c in self.classes)]  # type: ignore[misc]
+            self.output_columns = ["prediction", *(f"probability_{c}" for c in self.classes)]
         else:
-            self.output_columns = ["prediction"]  # type: ignore[misc]
+            self.output_columns = ["prediction"]
 
     def transform_spark(self, sdf: Any) -> Any:
         """``sdf`` with the output columns appended (Spark's own ``transform``, then the sklearn shape)."""
