@@ -8,6 +8,11 @@ numeric strings -> numbers, integral floats -> ints (ints with missing values st
 with NaN, as pandas itself represents them), ints -> strings for string columns. Anything
 else is a :class:`~scorer.errors.SchemaError` naming the column, the row and the expected type
 (never the value, unless the operator opts in to echoing it).
+
+Every cast between what arrives and what the model gets is here, so requests and ``scorer batch``
+share one coercion path: :meth:`Schema.narrow_arrow` is the Arrow half for tables read from files
+(columns dropped and text cast in Arrow, only where the result is what ``coerce`` gives), and
+:meth:`Schema.coerce` the numpy half for every Table or DataFrame.
 """
 
 from __future__ import annotations
