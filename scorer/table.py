@@ -70,7 +70,8 @@ class Table:
             raise ValueError("duplicate column names")
         if table.schema.metadata and b"pandas" in table.schema.metadata:
             return cls.from_frame(table.to_pandas())
-        direct: dict[str, NDArray[Any] | None] = {name: _direct_numpy(table.column(i)) for i, name in enumerate(table.column_names)}
+        direct: dict[str, NDArray[Any] | None] = {
+            name: _direct_numpy(table.column(i)) for i, name in enumerate(table.column_names)}
         rest = [i for i, name in enumerate(table.column_names) if direct[name] is None]
         if rest:
             frame = table.select(rest).to_pandas()
