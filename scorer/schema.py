@@ -248,8 +248,10 @@ def _coerce_column(name: str, s: pd.Series, kind: str) -> Any:
             return np.array([str(int(v)) if f else None for v, f in zip(as_float, finite, strict=True)], dtype=object)
         objects = s.to_numpy(dtype=object, na_value=NONE) if not s.dtype == object else s.to_numpy()
         inferred = pd.api.types.infer_dtype(objects, skipna=True)
-        if inferred in ("string", "empty"):
+        if inferred == "string":
             return objects
+        if inferred == "empty":  # only missing values: None, as when some are strings (pandas 3 reads NaN)
+            return np.full(len(objects), None, dtype=object)
         ok = np.fromiter(
             (v is None or isinstance(v, str) or _is_nan(v) or (isinstance(v, int | np.integer) and not isinstance(v, bool))
              for v in objects), dtype=bool, count=len(objects))
