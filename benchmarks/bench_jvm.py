@@ -46,12 +46,12 @@ import json, statistics, sys, time
 sys.path.insert(0, {str(h.REPO / 'benchmarks')!r})
 import _harness as h
 from scorer.core import Scorer
-from scorer.settings import Settings
+from scorer.load_options import LoadOptions
 from bench_jvm import rows_frame
 from pathlib import Path
 build = h.load_build_module()
 t0 = time.perf_counter()
-scorer = Scorer.load({str(bundle)!r}, Settings(mojo_backend={backend!r}))
+scorer = Scorer.load({str(bundle)!r}, LoadOptions(mojo_backend={backend!r}))
 out = {{"load_s": time.perf_counter() - t0}}
 for n in {SIZES!r}:
     df = rows_frame(build, Path({str(bundle)!r}), n)

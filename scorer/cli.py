@@ -92,11 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         configure(settings.log_level, settings.log_format)
         return batch.run(settings)
     from scorer.core import Scorer
+    from scorer.load_options import LoadOptions
     from scorer.errors import EXIT_OK, ScorerError, exit_code
 
     configure(settings.log_level, settings.log_format)
     try:
-        scorer = Scorer.load(settings.bundle, settings)
+        scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
     except ScorerError as exc:
         print(f"scorer: {exc.message}", file=sys.stderr)
         return exit_code(exc)

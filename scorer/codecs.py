@@ -11,8 +11,9 @@ Accepted request bodies (``decode``):
   (``application/vnd.apache.arrow.stream`` / ``.file``); also sniffed by their magic bytes.
 
 Parquet and Arrow bodies are held to ``Limits`` (rows, columns, decoded size) read from their
-metadata before they are decoded, and to their expanded size before they become pandas
-(:mod:`scorer._columnar_limits`).
+metadata before they are decoded, and to their expanded size before they are converted
+(:mod:`scorer._columnar_limits`); they become a Table by :meth:`Table.from_arrow`, and Arrow and
+Parquet replies are made by :meth:`Table.to_arrow`, without a DataFrame in between where the types allow.
 
 Responses (``encode``): ``{"predictions": [...]}`` JSON by default, or CSV / Arrow / Parquet
 when the ``Accept`` header asks for it. NaN and infinities always become ``null``.
@@ -232,7 +233,7 @@ def _from_columns_orient(obj: dict[str, Any]) -> Table:
 # --- binary and CSV -------------------------------------------------------------------------
 
 
-def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> pd.DataFrame:
+def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> Table:
     from pyarrow import csv
 
     if not body.strip():
@@ -293,10 +294,9 @@ def _from_arrow(table: pa.Table, limits: Limits | None = None,
     if index:
         table = table.drop_columns(index)
     try:
-        frame = table.replace_schema_metadata(None).to_pandas()
+        return Table.from_arrow(table.replace_schema_metadata(None))
     except NotImplementedError as exc:  # types pandas cannot hold (unions, float16 categories): not a 500
         raise MalformedBody(f"the Arrow data cannot be converted: {exc}") from None
-    return Table.from_frame(frame)
 
 
 _DECODERS: dict[str, Callable[[bytes, dict[str, str], Sequence[str] | None], Table]] = {
@@ -338,35 +338,38 @@ def json_predictions(frame: pd.DataFrame | Table) -> bytes:
     return orjson.dumps({"predictions": items}, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _arrow_table(frame: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(frame, preserve_index=False)
+def _arrow_table(result: pd.DataFrame | Table) -> pa.Table:
+    if isinstance(result, Table):
+        return result.to_arrow()
+    return pa.Table.from_pandas(result, preserve_index=False)
 
 
-def _encode_csv(frame: pd.DataFrame) -> bytes:
+def _encode_csv(result: pd.DataFrame | Table) -> bytes:
+    frame = result.to_frame() if isinstance(result, Table) else result
     return frame.to_csv(index=False).encode()
 
 
-def _encode_arrow(frame: pd.DataFrame, *, file: bool = False) -> bytes:
-    table = _arrow_table(frame)
+def _encode_arrow(result: pd.DataFrame | Table, *, file: bool = False) -> bytes:
+    table = _arrow_table(result)
     sink = pa.BufferOutputStream()
     with (pa.ipc.new_file if file else pa.ipc.new_stream)(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
 
-def _encode_parquet(frame: pd.DataFrame) -> bytes:
+def _encode_parquet(result: pd.DataFrame | Table) -> bytes:
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    pq.write_table(_arrow_table(frame), sink)
+    pq.write_table(_arrow_table(result), sink)
     return sink.getvalue().to_pybytes()
 
 
-_ENCODERS: dict[str, Callable[[pd.DataFrame], bytes]] = {
+_ENCODERS: dict[str, Callable[[pd.DataFrame | Table], bytes]] = {
     JSON: json_predictions,
     CSV: _encode_csv,
     ARROW_STREAM: _encode_arrow,
-    ARROW_FILE: lambda frame: _encode_arrow(frame, file=True),
+    ARROW_FILE: lambda result: _encode_arrow(result, file=True),
     PARQUET: _encode_parquet,
 }
 
@@ -395,6 +398,5 @@ def negotiate(accept: str | None) -> str:
 
 
 def encode(result: pd.DataFrame | Table, mt: str) -> bytes:
-    if mt == JSON:
-        return json_predictions(result)
-    return _ENCODERS[mt](result.to_frame() if isinstance(result, Table) else result)
+    """The response body; Arrow and Parquet replies are built from a Table's arrays directly."""
+    return _ENCODERS[mt](result)

@@ -18,11 +18,11 @@ import pandas as pd
 from scorer._version import __version__
 from scorer.bundle import Bundle, open_bundle
 from scorer.errors import BundleCodeError, BundleLayoutError, ModelError, ScorerError
+from scorer.load_options import LoadOptions
 from scorer.model import load_model, to_frame
 from scorer.preprocessor import CustomPreprocessor
 from scorer.requirements import check_requirements, ensure_requirements
 from scorer.schema import Schema
-from scorer.settings import Settings
 from scorer.table import Table
 
 log = logging.getLogger("scorer.core")
@@ -38,18 +38,18 @@ class Scorer:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, source: str | Path, settings: Settings | None = None) -> Scorer:
+    def load(cls, source: str | Path, options: LoadOptions | None = None) -> Scorer:
         """Open, verify and load a bundle, then score its sample input once (if it has one)."""
-        settings = settings or Settings()
+        options = options or LoadOptions()
         started = time.perf_counter()
-        bundle = open_bundle(source, expected_digest=settings.bundle_digest)
-        if settings.install_requirements:
-            ensure_requirements(bundle, settings.requirements_cache)
-        elif settings.check_requirements:
+        bundle = open_bundle(source, expected_digest=options.bundle_digest)
+        if options.install_requirements:
+            ensure_requirements(bundle, options.requirements_cache)
+        elif options.check_requirements:
             check_requirements(bundle)
-        model = load_model(bundle, settings)
+        model = load_model(bundle, options)
         columns = bundle.manifest.input_schema or getattr(model, "input_schema", None)
-        schema = Schema(columns, extra_columns=settings.extra_columns) if columns else None
+        schema = Schema(columns, extra_columns=options.extra_columns) if columns else None
         outputs = bundle.manifest.output_columns or getattr(model, "output_columns", None)
         scorer = cls(bundle=bundle, model=model, schema=schema, output_columns=list(outputs) if outputs else None)
         scorer._warm_up()

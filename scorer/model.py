@@ -30,8 +30,8 @@ import pandas as pd
 from scorer import _source_only
 from scorer.bundle import CUSTOM_MODULE, Bundle
 from scorer.errors import BundleCodeError, BundleLayoutError, ModelOutputError
+from scorer.load_options import LoadOptions
 from scorer.preprocessor import CustomPreprocessor
-from scorer.settings import Settings
 from scorer.table import frame_from_arrays
 
 log = logging.getLogger("scorer.model")
@@ -59,11 +59,11 @@ def _activate(bundle: Bundle) -> None:
     importlib.invalidate_caches()
 
 
-def load_model(bundle: Bundle, settings: Settings | None = None) -> CustomPreprocessor:
+def load_model(bundle: Bundle, options: LoadOptions | None = None) -> CustomPreprocessor:
     """Instantiate and ``load`` the bundle's model; every failure names the file at fault."""
     code = bundle.custom_code()
     if code is None:
-        model = default_model(bundle, settings or Settings())
+        model = default_model(bundle, options or LoadOptions())
     else:
         model = _instantiate_custom(bundle, code)
     where = code if code is not None else bundle.artifacts_dir
@@ -82,7 +82,7 @@ def load_model(bundle: Bundle, settings: Settings | None = None) -> CustomPrepro
     return model
 
 
-def default_model(bundle: Bundle, settings: Settings) -> CustomPreprocessor:
+def default_model(bundle: Bundle, options: LoadOptions) -> CustomPreprocessor:
     """The model for a bundle without custom code, by flavor (Spark and H2O are imported only when used)."""
     flavor, path = bundle.default_model()
     if flavor == "spark":
@@ -92,7 +92,7 @@ def default_model(bundle: Bundle, settings: Settings) -> CustomPreprocessor:
     if flavor == "h2o":
         from scorer.h2o_mojo import MojoModel
 
-        return MojoModel(path, backend=settings.mojo_backend)
+        return MojoModel(path, backend=options.mojo_backend)
     return DefaultModel(path)
 
 
@@ -182,8 +182,8 @@ class DefaultModel(CustomPreprocessor):
             self.one_call = _argmax_consistent(self.estimator)
         from scorer.schema import infer_schema
 
-        self.input_schema = infer_schema(self.estimator)  # type: ignore[misc]
-        self.output_columns = (  # type: ignore[misc]
+        self.input_schema = infer_schema(self.estimator)
+        self.output_columns = (
             ["prediction"] + [f"probability_{c}" for c in self.classes] if self.classes is not None else None
         )
 
@@ -196,7 +196,7 @@ class DefaultModel(CustomPreprocessor):
         else:
             prediction = np.asarray(self.estimator.predict(df))
         arrays = [prediction, *(np.ascontiguousarray(proba[:, i]) for i in range(proba.shape[1]))]
-        return frame_from_arrays(self.output_columns, arrays, len(prediction))
+        return frame_from_arrays(self.output_columns or [], arrays, len(prediction))
 
 
 def to_frame(result: Any, n_rows: int) -> pd.DataFrame:

@@ -8,20 +8,36 @@ numeric strings -> numbers, integral floats -> ints (ints with missing values st
 with NaN, as pandas itself represents them), ints -> strings for string columns. Anything
 else is a :class:`~scorer.errors.SchemaError` naming the column, the row and the expected type
 (never the value, unless the operator opts in to echoing it).
+
+Every cast between what arrives and what the model gets is here, so requests and ``scorer batch``
+share one coercion path: :meth:`Schema.narrow_arrow` is the Arrow half for tables read from files
+(columns dropped and text cast in Arrow, only where the result is what ``coerce`` gives), and
+:meth:`Schema.coerce` the numpy half for every Table or DataFrame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from scorer.errors import SchemaError
-from scorer.table import Table
+from scorer.table import NONE, Table
 
 COLUMN_TYPES = ("float", "int", "bool", "string", "any")
+
+# Text that Arrow's cast turns into exactly what ``coerce`` would make of it. Arrow's cast accepts more
+# (``TRUE``, ``nan``, ``0x10``) that ``coerce`` refuses, so only columns whose every value matches are
+# cast in Arrow; the rest go to ``coerce``, which names the bad row.
+_ARROW_CASTS: dict[str, tuple[pa.DataType, str]] = {
+    "float": (pa.float64(), r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"),
+    "int": (pa.int64(), r"^-?[0-9]+$"),
+    "bool": (pa.bool_(), r"^(true|false|True|False|1|0)$"),
+}
 
 
 class Schema:
@@ -61,6 +77,29 @@ class Schema:
             out[name] = fast if fast is not None else _coerce_column(name, pd.Series(values, dtype=_series_dtype(values)), kind)
         return Table(out, data.n_rows)
 
+
+    def narrow_arrow(self, table: pa.Table, text_columns: Collection[str] = ()) -> pa.Table:
+        """The Arrow half of :meth:`coerce`, for tables read from files: columns the schema drops anyway
+        (ids, text passed through) are left out, and text columns the schema wants as numbers or
+        booleans are cast in Arrow when every value is one :meth:`coerce` would accept as the same
+        value. Everything else is left for :meth:`coerce` (``text_columns``: JSON text kept as text)."""
+        names = table.column_names
+        if (self.extra_columns == "drop" and len(set(names)) == len(names)
+                and all(name in names for name in self.columns)):
+            table = table.select([name for name in names if name in self.columns])
+        for name, kind in self.columns.items():
+            if (kind in _ARROW_CASTS and name in table.column_names and name not in text_columns
+                    and pa.types.is_string(table.schema.field(name).type)):
+                target, pattern = _ARROW_CASTS[kind]
+                column = table.column(name)
+                if pc.all(pc.match_substring_regex(column, pattern)).as_py() is False:
+                    continue
+                try:
+                    converted = pc.cast(column, target)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    continue
+                table = table.set_column(table.schema.get_field_index(name), name, converted)
+        return table
 
     def _fast_floats(self, present: Mapping[str, Any], n_rows: int) -> dict[str, np.ndarray]:
         """All float columns that arrived as JSON lists, converted in one numpy call (a one-row request
@@ -207,16 +246,18 @@ def _coerce_column(name: str, s: pd.Series, kind: str) -> Any:
             if fractional.any():
                 raise _bad(name, s, fractional, "string")
             return np.array([str(int(v)) if f else None for v, f in zip(as_float, finite, strict=True)], dtype=object)
-        values = s.to_numpy(dtype=object, na_value=None) if not s.dtype == object else s.to_numpy()
-        inferred = pd.api.types.infer_dtype(values, skipna=True)
-        if inferred in ("string", "empty"):
-            return values
+        objects = s.to_numpy(dtype=object, na_value=NONE) if not s.dtype == object else s.to_numpy()
+        inferred = pd.api.types.infer_dtype(objects, skipna=True)
+        if inferred == "string":
+            return objects
+        if inferred == "empty":  # only missing values: None, as when some are strings (pandas 3 reads NaN)
+            return np.full(len(objects), None, dtype=object)
         ok = np.fromiter(
             (v is None or isinstance(v, str) or _is_nan(v) or (isinstance(v, int | np.integer) and not isinstance(v, bool))
-             for v in values), dtype=bool, count=len(values))
+             for v in objects), dtype=bool, count=len(objects))
         if not ok.all():
             raise _bad(name, s, ~ok, "string")
-        return np.array([str(v) if isinstance(v, int | np.integer) else (None if _is_nan(v) else v) for v in values],
+        return np.array([str(v) if isinstance(v, int | np.integer) else (None if _is_nan(v) else v) for v in objects],
                         dtype=object)
     raise SchemaError(f"column {name!r}: unknown schema type {kind!r}", columns=[name])
 

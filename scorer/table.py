@@ -10,13 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from numpy.typing import NDArray
+
+# A column: a numpy array, or a plain list/tuple straight from a JSON decoder.
+Column: TypeAlias = NDArray[Any] | Sequence[Any]
+# ``na_value`` for ``Series.to_numpy``: None is valid, but pandas' stubs do not list it.
+NONE: Any = None
 
 
-def frame_from_arrays(names: list[str], arrays: list[np.ndarray], n_rows: int) -> pd.DataFrame:
+def frame_from_arrays(names: list[str], arrays: Sequence[NDArray[Any]], n_rows: int) -> pd.DataFrame:
     """``pd.DataFrame`` from equal-length numpy columns, without copies or dtype inference.
 
     Uses pandas' internal ``_from_arrays`` (4x faster than the dict constructor for a 20-column
@@ -24,18 +31,22 @@ def frame_from_arrays(names: list[str], arrays: list[np.ndarray], n_rows: int) -
     constructor if a pandas release drops it.
     """
     index = pd.RangeIndex(n_rows)
-    try:
-        return pd.DataFrame._from_arrays(arrays, columns=names, index=index, verify_integrity=False)
-    except (AttributeError, TypeError):  # pragma: no cover - a future pandas
-        return pd.DataFrame({n: pd.Series(a, index=index, dtype=a.dtype, copy=False) for n, a in zip(names, arrays, strict=True)},
-                            index=index)
+    from_arrays = getattr(pd.DataFrame, "_from_arrays", None)
+    if from_arrays is not None:
+        try:
+            frame: pd.DataFrame = from_arrays(arrays, columns=names, index=index, verify_integrity=False)
+            return frame
+        except TypeError:  # pragma: no cover - a future pandas
+            pass
+    return pd.DataFrame({n: pd.Series(a, index=index, dtype=a.dtype, copy=False) for n, a in zip(names, arrays, strict=True)},
+                        index=index)
 
 
 @dataclass(frozen=True, slots=True)
 class Table:
     """Named columns of equal length: numpy arrays, or plain lists straight from a decoder."""
 
-    columns: Mapping[str, Sequence[Any]]
+    columns: Mapping[str, Column]
     n_rows: int
 
     def __len__(self) -> int:
@@ -44,6 +55,46 @@ class Table:
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> Table:
         return cls({str(c): df.iloc[:, i].to_numpy() for i, c in enumerate(df.columns)}, len(df))
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> Table:
+        """Exactly the arrays ``Table.from_frame(table.to_pandas())`` gives, without building the
+        DataFrame where a column allows: numbers, booleans and strings without nulls (and numbers
+        with nulls, as float64 with NaN) are converted by Arrow directly; the other columns (nulls in
+        strings or booleans, dates, dictionaries, nested and extension types) still go through
+        ``to_pandas``, together, so their values and dtypes are pandas' own. May raise
+        ``NotImplementedError`` for types pandas cannot hold. A table with pandas metadata (a file
+        pandas wrote) is converted by ``to_pandas`` as a whole, which the metadata steers. Column names
+        must be unique (ValueError)."""
+        if len(set(table.column_names)) != table.num_columns:
+            raise ValueError("duplicate column names")
+        if table.schema.metadata and b"pandas" in table.schema.metadata:
+            return cls.from_frame(table.to_pandas())
+        direct: dict[str, NDArray[Any] | None] = {
+            name: _direct_numpy(table.column(i)) for i, name in enumerate(table.column_names)}
+        rest = [i for i, name in enumerate(table.column_names) if direct[name] is None]
+        if rest:
+            frame = table.select(rest).to_pandas()
+            for j, i in enumerate(rest):
+                direct[table.column_names[i]] = frame.iloc[:, j].to_numpy()
+        return cls({str(n): v for n, v in direct.items() if v is not None}, table.num_rows)
+
+    def to_arrow(self) -> pa.Table:
+        """The Arrow table ``pa.Table.from_pandas(self.to_frame(), preserve_index=False)`` gives
+        (NaN as null, the same inferred types and the same pandas schema metadata), without the
+        DataFrame: columns are converted one by one and the metadata, which depends only on the
+        names and types, is computed once per output signature."""
+        names = [str(n) for n in self.columns]
+        arrays = [pa.array(np.asarray(v), from_pandas=True) for v in self.columns.values()]
+        key = (tuple(names), tuple(np.asarray(v).dtype.str for v in self.columns.values()),
+               tuple(a.type for a in arrays))
+        metadata = _PANDAS_METADATA.get(key)
+        if metadata is None:
+            table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
+            if len(_PANDAS_METADATA) < 64:
+                _PANDAS_METADATA[key] = table.schema.metadata
+            return table
+        return pa.Table.from_arrays(arrays, names=names, metadata=metadata)
 
     def to_frame(self) -> pd.DataFrame:
         """A DataFrame sharing the arrays; object (string) columns stay ``object``, as models trained
@@ -56,11 +107,11 @@ class Table:
         """A model's output frame as plain numpy columns, once per batch in the model thread: strings
         and other extension/object columns become object arrays with ``None`` for missing values,
         so that slicing per request and encoding cost no pandas work."""
-        columns: dict[str, np.ndarray] = {}
+        columns: dict[str, NDArray[Any]] = {}
         for i, name in enumerate(df.columns):
             s = df.iloc[:, i]
             if s.dtype == object or isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
-                columns[str(name)] = s.to_numpy(dtype=object, na_value=None)
+                columns[str(name)] = s.to_numpy(dtype=object, na_value=NONE)
             else:
                 columns[str(name)] = s.to_numpy()
         return cls(columns, len(df))
@@ -71,7 +122,7 @@ class Table:
             return self
         return Table({n: v[start:stop] for n, v in self.columns.items()}, stop - start)
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def __getitem__(self, name: str) -> NDArray[Any]:
         return np.asarray(self.columns[name])
 
     def signature(self) -> tuple[tuple[str, ...], tuple[Any, ...]]:
@@ -88,3 +139,21 @@ class Table:
             {n: np.concatenate([np.asarray(t.columns[n]) for t in tables]) for n in names},
             sum(t.n_rows for t in tables),
         )
+
+
+# Arrow types whose numpy form (with ``to_numpy``) is exactly what ``to_pandas`` then ``Series.to_numpy``
+# gives: ints become float64 with NaN when they have nulls, in both.
+_NUMERIC = (pa.types.is_integer, pa.types.is_float32, pa.types.is_float64)
+_PANDAS_METADATA: dict[tuple[Any, ...], Any] = {}  # output signature -> from_pandas' schema metadata
+
+
+def _direct_numpy(column: pa.ChunkedArray[Any]) -> NDArray[Any] | None:
+    """A column as numpy without pandas, or None when only pandas gives its exact form. Numbers without
+    nulls in one chunk are views of the Arrow buffers (read-only, as pandas' own views are)."""
+    t = column.type
+    if any(test(t) for test in _NUMERIC) or (column.null_count == 0 and (
+            pa.types.is_boolean(t) or pa.types.is_string(t) or pa.types.is_large_string(t))):
+        if column.num_chunks == 1:
+            return column.chunk(0).to_numpy(zero_copy_only=False)
+        return column.to_numpy()  # concatenated: a new array
+    return None

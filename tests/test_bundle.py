@@ -11,6 +11,7 @@ import pytest
 
 from scorer.bundle import open_bundle
 from scorer.core import Scorer
+from scorer.load_options import LoadOptions
 from scorer.errors import (
     BundleLayoutError,
     BundleNotFound,
@@ -19,7 +20,6 @@ from scorer.errors import (
     ScorerError,
 )
 from scorer.requirements import check_requirements
-from scorer.settings import Settings
 
 
 def zip_folder(root: Path, dest: Path, *, top_level: bool) -> Path:
@@ -140,12 +140,12 @@ def test_digest_checked_before_anything_is_unpickled(bundle_factory, tmp_path: P
     marker = tmp_path / "pickle-ran"
     root = bundle_factory("hostile", artifacts={"model.pkl": WritesMarker(marker)})
     with pytest.raises(DigestMismatch):
-        Scorer.load(root, Settings(bundle_digest="sha256:" + "f" * 64))
+        Scorer.load(root, LoadOptions(bundle_digest="sha256:" + "f" * 64))
     assert not marker.exists()
     # Control: the same bundle with its true digest does unpickle (then fails: None has no predict).
     digest = open_bundle(root).digest
     with pytest.raises(ScorerError):
-        Scorer.load(root, Settings(bundle_digest=digest))
+        Scorer.load(root, LoadOptions(bundle_digest=digest))
     assert marker.exists()
 
 
@@ -154,7 +154,7 @@ def test_digest_checked_before_custom_code_is_imported(bundle_factory, tmp_path:
     marker = tmp_path / "import-ran"
     root = bundle_factory("hostile", code=f"open({str(marker)!r}, 'w').close()\n")
     with pytest.raises(DigestMismatch):
-        Scorer.load(root, Settings(bundle_digest="0" * 64))
+        Scorer.load(root, LoadOptions(bundle_digest="0" * 64))
     assert not marker.exists()
 
 

@@ -23,8 +23,8 @@ import requests
 
 from scorer.bundle import open_bundle
 from scorer.core import Scorer
+from scorer.load_options import LoadOptions
 from scorer.errors import BundleLayoutError
-from scorer.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SPARK_BUNDLE = REPO / "bundles" / "spark"
@@ -57,7 +57,7 @@ def spark_scorer() -> Scorer:
 
 @pytest.fixture(scope="module")
 def mojo_scorers() -> dict[str, Scorer]:
-    return {b: Scorer.load(H2O_BUNDLE, Settings(mojo_backend=b)) for b in ("genmodel", "spark")}
+    return {b: Scorer.load(H2O_BUNDLE, LoadOptions(mojo_backend=b)) for b in ("genmodel", "spark")}
 
 
 # --- detection ---------------------------------------------------------------------------------

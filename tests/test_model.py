@@ -12,6 +12,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import scorer
 from scorer.core import Scorer
+from scorer.load_options import LoadOptions
 from scorer.errors import (
     BundleCodeError,
     BundleLayoutError,
@@ -20,7 +21,6 @@ from scorer.errors import (
     RequirementsError,
     SchemaError,
 )
-from scorer.settings import Settings
 
 X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "b": [5.0, 3.0, 4.0, 1.0, 2.0, 0.0]})
 LABELS = ["ham", "ham", "ham", "spam", "spam", "spam"]
@@ -330,7 +330,7 @@ def test_unmet_requirement_fails_load(bundle_factory) -> None:
     root = bundle_factory("req", code=ECHO, requirements="scikit-learn==0.0.1\n")
     with pytest.raises(RequirementsError, match="scikit-learn==0.0.1"):
         Scorer.load(root)
-    Scorer.load(root, Settings(check_requirements=False))
+    Scorer.load(root, LoadOptions(check_requirements=False))
 
 
 def test_sample_input_scored_at_load(bundle_factory) -> None:

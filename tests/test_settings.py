@@ -193,3 +193,15 @@ def test_choices_are_the_literal_type() -> None:
         assert f.metadata["choices"] == literal, f.name
         if literal:
             assert f.default in literal, f.name
+
+
+def test_load_options_defaults_are_the_settings_defaults() -> None:
+    """LoadOptions() (what Scorer.load uses without options) loads exactly as default Settings would."""
+    from scorer.load_options import LoadOptions
+
+    assert LoadOptions.from_settings(Settings()) == LoadOptions()
+    changed = Settings(bundle_digest="sha256:" + "0" * 64, check_requirements=False, install_requirements=True,
+                       requirements_cache="/x", extra_columns="reject", mojo_backend="spark")
+    assert LoadOptions.from_settings(changed) == LoadOptions(
+        bundle_digest="sha256:" + "0" * 64, check_requirements=False, install_requirements=True,
+        requirements_cache="/x", extra_columns="reject", mojo_backend="spark")

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from scorer.batch import worker
 from scorer.batch.files import BadRow, Chunk, decode_json_text, table_from_ipc, table_to_ipc
 from scorer.core import Scorer
 from scorer.errors import KeepColumnsError, ScorerError
+from scorer.table import Table
 
 
 @dataclass
@@ -64,25 +64,14 @@ def _score_chunk(chunk: Chunk, keep: str, first_error_only: bool) -> ChunkResult
 
 
 def _model_frame(table: pa.Table, scorer: Scorer, json_columns: frozenset[str] = frozenset()) -> pd.DataFrame:
-    """Text columns the schema wants as numbers are converted in Arrow (fast) where every value
-    parses; anything else is left to the core's careful coercion, which names the bad rows. Columns the
-    schema drops anyway (ids, text passed through) are left out before pandas would make objects of them."""
-    schema = scorer.schema
-    names = table.column_names
-    if (schema is not None and schema.extra_columns == "drop" and len(set(names)) == len(names)
-            and all(name in names for name in schema.columns)):
-        table = table.select([name for name in names if name in schema.columns])
+    """The chunk as the frame ``scorer.score`` coerces: the schema's Arrow half first
+    (:meth:`Schema.narrow_arrow`: dropped columns left out, text cast to numbers where every value
+    parses as ``coerce`` would parse it), then numpy columns without a pandas conversion where the types allow."""
     if scorer.schema is not None:
-        targets = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
-        for name, kind in scorer.schema.columns.items():
-            if (kind in targets and name in table.column_names and name not in json_columns
-                    and pa.types.is_string(table.schema.field(name).type)):
-                try:
-                    converted = pc.cast(table.column(name), targets[kind])
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    continue
-                table = table.set_column(table.schema.get_field_index(name), name, converted)
-    return table.to_pandas()
+        table = scorer.schema.narrow_arrow(table, json_columns)
+    if len(set(table.column_names)) != table.num_columns:
+        return table.to_pandas()  # the schema's coerce names the duplicate columns
+    return Table.from_arrow(table).to_frame()
 
 
 def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, first_only: bool, echo: bool,

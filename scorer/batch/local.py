@@ -51,6 +51,7 @@ from scorer.batch.plan import check_output_format, input_files, local_input, req
 from scorer.batch.rejects import BadRowPolicy
 from scorer.bundle import hash_file
 from scorer.core import Scorer
+from scorer.load_options import LoadOptions
 from scorer.errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, KeepColumnsError, ReadError, UsageError
 from scorer.jvm import jvm_started
 from scorer.settings import Settings
@@ -503,5 +504,5 @@ def run(settings: Settings) -> int:
     """The local engine: plan and check, load the bundle, score, commit. Returns the exit code; raises
     what :func:`scorer.errors.exit_code` maps (a usage error, a bundle that fails to load)."""
     jobs = plan(settings)  # before the bundle loads: a usage error costs nothing
-    batch = BatchRun(settings, jobs, Scorer.load(settings.bundle, settings))
+    batch = BatchRun(settings, jobs, Scorer.load(settings.bundle, LoadOptions.from_settings(settings)))
     return batch.run(batch.prepare_output())

@@ -56,6 +56,7 @@ from scorer.batch.plan import check_output_format, input_files, local_input, req
 from scorer.batch.rejects import BadRowPolicy
 from scorer.bundle import bundle_files
 from scorer.core import Scorer
+from scorer.load_options import LoadOptions
 from scorer.errors import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -402,7 +403,7 @@ def run(settings: Settings) -> int:
         raise BatchFailed(f"cannot start Spark: {_error_line(exc)}") from None
     workdir = Path(tempfile.mkdtemp(prefix="scorer-spark-"))
     try:
-        scorer = Scorer.load(settings.bundle, settings)
+        scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.chunk_rows))
         return _run(spark, settings, scorer, job, workdir, started)
     finally:

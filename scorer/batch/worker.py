@@ -11,6 +11,7 @@ import logging
 
 from scorer._memory import return_freed_memory
 from scorer.core import Scorer
+from scorer.load_options import LoadOptions
 from scorer.settings import Settings
 
 _scorer: Scorer | None = None
@@ -30,7 +31,7 @@ def load_once(bundle: str, settings: Settings) -> Scorer:
     key = settings.bundle_digest or bundle
     if _scorer is None or _key != key:
         logging.getLogger("scorer").setLevel(logging.WARNING)
-        use(Scorer.load(bundle, settings), echo=settings.echo_bad_values, key=key)  # checks a pinned digest
+        use(Scorer.load(bundle, LoadOptions.from_settings(settings)), echo=settings.echo_bad_values, key=key)  # checks a pinned digest
     assert _scorer is not None
     return _scorer
 

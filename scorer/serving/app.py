@@ -28,6 +28,8 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from scorer.core import Scorer
+
+from scorer.load_options import LoadOptions
 from scorer.errors import BundleError, ScorerError
 from scorer.serving.coalescer import Coalescer, CoalescingPolicy
 from scorer.serving.context import RequestContext
@@ -93,7 +95,7 @@ def create_app(
 
     async def load_in_background() -> None:
         try:
-            loaded = await _in_daemon_thread(Scorer.load, settings.bundle, settings)
+            loaded = await _in_daemon_thread(Scorer.load, settings.bundle, LoadOptions.from_settings(settings))
         except Exception as exc:
             message = exc.message if isinstance(exc, ScorerError) else f"{type(exc).__name__}: {exc}"
             log.error("bundle failed to load: %s", message, exc_info=not isinstance(exc, ScorerError))

@@ -45,6 +45,7 @@ from scorer._cpu import share_openmp
 from scorer._loading import LoadingResponder
 from scorer._logging import configure
 from scorer.core import Scorer
+from scorer.load_options import LoadOptions
 from scorer.errors import EXIT_OK, ScorerError, exit_code
 from scorer.jvm import jvm_started
 from scorer.serving.app import create_app
@@ -218,7 +219,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop_loading)
     try:
         with LoadingResponder(sock):
-            loaded = Scorer.load(settings.bundle, settings)
+            loaded = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
     except ScorerError as exc:
         log.error("bundle failed to load: %s", exc.message)
         return exit_code(exc)
