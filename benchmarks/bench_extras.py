@@ -118,7 +118,7 @@ def _mean(results: list[dict[str, Any]], field: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-readme", action="store_true", help="(kept for old scripts: the READMEs are written by benchmarks/render)")
+    parser.add_argument("--no-readme", action="store_true", help="(kept for old scripts: the READMEs are written by benchmarks/render.py)")
     args = parser.parse_args(argv)
     runs, duration, warmup = (1, 3, 1) if args.quick else (2, 8, 2)
     h.install_cleanup()
@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 pids = h.tree_pids(server.pid)
                 memory = {"rss_mib": [round(_rss_mib(p), 1) for p in pids], "pss_mib": [round(_pss_mib(p), 1) for p in pids]}
+                _check(server, JSON, one, {"columns": expected["columns"], "data": expected["data"][:1]},
+                       f"{name} 1 row, {workers} worker(s)")
                 served = _points(server, {"1x64": one_lua, "10000x4": big_lua}, {"1x64": 1, "10000x4": 10_000},
                                  {"1x64": 64, "10000x4": 4}, runs, duration, warmup, pin=False)
             finally:
