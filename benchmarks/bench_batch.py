@@ -334,7 +334,7 @@ def run_scenarios(args: argparse.Namespace, bundle: Path, data: dict[str, Path],
         for workers in args.workers:
             out = work / f"batch-{fmt}-{workers}"
             record(f"scorer batch {fmt}→{fmt} --workers {workers}", "batch", fmt, workers, source, args.rows,
-                   [py, "-m", "scorer.cli", "batch", str(bundle), "--input", str(source), "--output", str(out),
+                   [py, "-m", "scorer", "batch", str(bundle), "--input", str(source), "--output", str(out),
                     "--workers", str(workers), "--chunk-rows", chunk, "--log-format", "text"], out)
         reference.pop(fmt, Path("/nonexistent")).unlink(missing_ok=True)
     if small:
@@ -342,7 +342,7 @@ def run_scenarios(args: argparse.Namespace, bundle: Path, data: dict[str, Path],
         out = work / "batch-small"
         record(f"scorer batch parquet→parquet --workers 1, {args.rows // 8:,} rows (memory scaling)", "batch-small",
                "parquet", 1, source, args.rows // 8,
-               [py, "-m", "scorer.cli", "batch", str(bundle), "--input", str(source), "--output", str(out),
+               [py, "-m", "scorer", "batch", str(bundle), "--input", str(source), "--output", str(out),
                 "--workers", "1", "--chunk-rows", chunk, "--log-format", "text"], out)
     return results
 

@@ -6,7 +6,7 @@
 1. Data: ``make_tabular_frame`` rows (seed 4242 + block, not the training draw) plus an int64 ``id``,
    written once as ``--files`` Parquet files (reused while rows and files are unchanged).
 2. The ``tabular`` example bundle (built by ``bundles/build.py`` if missing) scores them, Parquet
-   to Parquet, default settings otherwise, each run a fresh ``python -m scorer.cli batch`` process:
+   to Parquet, default settings otherwise, each run a fresh ``python -m scorer batch`` process:
    - ``local``: the local engine (a worker process per core);
    - ``local2``: ``--engine spark --spark-master local[2]`` (one JVM, two task threads);
    - ``cluster``: ``--engine spark`` on a standalone cluster started here from the pyspark
@@ -106,7 +106,7 @@ def run(label: str, bundle: Path, data: Path, out: Path, args: list[str], env: d
         expected: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     background = idle_load(2.0)
-    cmd = [sys.executable, "-m", "scorer.cli", "batch", str(bundle), "--input", str(data), "--output", str(out),
+    cmd = [sys.executable, "-m", "scorer", "batch", str(bundle), "--input", str(data), "--output", str(out),
            "--log-format", "text", *args]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
