@@ -47,10 +47,10 @@ columns = list(scorer.schema.columns)
 def full(body, media):
     table = scorer.prepare(codecs.decode(body, media, columns))
     return codecs.encode(scorer.predict(table), media)
-frame = codecs.decode(json_body, JSON, columns).to_frame()
+frame = codecs.decode(json_body, codecs.JSON, columns).to_frame()
 reps, budget = h.repeat_policy(len(frame), "--quick" in sys.argv)
 print(json.dumps({
-    "json_full": h.time_call(lambda: full(json_body, JSON), min_repeats=reps, budget_s=budget),
+    "json_full": h.time_call(lambda: full(json_body, codecs.JSON), min_repeats=reps, budget_s=budget),
     "arrow_full": h.time_call(lambda: full(arrow_body, codecs.ARROW_STREAM), min_repeats=reps, budget_s=budget),
     "limit": h.baseline(scorer, frame, "--quick" in sys.argv),
     "expected": h.expected_predictions(scorer, frame),
