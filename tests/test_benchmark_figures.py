@@ -34,7 +34,7 @@ def _section(text: str, heading: str) -> str:
 
 
 def _numbers_held(value: Any, out: list[float]) -> list[float]:
-    """Every number in a JSON value: numeric leaves and numbers written inside strings (e.g. "1" for a core)."""
+    """Every number in a JSON value: numeric leaves, and numbers written in strings and keys (e.g. "1" for a core)."""
     if isinstance(value, bool) or value is None:
         return out
     if isinstance(value, (int, float)):
@@ -42,7 +42,8 @@ def _numbers_held(value: Any, out: list[float]) -> list[float]:
     elif isinstance(value, str):
         out += [float(t.replace(",", "")) for t in NUMBER.findall(value)]
     elif isinstance(value, dict):
-        for v in value.values():
+        for k, v in value.items():
+            _numbers_held(str(k), out)  # figure names may carry numbers too ("1 row", "65,536 rows")
             _numbers_held(v, out)
     elif isinstance(value, list):
         for v in value:
