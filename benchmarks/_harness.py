@@ -1,5 +1,10 @@
 """Helpers shared by the benchmark scripts (run them from the repository root or anywhere).
 
+The one definition of the **in-process limit** every benchmark compares against (``model_call``,
+``time_call``, ``baseline``; ``run_baseline`` measures it in a child pinned like the server and also
+returns the in-process predictions that every benchmark checks its answers against with
+``check_answers``), the facts recorded with every result (``run_facts``) and the committed results
+files (``write_results``). Besides:
 Process bookkeeping (everything started is killed on exit, error and Ctrl-C), CPU/RSS accounting
 of process trees from ``/proc``, a generic HTTP server process with a readiness probe, and the
 ``wrk`` driver (a generated Lua script POSTs one body; its ``done()`` prints the latency
@@ -9,6 +14,7 @@ percentiles as JSON). Only 127.0.0.1 is ever contacted.
 from __future__ import annotations
 
 import atexit
+import datetime as _dt
 import hashlib
 import http.client
 import importlib.util
@@ -16,7 +22,9 @@ import json
 import os
 import shutil
 import signal
+import platform
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -502,3 +510,198 @@ def measure(server: ServerProcess, path: str, lua: Path, rows: int, conns: int, 
     if probe:
         res["probe_before"], res["probe_after"] = before, after
     return res
+
+
+# ---------------------------------------------------------------------------------------
+# the in-process limit: ONE definition for every benchmark
+# ---------------------------------------------------------------------------------------
+#
+# The limit is the loaded Scorer's own model call on the same rows: the bundle model's
+# ``preprocess`` + ``predict`` (the public ``scorer.CustomPreprocessor`` interface of
+# ``Scorer.model``) on rows already checked by the schema (``Scorer.prepare``), timed in a
+# process pinned to the server's core (``SERVER_CPUS``), with WARMUP_CALLS untimed calls first and
+# the **median** of at least ``min_repeats`` calls over a time budget. Schema coercion, output
+# shaping, codecs and HTTP are what a served request adds on top of it.
+
+WARMUP_CALLS = 3
+
+
+def repeat_policy(rows: int, quick: bool) -> tuple[int, float]:
+    """(minimum repeats, time budget in s) for one timing of ``rows`` rows; the same for every benchmark."""
+    big = rows >= 10_000
+    if quick:
+        return (3, 1.0) if big else (20, 0.5)
+    return (15, 8.0) if big else (200, 4.0)
+
+
+def time_call(fn: Callable[[], Any], *, min_repeats: int, budget_s: float, max_repeats: int = 20_000) -> dict[str, Any]:
+    """WARMUP_CALLS untimed calls, then at least ``min_repeats`` timed calls and until ``budget_s`` is spent."""
+    for _ in range(WARMUP_CALLS):
+        fn()
+    watch = CpuWatch()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {
+        "median_ms": statistics.median(times) * 1e3,
+        "min_ms": times[0] * 1e3,
+        "p90_ms": times[int(0.9 * (len(times) - 1))] * 1e3,
+        "repeats": len(times),
+        "warmup_calls": WARMUP_CALLS,
+        "cpu": watch.stop(),
+    }
+
+
+def model_call(scorer: Any, frame: Any) -> Callable[[], Any]:
+    """The in-process limit's call: ``scorer.model``'s preprocess + predict on ``frame`` after the schema check."""
+    prepared = scorer.prepare(frame).to_frame()
+    model = scorer.model
+    return lambda: model.predict(model.preprocess(prepared))
+
+
+def baseline(scorer: Any, frame: Any, quick: bool = False,
+             timer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Time ``model_call`` on ``frame`` with the repeat policy; adds ``rows`` and ``rows_s`` (from the median)."""
+    reps, budget = repeat_policy(len(frame), quick)
+    res = (timer or time_call)(model_call(scorer, frame), min_repeats=reps, budget_s=budget)
+    res["rows"] = len(frame)
+    res["rows_s"] = len(frame) / (res["median_ms"] / 1e3)
+    res["definition"] = "Scorer.model.predict(Scorer.model.preprocess(Scorer.prepare(rows))), median"
+    return res
+
+
+def expected_predictions(scorer: Any, frame: Any) -> dict[str, Any]:
+    """In-process predictions of ``frame`` (``Scorer.score``) as a split dict: what every server must answer."""
+    out = scorer.score(frame)
+    return {"columns": [str(c) for c in out.columns], "data": out.astype(object).values.tolist()}
+
+
+class AnswerMismatch(RuntimeError):
+    """A benchmark got answers that differ from in-process predictions of the same rows."""
+
+
+def check_answers(got: Any, expected: dict[str, Any], label: str, rtol: float = 1e-6, atol: float = 1e-9) -> float:
+    """Fail loudly unless ``got`` (a DataFrame) has the expected predictions; returns the max abs probability diff.
+
+    Columns named like ``probability_*`` (and any float column) are compared with numpy.allclose, the
+    others for equality."""
+    import numpy as np
+    import pandas as pd
+
+    want = pd.DataFrame(expected["data"], columns=expected["columns"])
+    got = pd.DataFrame(got).reset_index(drop=True)
+    if len(got) != len(want):
+        raise AnswerMismatch(f"{label}: {len(got)} answers for {len(want)} rows")
+    missing = [c for c in want.columns if c not in got.columns]
+    if missing:
+        raise AnswerMismatch(f"{label}: answer columns {list(got.columns)} lack {missing}")
+    worst = 0.0
+    for c in want.columns:
+        w, g = want[c], got[c]
+        try:
+            wf, gf = w.to_numpy(dtype=float), g.to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            if not (w.astype(str).to_numpy() == g.astype(str).to_numpy()).all():
+                bad = int(np.flatnonzero(w.astype(str).to_numpy() != g.astype(str).to_numpy())[0])
+                raise AnswerMismatch(f"{label}: column {c!r} row {bad}: got {g.iloc[bad]!r}, in-process {w.iloc[bad]!r}")
+            continue
+        if not np.allclose(gf, wf, rtol=rtol, atol=atol, equal_nan=True):
+            bad = int(np.flatnonzero(~np.isclose(gf, wf, rtol=rtol, atol=atol, equal_nan=True))[0])
+            raise AnswerMismatch(f"{label}: column {c!r} row {bad}: got {gf[bad]!r}, in-process {wf[bad]!r}")
+        if len(wf):
+            worst = max(worst, float(np.nanmax(np.abs(gf - wf))) if np.isfinite(gf - wf).any() else 0.0)
+    return worst
+
+
+def run_baseline(bundle: Path, frames: dict[int, Any], work: Path, *, pin: bool, quick: bool = False,
+                 settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``baseline`` of each frame (and its ``expected_predictions``) in a child pinned to SERVER_CPUS.
+
+    Returns {"by_rows": {"N": baseline}, "expected": {"N": split dict}, "affinity": [...], "load_seconds": s}."""
+    import pickle
+
+    work.mkdir(parents=True, exist_ok=True)
+    src, out = work / "baseline-frames.pkl", work / "baseline.json"
+    src.write_bytes(pickle.dumps({"frames": frames, "settings": settings or {}}))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "baseline", str(bundle), str(src), str(out)]
+    if quick:
+        cmd.append("--quick")
+    code, text = run_foreground(pinned(SERVER_CPUS, cmd, pin), cwd=REPO)
+    if code != 0:
+        raise RuntimeError(f"in-process baseline of {bundle} failed (exit {code}):\n{text}")
+    return json.loads(out.read_text())
+
+
+def _baseline_child(bundle: str, src: str, out: str, quick: bool) -> int:
+    import pickle
+
+    from scorer.core import Scorer
+    from scorer.settings import Settings
+
+    job = pickle.loads(Path(src).read_bytes())
+    t0 = time.perf_counter()
+    scorer = Scorer.load(bundle, Settings(**job["settings"]) if job["settings"] else None)
+    load_s = time.perf_counter() - t0
+    res: dict[str, Any] = {"load_seconds": load_s, "by_rows": {}, "expected": {},
+                           "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    for n, frame in job["frames"].items():
+        res["expected"][str(n)] = expected_predictions(scorer, frame)
+        res["by_rows"][str(n)] = baseline(scorer, frame, quick)
+    Path(out).write_text(json.dumps(res))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# what every results file records, and the committed results files
+# ---------------------------------------------------------------------------------------
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def run_facts(pin: bool) -> dict[str, Any]:
+    """Commit (and whether the tree was dirty), date, machine and load at the start of a run."""
+    dirty = [line for line in _git("status", "--porcelain").splitlines() if "benchmarks/results/" not in line]
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(dirty),
+        "dirty_files": [line.split(maxsplit=1)[1] for line in dirty],
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "pinning": {"pinned": pin, "server_cpus": SERVER_CPUS if pin else None, "client_cpus": CLIENT_CPUS if pin else None},
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def finish_facts(facts: dict[str, Any], started: float) -> dict[str, Any]:
+    """Add the load average at the end, the elapsed time and whether the commit changed during the run."""
+    facts["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    facts["elapsed_s"] = round(time.perf_counter() - started, 1)
+    facts["commit_changed_during_run"] = _git("rev-parse", "HEAD") != facts["commit"]
+    return facts
+
+
+def write_results(name: str, facts: dict[str, Any], figures: dict[str, Any], raw: Any) -> Path:
+    """``benchmarks/results/<name>.json`` (committed): the run's facts, the figures the READMEs quote, all raw numbers."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "run": facts, "figures": figures, "raw": raw}, indent=1,
+                               default=str) + "\n")
+    log(f"wrote {path.relative_to(REPO)}")
+    return path
+
+
+if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "baseline":
+    sys.exit(_baseline_child(sys.argv[2], sys.argv[3], sys.argv[4], "--quick" in sys.argv[5:]))

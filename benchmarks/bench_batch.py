@@ -35,7 +35,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from _harness import code_state, load_build_module  # noqa: E402 - scripts run by path
+import _harness as h  # noqa: E402 - scripts run by path
+from _harness import code_state, load_build_module  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -165,6 +166,34 @@ def count_rows(path: Path) -> int:
     return lines - 1
 
 
+def prediction_columns(path: Path) -> list[str]:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    names = (pq.ParquetFile(path).schema_arrow.names if path.suffix == ".parquet"
+             else pacsv.open_csv(path).schema.names)
+    return [c for c in names if c == "prediction" or c.startswith("probability_")]
+
+
+def read_columns(path: Path, columns: list[str]) -> Any:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet":
+        return pq.read_table(path, columns=columns).to_pandas()
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=columns)).to_pandas()
+
+
+def check_against(got_path: Path, want_path: Path, label: str) -> float:
+    """Fail loudly unless ``got_path`` holds the same predictions, row for row, as the in-process output."""
+    cols = prediction_columns(want_path)
+    if not cols:
+        raise h.AnswerMismatch(f"{label}: the in-process output {want_path} has no prediction columns")
+    want = read_columns(want_path, cols)
+    expected = {"columns": cols, "data": want.astype(object).values.tolist()}
+    return h.check_answers(read_columns(got_path, cols), expected, label)
+
+
 def mb(n: float) -> str:
     return f"{n / 1e6:,.0f}"
 
@@ -259,6 +288,7 @@ def inproc_main(bundle: str, source: str, dest: str, chunk_rows: int) -> int:
 def run_scenarios(args: argparse.Namespace, bundle: Path, data: dict[str, Path], small: dict[str, Path],
                   work: Path) -> list[dict[str, Any]]:
     results = []
+    reference: dict[str, Path] = {}  # format -> the in-process output, what scorer batch must write too
     py = sys.executable
     chunk = str(args.chunk_rows)
 
@@ -274,6 +304,11 @@ def run_scenarios(args: argparse.Namespace, bundle: Path, data: dict[str, Path],
         out_file = output if output.suffix else output / source.name
         r["rows_out"] = count_rows(out_file) if out_file.exists() else None
         r["rows_ok"] = r["rows_out"] == rows
+        if kind == "in-process":
+            reference[fmt] = out_file
+        elif r["exit"] == 0 and fmt in reference and source == data[fmt]:
+            r["answers_max_abs_diff"] = check_against(out_file, reference[fmt], name)
+            print(f"#   answers = in-process predictions (max abs diff {r['answers_max_abs_diff']:.1e})", flush=True)
         r["rows_per_s"] = rows / r["wall_s"]
         if kind == "in-process" and r["exit"] == 0:
             for line in reversed(r["log_tail"]):
@@ -287,7 +322,8 @@ def run_scenarios(args: argparse.Namespace, bundle: Path, data: dict[str, Path],
         print(f"#   {r['wall_s']:.1f}s, {r['rows_per_s']:,.0f} rows/s, peak RSS {mb(r['peak_rss'])} MB, {status}", flush=True)
         if status != "ok":
             print("\n".join("#     " + line for line in r["log_tail"]), flush=True)
-        if output.exists():
+            raise h.AnswerMismatch(f"{name}: {status}")
+        if output.exists() and kind != "in-process":
             shutil.rmtree(output) if output.is_dir() else output.unlink()
 
     for fmt in ("parquet", "csv"):
@@ -298,14 +334,15 @@ def run_scenarios(args: argparse.Namespace, bundle: Path, data: dict[str, Path],
         for workers in args.workers:
             out = work / f"batch-{fmt}-{workers}"
             record(f"scorer batch {fmt}→{fmt} --workers {workers}", "batch", fmt, workers, source, args.rows,
-                   [py, "-m", "scorer.cli", "batch", str(bundle), "--input", str(source), "--output", str(out),
+                   [py, "-m", "scorer", "batch", str(bundle), "--input", str(source), "--output", str(out),
                     "--workers", str(workers), "--chunk-rows", chunk, "--log-format", "text"], out)
+        reference.pop(fmt, Path("/nonexistent")).unlink(missing_ok=True)
     if small:
         source = small["parquet"]
         out = work / "batch-small"
         record(f"scorer batch parquet→parquet --workers 1, {args.rows // 8:,} rows (memory scaling)", "batch-small",
                "parquet", 1, source, args.rows // 8,
-               [py, "-m", "scorer.cli", "batch", str(bundle), "--input", str(source), "--output", str(out),
+               [py, "-m", "scorer", "batch", str(bundle), "--input", str(source), "--output", str(out),
                 "--workers", "1", "--chunk-rows", chunk, "--log-format", "text"], out)
     return results
 
@@ -357,6 +394,23 @@ def report(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figures(meta: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the READMEs quote: rows/s and peak memory per scenario, and rows/s ÷ the in-process limit."""
+    limit = meta["limit"]["by_rows"][str(meta["chunk_rows"])]["rows_s"]
+    return {
+        "rows": meta["rows"],
+        "chunk_rows": meta["chunk_rows"],
+        "limit_rows_s": round(limit),
+        "scenarios": [{
+            "name": r["name"], "kind": r["kind"], "format": r["format"], "workers": r["workers"], "rows": r["rows"],
+            "rows_s": round(r["rows_per_s"]),
+            "over_limit": round(r["rows_per_s"] / limit, 2),
+            "peak_rss_mb": round(r["peak_rss"] / 1e6),
+            "peak_pss_mb": round(r["peak_pss"] / 1e6),
+        } for r in results],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows in the dataset (default 2,000,000)")
@@ -390,7 +444,17 @@ def main(argv: list[str] | None = None) -> int:
         small = {} if args.no_scaling else make_data(build, args.rows // 8, data_dir)
         work = tmp / "work"
         work.mkdir()
+        pin = h.cpu_pinning_available()
+        facts = h.run_facts(pin)
         code_before = code_state()
+        # The in-process limit (benchmarks/_harness.py): the model call on one chunk of --chunk-rows rows.
+        import pyarrow.parquet as pq
+
+        first = next(pq.ParquetFile(data["parquet"]).iter_batches(batch_size=args.chunk_rows)).to_pandas()
+        limit = h.run_baseline(bundle, {args.chunk_rows: first}, work / "baseline", pin=pin, quick=args.quick)
+        limit.pop("expected")
+        print(f"# in-process limit: {limit['by_rows'][str(args.chunk_rows)]['rows_s']:,.0f} rows/s "
+              f"(model call on {args.chunk_rows:,} rows, pinned to core {h.SERVER_CPUS if pin else '(none)'})", flush=True)
         results = run_scenarios(args, bundle, data, small, work)
         code_after = code_state()
         meta = {
@@ -402,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             "csv_bytes": data["csv"].stat().st_size, "parquet_bytes": data["parquet"].stat().st_size,
             "code": code_before, "code_changed_during_run": code_before != code_after,
             "total_s": time.perf_counter() - started,
+            "limit": limit,
         }
         text = report(meta, results)
         if meta["code_changed_during_run"]:
@@ -409,7 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + text)
         RESULTS_DIR.mkdir(exist_ok=True)
         (RESULTS_DIR / "batch.md").write_text(text)
-        (RESULTS_DIR / "batch.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        facts = h.finish_facts(facts, started)
+        facts["mode"] = meta["mode"]
+        facts["foreign_cpu_pct_max"] = round(max(r["foreign_cpu_pct"] for r in results), 1)
+        h.write_results("batch", facts, figures(meta, results), {"meta": meta, "results": results})
         print(f"# wrote {RESULTS_DIR / 'batch.md'} and batch.json")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,8 +4,8 @@ in-process limits, and 1 vs 2 workers on the whole machine (memory per extra wor
     .venv/bin/python benchmarks/bench_extras.py            # (benchmarks/run calls it after the peers)
     .venv/bin/python benchmarks/bench_extras.py --quick
 
-Writes benchmarks/results/extras.md (+ .json) and, unless --quick, the extras section of
-benchmarks/README.md. Talks to 127.0.0.1 only.
+Writes benchmarks/results/extras.json (committed; benchmarks/render turns it into the extras section of
+benchmarks/README.md) and extras.md. Talks to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ sys.path.insert(0, str(HERE))
 import _harness as h  # noqa: E402
 from bench_peers import DATA_SEED, TRAIN_ROWS, ensure_bundle  # noqa: E402
 
-README_BEGIN = "<!-- bench_extras:begin (written by benchmarks/run; do not edit by hand) -->"
-README_END = "<!-- bench_extras:end -->"
 ARROW = "application/vnd.apache.arrow.stream"
 
 LUA = r"""
@@ -38,26 +36,24 @@ f:close()
 """ + h.LUA_TEMPLATE.split("f:close()", 1)[1]
 
 IN_PROCESS = r"""
-import json, sys, time
+import json, sys
+sys.path.insert(0, sys.argv[4])
+import _harness as h
 from scorer import codecs
 from scorer.core import Scorer
 scorer = Scorer.load(sys.argv[1])
-estimator = scorer.model.estimator
 json_body, arrow_body = open(sys.argv[2], "rb").read(), open(sys.argv[3], "rb").read()
 columns = list(scorer.schema.columns)
 def full(body, media):
     table = scorer.prepare(codecs.decode(body, media, columns))
     return codecs.encode(scorer.predict(table), media)
-frame = scorer.prepare(codecs.decode(json_body, codecs.JSON, columns)).to_frame()
-def best(fn, n=5):
-    fn(); out = []
-    for _ in range(n):
-        t = time.perf_counter(); fn(); out.append(time.perf_counter() - t)
-    return min(out)
+frame = codecs.decode(json_body, codecs.JSON, columns).to_frame()
+reps, budget = h.repeat_policy(len(frame), "--quick" in sys.argv)
 print(json.dumps({
-    "json_full_s": best(lambda: full(json_body, codecs.JSON)),
-    "arrow_full_s": best(lambda: full(arrow_body, codecs.ARROW_STREAM)),
-    "predict_proba_s": best(lambda: estimator.predict_proba(frame)),
+    "json_full": h.time_call(lambda: full(json_body, codecs.JSON), min_repeats=reps, budget_s=budget),
+    "arrow_full": h.time_call(lambda: full(arrow_body, codecs.ARROW_STREAM), min_repeats=reps, budget_s=budget),
+    "limit": h.baseline(scorer, frame, "--quick" in sys.argv),
+    "expected": h.expected_predictions(scorer, frame),
 }))
 """
 
@@ -86,6 +82,26 @@ def _server(bundle: Path, logs: Path, workers: int, pin: bool) -> h.ServerProces
     return server
 
 
+def _check(server: h.ServerProcess, media: str, body_file: Path, expected: dict[str, Any], label: str) -> float:
+    """One request with the benchmark's body: the answer must be the in-process predictions, else stop."""
+    import http.client
+
+    import pyarrow as pa
+
+    conn = http.client.HTTPConnection(h.HOST, server.port, timeout=120)
+    try:
+        conn.request("POST", "/predict", body=body_file.read_bytes(), headers={"Content-Type": media, "Accept": media})
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read()
+    finally:
+        conn.close()
+    if status != 200:
+        raise h.AnswerMismatch(f"{label}: POST /predict -> {status}: {body[:300]!r}")
+    got = (pa.ipc.open_stream(body).read_all().to_pandas() if media == ARROW
+           else json.loads(body)["predictions"])
+    return h.check_answers(got, expected, label)
+
+
 def _points(server: h.ServerProcess, luas: dict[str, Path], rows: dict[str, int], conns: dict[str, int],
             runs: int, duration: float, warmup: float, pin: bool) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
@@ -102,7 +118,7 @@ def _mean(results: list[dict[str, Any]], field: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--no-readme", action="store_true", help="(kept for old scripts: the READMEs are written by benchmarks/render.py)")
     args = parser.parse_args(argv)
     runs, duration, warmup = (1, 3, 1) if args.quick else (2, 8, 2)
     h.install_cleanup()
@@ -111,52 +127,64 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     logs = HERE / "results" / "logs"
     pin = h.cpu_pinning_available()
+    started = time.perf_counter()
+    facts = h.run_facts(pin)
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "quick": args.quick,
                               "code": h.code_state(), "machine": platform.platform(), "large": {}, "workers": {}}
-    from scorer import codecs
-    from scorer.table import Table
+    import pyarrow as pa
+
+    JSON = "application/json"
 
     for name in ("tabular", "text"):
         bundle = ensure_bundle(name, TRAIN_ROWS[name])
         frame = h.make_frame(build, name, 10_000, DATA_SEED)
         json_body, arrow_body = work / f"{name}-10000.json", work / f"{name}-10000.arrows"
         json_body.write_text(frame.to_json(orient="split"))
-        arrow_body.write_bytes(codecs.encode(Table.from_frame(frame), ARROW))
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with pa.ipc.new_stream(str(arrow_body), table.schema) as writer:
+            writer.write_table(table)
         one = work / f"{name}-1.json"
         one.write_text(frame.head(1).to_json(orient="split"))
         code, out = h.run_foreground(h.pinned(h.SERVER_CPUS, [sys.executable, "-c", IN_PROCESS, str(bundle),
-                                                              str(json_body), str(arrow_body)], pin))
+                                                              str(json_body), str(arrow_body), str(HERE)]
+                                              + (["--quick"] if args.quick else []), pin))
         if code != 0:
             raise RuntimeError(out)
         inproc = json.loads(out.strip().splitlines()[-1])
+        expected = inproc.pop("expected")
         luas = {}
-        for key, media, body_file in (("json", codecs.JSON, json_body), ("arrow", ARROW, arrow_body)):
+        for key, media, body_file in (("json", JSON, json_body), ("arrow", ARROW, arrow_body)):
             luas[key] = work / f"{name}-{key}.lua"
             luas[key].write_text(LUA.replace("@CT@", media).replace("@ACCEPT@", media).replace("@BODY@", str(body_file)))
         h.log(f"{name}: 10,000-row requests, JSON vs Arrow (1 worker pinned)")
         server = _server(bundle, logs, 1, pin)
         try:
+            answers = {key: _check(server, media, body_file, expected, f"{name} {key}")
+                       for key, media, body_file in (("json", JSON, json_body), ("arrow", ARROW, arrow_body))}
             served = _points(server, luas, {"json": 10_000, "arrow": 10_000}, {"json": 4, "arrow": 4},
                              runs, max(duration, 5), warmup, pin)
         finally:
             server.stop()
         report["large"][name] = {
-            "in_process": {"json_full_rows_s": 10_000 / inproc["json_full_s"],
-                           "arrow_full_rows_s": 10_000 / inproc["arrow_full_s"],
-                           "predict_proba_rows_s": 10_000 / inproc["predict_proba_s"]},
+            "in_process": {"json_full_rows_s": 10_000 / (inproc["json_full"]["median_ms"] / 1e3),
+                           "arrow_full_rows_s": 10_000 / (inproc["arrow_full"]["median_ms"] / 1e3),
+                           "limit_rows_s": inproc["limit"]["rows_s"], "timings": inproc},
+            "answers_max_abs_diff": answers,
             "served": {k: {"rows_s": _mean(v, "ok_rows_s"), "p50_ms": _mean(v, "p50_ms"),
                            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in v)} for k, v in served.items()},
         }
 
         h.log(f"{name}: 1 vs 2 workers, unpinned")
         one_lua = work / f"{name}-1.lua"
-        one_lua.write_text(LUA.replace("@CT@", codecs.JSON).replace("@ACCEPT@", codecs.JSON).replace("@BODY@", str(one)))
+        one_lua.write_text(LUA.replace("@CT@", JSON).replace("@ACCEPT@", JSON).replace("@BODY@", str(one)))
         big_lua = luas["json"]
         for workers in (1, 2):
             server = _server(bundle, logs, workers, pin=False)
             try:
                 pids = h.tree_pids(server.pid)
                 memory = {"rss_mib": [round(_rss_mib(p), 1) for p in pids], "pss_mib": [round(_pss_mib(p), 1) for p in pids]}
+                _check(server, JSON, one, {"columns": expected["columns"], "data": expected["data"][:1]},
+                       f"{name} 1 row, {workers} worker(s)")
                 served = _points(server, {"1x64": one_lua, "10000x4": big_lua}, {"1x64": 1, "10000x4": 10_000},
                                  {"1x64": 64, "10000x4": 4}, runs, duration, warmup, pin=False)
             finally:
@@ -167,30 +195,31 @@ def main(argv: list[str] | None = None) -> int:
                                "errors": sum(r["non_2xx"] + r["socket_errors"] for r in v)} for k, v in served.items()},
             }
     text = render(report)
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "extras.json").write_text(json.dumps(report, indent=1))
-    (results / "extras.md").write_text(text)
+    facts = h.finish_facts(facts, started)
+    facts["mode"] = "quick" if args.quick else "full"
+    h.write_results("extras", facts, figures(report), report)
+    (HERE / "results" / "extras.md").write_text(text)
     print(text)
-    if not args.quick and not args.no_readme:
-        readme = (HERE / "README.md").read_text()
-        block = f"{README_BEGIN}\n{text}\n{README_END}"
-        if README_BEGIN in readme:
-            head, rest = readme.split(README_BEGIN, 1)
-            readme = head + block + rest.split(README_END, 1)[1]
-        else:
-            readme = readme.rstrip() + "\n\n" + block + "\n"
-        (HERE / "README.md").write_text(readme)
     return 0
+
+
+def figures(r: dict[str, Any]) -> dict[str, Any]:
+    """The figures of the tables ``render`` writes, rounded as shown."""
+    large = {name: {"limit_rows_s": round(d["in_process"]["limit_rows_s"]),
+                    **{f"{k}_served_rows_s": round(v["rows_s"]) for k, v in d["served"].items()},
+                    **{f"{k}_served_over_limit": round(v["rows_s"] / d["in_process"]["limit_rows_s"], 2)
+                       for k, v in d["served"].items()}}
+             for name, d in r["large"].items()}
+    return {"large": large}
 
 
 def render(r: dict[str, Any]) -> str:
     L = [f"### scorer only: large requests and workers ({r['date']} UTC{', QUICK' if r['quick'] else ''})", ""]
     L.append("10,000-row requests, 4 connections, 1 worker pinned to core 1, wrk on core 0. In-process: the same "
-             "process work without HTTP on the same core (best of 5).")
+             "process work without HTTP on the same core; in-process limit: the model call (benchmarks/_harness.py), medians.")
     L.append("")
     L.append("| model | body | served rows/s | in-process decode→predict→encode rows/s | served ÷ that | "
-             "in-process predict_proba rows/s | served ÷ that | p50 ms | errors |")
+             "in-process limit rows/s | served ÷ that | p50 ms | errors |")
     L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, d in r["large"].items():
         ip = d["in_process"]
@@ -198,7 +227,7 @@ def render(r: dict[str, Any]) -> str:
             s = d["served"][key]
             full = ip["json_full_rows_s" if key == "json" else "arrow_full_rows_s"]
             L.append(f"| {name} | {body} | {s['rows_s']:,.0f} | {full:,.0f} | {s['rows_s'] / full:.2f}× | "
-                     f"{ip['predict_proba_rows_s']:,.0f} | {s['rows_s'] / ip['predict_proba_rows_s']:.2f}× | "
+                     f"{ip['limit_rows_s']:,.0f} | {s['rows_s'] / ip['limit_rows_s']:.2f}× | "
                      f"{s['p50_ms']:.0f} | {s['errors']} |")
     L.append("")
     L.append("1 vs 2 workers, nothing pinned (server and wrk share the 2 cores). Memory per process right after "

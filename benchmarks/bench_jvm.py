@@ -11,7 +11,9 @@ For each JVM bundle (bundles/spark; bundles/h2o with both MOJO backends):
   1 / 100 / 10,000-row JSON bodies, and ``wrk`` with 64 connections each sending one row
   (rows/s, p50, p99, rows per model call from /metrics).
 
-Results: printed as markdown and written to benchmarks/results/jvm.md (+ jvm.json). Only 127.0.0.1.
+Results: printed as markdown and written to benchmarks/results/jvm.md and jvm.json (committed; the
+README's figures are rendered from it by benchmarks/render.py). Answers are checked against in-process
+predictions. Only 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ for n in {SIZES!r}:
     for _ in range({3 if quick else 15}):
         t = time.perf_counter(); scorer.score(df); times.append(time.perf_counter() - t)
     out[str(n)] = statistics.median(times) * 1e3
+    # The in-process limit every benchmark uses (benchmarks/_harness.py), after the JVM warm-up above.
+    out["limit_" + str(n)] = h.baseline(scorer, df, {quick!r})
+    out["expected_" + str(n)] = h.expected_predictions(scorer, df)
 print("RESULT " + json.dumps(out))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=h.REPO, env=h.clean_env())
@@ -70,7 +75,7 @@ print("RESULT " + json.dumps(out))
     return json.loads(line[len("RESULT "):])
 
 
-def served(bundle: Path, backend: str, build: Any, tmp: Path, quick: bool) -> dict[str, Any]:
+def served(bundle: Path, backend: str, build: Any, tmp: Path, quick: bool, expected: dict[str, Any]) -> dict[str, Any]:
     port = h.free_port()
     cmd = [str(h.REPO / ".venv/bin/scorer"), "serve", str(bundle), "--port", str(port), "--log-level", "warning",
            "--mojo-backend", backend]
@@ -80,6 +85,11 @@ def served(bundle: Path, backend: str, build: Any, tmp: Path, quick: bool) -> di
         out["rss_mib"] = server.rss_mib()
         for n in SIZES:
             body = rows_frame(build, bundle, n).to_json(orient="split", index=False).encode()
+            status, answer = h.http_request(port, "POST", "/predict", body)
+            if status != 200:
+                raise h.AnswerMismatch(f"{server.label}: POST /predict with {n} rows -> {status}")
+            out[f"answers_max_abs_diff_{n}"] = h.check_answers(json.loads(answer)["predictions"], expected[str(n)],
+                                                               f"{server.label}: {n} rows")
             for _ in range(5 if quick else 30):
                 h.http_request(port, "POST", "/predict", body)
             times = []
@@ -126,12 +136,27 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figures(results: dict[str, Any]) -> dict[str, Any]:
+    """Flat figures (benchmarks/render.py shows them as a table): limit and served, per bundle and size."""
+    out: dict[str, Any] = {}
+    for label, r in results.items():
+        i, s = r["inprocess"], r["served"]
+        for n in SIZES:
+            out[f"{label}: in-process limit {n} rows, ms"] = round(i[f"limit_{n}"]["median_ms"], 1)
+            out[f"{label}: HTTP {n} rows p50, ms"] = round(s[f"http_{n}_ms"], 1)
+        out[f"{label}: 64 conns x 1 row, rows/s"] = round(s["c64"]["rows_s"])
+        out[f"{label}: cold start, s"] = round(s["cold_start_s"], 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter wrk runs")
     args = parser.parse_args(argv)
     h.install_cleanup()
     build = h.load_build_module()
+    started = time.perf_counter()
+    facts = h.run_facts(False)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-jvm-") as tmp:
         for label, rel, backend in CASES:
@@ -139,11 +164,15 @@ def main(argv: list[str] | None = None) -> int:
             h.log(f"{label}: in-process")
             inproc = inprocess(bundle, backend, args.quick)
             h.log(f"{label}: served")
-            results[label] = {"inprocess": inproc, "served": served(bundle, backend, build, Path(tmp), args.quick)}
+            expected = {str(n): inproc.pop(f"expected_{n}") for n in SIZES}
+            results[label] = {"inprocess": inproc,
+                              "served": served(bundle, backend, build, Path(tmp), args.quick, expected)}
     table = render(results)
     print(table)
     h.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (h.RESULTS_DIR / "jvm.json").write_text(json.dumps(results, indent=2))
+    facts = h.finish_facts(facts, started)
+    facts["mode"] = "quick" if args.quick else "full"
+    h.write_results("jvm", facts, figures(results), results)
     (h.RESULTS_DIR / "jvm.md").write_text(table)
     return 0
 

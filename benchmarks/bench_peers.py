@@ -20,9 +20,9 @@ What happens (see benchmarks/README.md, "bench_peers.py"):
    ``predict_proba`` (fail loudly if they differ), then ``wrk -t1`` pinned to core 0 POSTs the
    server's native body at 1 row x 1 / 16 / 64 connections, 100 rows x 4 and 10,000 rows x 4.
    The servers take turns within a run, so slow drifts of the machine hit all of them alike.
-4. A markdown report (stdout and ``benchmarks/results/peers.md``), raw numbers in
-   ``benchmarks/results/peers.json``, and (full runs only) the latest-results section of
-   ``benchmarks/README.md``.
+4. A markdown report (stdout and ``benchmarks/results/peers.md``) and ``benchmarks/results/peers.json``
+   (committed: facts, figures, raw numbers), from which ``benchmarks/render.py`` writes the README
+   sections (complete runs only).
 
 Only 127.0.0.1 is ever contacted; MLflow's telemetry is switched off in every MLflow process.
 Nothing here asserts on timings: it only reports (it does fail when a server answers wrongly).
@@ -50,7 +50,7 @@ import bench_serve
 from _harness import (  # noqa: E402 - scripts run by path
     CLIENT_CPUS, REPO, RESULTS_DIR, SERVER_CPUS, ServerProcess, clean_env, cleanup, code_state, cpu_pinning_available,
     f_ms, f_num, free_port, http_request, idle_load, install_cleanup, load_build_module, log, make_frame, measure,
-    sha256_file, wrk_version, write_lua,
+    sha256_file, wrk_version, write_lua, finish_facts, run_facts, write_results,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -401,12 +401,12 @@ def f_spread(s: dict[str, Any]) -> str:
 
 def throughput_table(data: dict[str, Any]) -> list[str]:
     labels = [s["label"] for s in data["servers"]]
-    L = ["| model | rows/req | conns | in-process predict_proba | " + " | ".join(labels) + " | scorer ÷ best peer |",
+    L = ["| model | rows/req | conns | in-process limit | " + " | ".join(labels) + " | scorer ÷ best peer |",
          "|---|---:|---:|---:|" + "---:|" * len(labels) + "---:|"]
     for name, b in data["bundles"].items():
         for p in b["points"]:
             rows = p["rows_per_request"]
-            ip = b["inprocess"]["by_rows"].get(str(rows), {}).get("raw")
+            ip = b["inprocess"]["by_rows"].get(str(rows), {}).get("limit")
             cells = []
             for label in labels:
                 agg = p["servers"].get(label)
@@ -532,12 +532,12 @@ def render(data: dict[str, Any]) -> str:
 
 def in_process_section(data: dict[str, Any]) -> list[str]:
     L = ["## In-process limit (one process pinned to core 1, no HTTP; medians)", "",
-         "| model | rows | bare predict_proba ms | rows/s | scorer `score()` ms | decode split JSON ms | "
+         "| model | rows | in-process limit (model call) ms | rows/s | scorer `score()` ms | decode split JSON ms | "
          "decode → score → encode ms |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, b in data["bundles"].items():
         for n in ROW_COUNTS:
             x = b["inprocess"]["by_rows"][str(n)]
-            L.append(f"| {name} | {n:,} | {f_ms(x['raw']['median_ms'])} | {f_num(x['raw']['rows_s'])} | "
+            L.append(f"| {name} | {n:,} | {f_ms(x['limit']['median_ms'])} | {f_num(x['limit']['rows_s'])} | "
                      f"{f_ms(x['score']['median_ms'])} | {f_ms(x['decode']['median_ms'])} | {f_ms(x['pipeline']['median_ms'])} |")
     return L + [""]
 
@@ -582,19 +582,23 @@ def readme_section(data: dict[str, Any]) -> str:
     L += ["p50 / p90 / p99 ms (server CPU %):", ""] + latency_table(data) + [""]
     L += server_table(data) + [""]
     L += ["Full report (in-process limit, notes): `benchmarks/results/peers.md`, raw numbers: "
-          "`benchmarks/results/peers.json` (both generated, not committed).", "", README_END]
+          "`benchmarks/results/peers.json` (committed; this section is generated from it by `benchmarks/render`).", "", README_END]
     return "\n".join(L)
 
 
-def update_readme(section: str) -> None:
-    text = README.read_text()
-    if README_BEGIN in text and README_END in text:
-        head, rest = text.split(README_BEGIN, 1)
-        _, tail = rest.split(README_END, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    README.write_text(text)
+def figures(data: dict[str, Any]) -> dict[str, Any]:
+    """Rows/s (mean over the runs) per model, point and server, and the in-process limit, rounded as shown."""
+    out: dict[str, Any] = {}
+    for name, b in data["bundles"].items():
+        for p in b["points"]:
+            rows = p["rows_per_request"]
+            key = f"{rows}x{p['connections']}"
+            limit = b["inprocess"]["by_rows"].get(str(rows), {}).get("limit")
+            out.setdefault(name, {})[key] = {
+                "limit_rows_s": round(limit["rows_s"]) if limit else None,
+                **{label: round(agg["rows_s"]["mean"]) for label, agg in p["servers"].items() if agg},
+            }
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -604,14 +608,14 @@ def update_readme(section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="scorer vs MLflow vs MLServer on the same models, under the same load.")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 run, 2 s per point (noisy numbers; README untouched)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 run, 2 s per point (noisy numbers; the README shows complete runs only)")
     parser.add_argument("--runs", type=int, help="runs per point (default 2; --quick 1)")
     parser.add_argument("--duration", type=int, help="seconds per measured wrk run (default 8; --quick 2)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per point and run (default 2; --quick 1)")
     parser.add_argument("--bundle", choices=(*BUNDLES, "all"), default="all")
     parser.add_argument("--servers", default="scorer,mlflow,mlserver,mlserver-adaptive",
                         help="comma-separated subset of scorer,mlflow,mlserver,mlserver-adaptive")
-    parser.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
+    parser.add_argument("--no-readme", action="store_true", help="(kept for old scripts: benchmarks/render.py writes the READMEs)")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help="shared machine: for the first S seconds, wait for other processes to go quiet before "
                              "each server start and each point (default 0: measure at once, report the load)")
@@ -659,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     build = load_build_module()
     bench_serve.QUIET["deadline"] = started + args.wait_quiet if args.wait_quiet > 0 else 0.0
     background = idle_load()
+    facts = run_facts(pin)
     state0 = code_state()
     cfg = {"runs": runs, "duration": duration, "warmup": warmup, "pinned": pin, "scenarios": SCENARIOS}
     data: dict[str, Any] = {
@@ -694,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{name}: in-process limit (child pinned to core {SERVER_CPUS}) ...")
                 inproc = bench_serve.run_inprocess(name, models[name]["scorer"], tmp / name / "scorer", tmp,
                                                    args.quick, pin)
+                inproc.pop("expected")  # the servers are checked against predict_proba of the same rows below
                 all_runs: list[dict[str, Any]] = []
                 for r in range(runs):
                     log(f"{name}: run {r + 1}/{runs}")
@@ -724,13 +730,12 @@ def main(argv: list[str] | None = None) -> int:
     if state0 != state1:
         md += "\n**WARNING: scorer/ or bundles/ changed during this run.**\n"
     (RESULTS_DIR / "peers.md").write_text(md + "\n")
-    (RESULTS_DIR / "peers.json").write_text(json.dumps(data, indent=2, default=str))
+    facts = finish_facts(facts, t0)
+    facts["mode"] = "quick" if args.quick else "full"
+    # benchmarks/render writes the README section only from a complete run (both models, all four servers).
+    facts["complete"] = not (args.quick or len(names) < len(BUNDLES) or len(cs) < 4)
+    write_results("peers", facts, figures(data), data)
     print(md)
-    if args.quick or args.no_readme or len(names) < len(BUNDLES) or len(cs) < 4:
-        log("benchmarks/README.md not updated (quick or partial run)")
-    else:
-        update_readme(readme_section(data))
-        log(f"updated the latest-results section of {README.relative_to(REPO)}")
     log(f"total {data['meta']['elapsed_s'] / 60:.1f} min; wrote {RESULTS_DIR / 'peers.md'} and peers.json")
     return 0
 

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,10 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 from _harness import (  # noqa: E402 - scripts run by path
+    baseline, check_answers, expected_predictions, finish_facts, repeat_policy, run_facts, write_results,
     BUNDLES_DIR, CLIENT_CPUS, FOREGROUND, REPO, RESULTS_DIR, SERVER_CPUS, CpuWatch, ServerProcess, clean_env, cleanup,
-    code_state, free_port, cpu_pinning_available, f_ms, f_num, features, http_request, idle_load, install_cleanup,
+    code_state, free_port, cpu_pinning_available, f_ms, f_num, http_request, idle_load, install_cleanup,
     is_built, load_build_module, log, make_frame, measure, pinned, write_lua,
 )
+from _harness import time_call as harness_time_call  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,8 +64,8 @@ PEERS_FILE = RESULTS_DIR / "peers.json"
 def measured_peers(name: str) -> dict[str, Any]:
     """{"source": str, "labels": [...], "rows_s": {"ROWSxCONNS": {label: rows/s}}, "p50_ms": {...}} or {}."""
     try:
-        data = json.loads(PEERS_FILE.read_text())
-    except (OSError, ValueError):
+        data = json.loads(PEERS_FILE.read_text())["raw"]
+    except (OSError, ValueError, KeyError):
         return {}
     b = data.get("bundles", {}).get(name)
     if not b:
@@ -153,30 +154,11 @@ def time_call(fn, *, min_repeats: int, budget_s: float, max_repeats: int = 20_00
 
 
 def _time_call(fn, *, min_repeats: int, budget_s: float, max_repeats: int) -> dict[str, Any]:
-    for _ in range(3):
-        fn()
-    watch = CpuWatch()
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() < deadline):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return {
-        "median_ms": statistics.median(times) * 1e3,
-        "min_ms": times[0] * 1e3,
-        "p90_ms": times[int(0.9 * (len(times) - 1))] * 1e3,
-        "repeats": len(times),
-        "cpu": watch.stop(),
-    }
+    return harness_time_call(fn, min_repeats=min_repeats, budget_s=budget_s, max_repeats=max_repeats)
 
 
 def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool, deadline: float) -> int:
     """Child entry point: time the scoring core without HTTP and write JSON to ``out``."""
-    import joblib
-    import numpy as np
-
     from scorer import codecs
     from scorer.core import Scorer
 
@@ -185,46 +167,25 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
     t0 = time.perf_counter()
     scorer = Scorer.load(bundle)
     load_s = time.perf_counter() - t0
-    feats = features(build, name)
-
-    if (bundle / "artifacts" / "model.joblib").is_file():  # tabular, text: a plain Pipeline, no custom code
-        pipe = joblib.load(bundle / "artifacts" / "model.joblib")
-
-        def raw(df):
-            return pipe.predict_proba(df[feats])
-
-        raw_desc = "joblib-loaded Pipeline.predict_proba(df)"
-    else:
-        # What a hand-written script would do with the two pickles: the bundle's own helpers
-        # (clean_text, build_features) + vectorizer + LogisticRegression.predict_proba.
-        fc = build.load_first_code()
-        vec = joblib.load(bundle / "artifacts" / "first_model.pkl")
-        lr = joblib.load(bundle / "artifacts" / "second_model.pkl")
-
-        def raw(df):
-            clean = df.assign(feature2=fc.clean_text(df["feature2"]))
-            return lr.predict_proba(fc.build_features(clean, vec))
-
-        raw_desc = "clean_text + build_features + LogisticRegression.predict_proba (no scorer)"
 
     frame = make_frame(build, name, max(ROW_COUNTS), DATA_SEED)
     columns = list(scorer.schema.columns) if scorer.schema else None
     results: dict[str, Any] = {}
+    expected: dict[str, Any] = {}
     for n in ROW_COUNTS:
         df = frame.head(n).copy()
         body = (bodies / f"{n}.json").read_bytes()
-        big = n >= 10_000
-        budget = (1.0 if big else 0.5) if quick else (8.0 if big else 4.0)
-        reps = (3 if big else 20) if quick else (15 if big else 200)
+        reps, budget = repeat_policy(n, quick)
         side_budget = budget / 2
         out_frame = scorer.score(df)
         assert len(out_frame) == n
-        assert np.asarray(raw(df)).shape[0] == n
+        expected[str(n)] = expected_predictions(scorer, df)
         row = {
             "rows": n,
             "body_bytes": len(body),
             "score": time_call(lambda: scorer.score(df), min_repeats=reps, budget_s=budget),
-            "raw": time_call(lambda: raw(df), min_repeats=reps, budget_s=budget),
+            # The in-process limit every benchmark uses (benchmarks/_harness.py).
+            "limit": baseline(scorer, df, quick, timer=time_call),
             "decode": time_call(lambda: codecs.decode(body, "application/json", columns), min_repeats=reps, budget_s=side_budget),
             "encode": time_call(lambda: codecs.encode(out_frame, codecs.JSON), min_repeats=reps, budget_s=side_budget),
             # The server's whole per-request path minus HTTP: decode -> prepare -> predict -> encode.
@@ -234,11 +195,11 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
                 budget_s=side_budget,
             ),
         }
-        for key in ("score", "raw", "pipeline"):
+        for key in ("score", "pipeline"):
             row[key]["rows_s"] = n / (row[key]["median_ms"] / 1e3)
         results[str(n)] = row
         print(
-            f"[inproc {name}] {n:>6} rows: score {row['score']['median_ms']:.3f} ms, raw {row['raw']['median_ms']:.3f} ms, "
+            f"[inproc {name}] {n:>6} rows: score {row['score']['median_ms']:.3f} ms, limit {row['limit']['median_ms']:.3f} ms, "
             f"decode {row['decode']['median_ms']:.3f} ms, encode {row['encode']['median_ms']:.3f} ms",
             file=sys.stderr,
             flush=True,
@@ -252,7 +213,8 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
         pass
     payload = {
         "load_seconds": load_s,
-        "raw_call": raw_desc,
+        "limit_call": "benchmarks/_harness.py model_call: " + "Scorer.model.predict(Scorer.model.preprocess(Scorer.prepare(rows)))",
+        "expected": expected,
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "threadpools": threads,
         "by_rows": results,
@@ -360,15 +322,16 @@ class Server(ServerProcess):
         return total
 
 
-def preflight(server: Server, bodies: Path, rows_list: list[int]) -> None:
-    """Every body once through the server: 200 and one prediction per row, else stop."""
+def preflight(server: Server, bodies: Path, rows_list: list[int], expected: dict[str, Any]) -> dict[str, float]:
+    """Every body once through the server: 200 and the in-process predictions of the same rows, else stop."""
+    diffs = {}
     for n in rows_list:
         status, body = http_request(server.port, "POST", "/predict", (bodies / f"{n}.json").read_bytes())
         if status != 200:
             raise RuntimeError(f"POST /predict with {n} rows -> {status}: {body[:500]!r}")
-        got = len(json.loads(body)["predictions"])
-        if got != n:
-            raise RuntimeError(f"POST /predict with {n} rows returned {got} predictions")
+        diffs[str(n)] = check_answers(json.loads(body)["predictions"], expected[str(n)],
+                                      f"{server.label}: POST /predict with {n} rows")
+    return diffs
 
 
 def server_side(server: Server, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -415,7 +378,8 @@ MULTI_VARIANTS = (
 )
 
 
-def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, warmup: int, pin: bool) -> dict[str, Any]:
+def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, warmup: int, pin: bool,
+               expected: dict[str, Any]) -> dict[str, Any]:
     luas = {}
     for n in ROW_COUNTS:
         luas[n] = write_lua(tmp / f"{name}-{n}.lua", bodies / f"{n}.json")
@@ -426,7 +390,7 @@ def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, 
     try:
         out["ready_seconds_1w"] = server.wait_ready()
         out["rss_mib_1w_after_load"] = server.rss_mib()
-        preflight(server, bodies, list(ROW_COUNTS))
+        out["answers_max_abs_diff_1w"] = preflight(server, bodies, list(ROW_COUNTS), expected)
         runs = []
         for rows, conns in SCENARIOS:
             runs.append(with_retries(
@@ -445,7 +409,7 @@ def run_served(name: str, bundle: Path, bodies: Path, tmp: Path, duration: int, 
             ready = server.wait_ready()
             out[f"ready_seconds_{key}"] = server.wait_all_ready()
             out[f"first_ready_seconds_{key}"] = ready
-            preflight(server, bodies, [1])
+            out[f"answers_max_abs_diff_{key}"] = preflight(server, bodies, [1], expected)
             runs = []
             for rows, conns in MULTI_SCENARIOS:
                 runs.append(with_retries(
@@ -477,6 +441,8 @@ def derive(name: str, inproc: dict[str, Any], served: dict[str, Any]) -> dict[st
             "inproc_score_rows_s": ip["score"]["rows_s"],
             "served_over_inproc": s["rows_s"] / ip["score"]["rows_s"],
             "served_over_inproc_pipeline": s["rows_s"] / ip["pipeline"]["rows_s"],
+            "limit_rows_s": ip["limit"]["rows_s"],
+            "served_over_limit": s["rows_s"] / ip["limit"]["rows_s"],
         })
     one = next(s for s in served["single_worker"] if (s["rows_per_request"], s["connections"]) == (1, 1))
     return {
@@ -484,6 +450,29 @@ def derive(name: str, inproc: dict[str, Any], served: dict[str, Any]) -> dict[st
         "http_overhead_ms": None if one["p50_ms"] is None else one["p50_ms"] - by["1"]["score"]["median_ms"],
         "http_overhead_beyond_codec_ms": None if one["p50_ms"] is None else one["p50_ms"] - by["1"]["pipeline"]["median_ms"],
     }
+
+
+def figures(r: dict[str, Any]) -> dict[str, Any]:
+    """What the READMEs quote from a bundle's run: the in-process limit and the served rows per scenario."""
+    ip = r["inprocess"]["by_rows"]
+    served = {(x["rows_per_request"], x["connections"]): x for x in r["served"]["single_worker"]}
+    rows = []
+    for d in r["derived"]["served_over_inproc"]:
+        x = served[(d["rows_per_request"], d["connections"])]
+        rows.append({
+            "rows_per_request": d["rows_per_request"],
+            "connections": d["connections"],
+            "limit_rows_s": round(d["limit_rows_s"]),
+            "score_rows_s": round(ip[str(d["rows_per_request"])]["score"]["rows_s"]),
+            "served_rows_s": round(d["served_rows_s"]),
+            "served_over_limit": round(d["served_over_limit"], 2),
+            "p50_ms": round(x["p50_ms"], 1) if x["p50_ms"] is not None else None,
+            "requests_per_model_call": round(x["server_side"]["requests_per_call"], 1)
+            if (x.get("server_side") or {}).get("requests_per_call") else None,
+        })
+    return {"bundle": r["bundle"], "scenarios": rows,
+            "cold_start_s": round(r["served"]["ready_seconds_1w"], 1),
+            "rss_mib_after_load": round(r["served"]["rss_mib_1w_after_load"] or 0)}
 
 
 def pct(run: dict[str, Any], key: str) -> str:
@@ -497,7 +486,7 @@ def render_bundle(r: dict[str, Any]) -> str:
     labels = peers.get("labels", [])
     ip = r["inprocess"]["by_rows"]
     L: list[str] = [f"## {name}", ""]
-    L.append(f"Bundle: `{r['bundle_path']}` ({r['bundle_source']}). Raw call: {r['inprocess']['raw_call']}.")
+    L.append(f"Bundle: `{r['bundle_path']}` ({r['bundle_source']}). In-process limit: {r['inprocess']['limit_call']}.")
     cs = r.get("code_state") or {}
     if cs:
         st = cs["start"]
@@ -523,15 +512,15 @@ def render_bundle(r: dict[str, Any]) -> str:
         f"OpenMP/BLAS threads in the pinned child: {', '.join(str(t.get('internal_api')) + '=' + str(t.get('num_threads')) for t in (r['inprocess'].get('threadpools') or [])) or 'n/a'}."
     )
     L.append("")
-    L.append("| rows | score() ms | score() rows/s | raw call ms | raw rows/s | core overhead ms (score−raw) | decode split JSON ms | encode ms | decode→score→encode ms | foreign CPU % (max) |")
+    L.append("| rows | score() ms | score() rows/s | in-process limit ms | limit rows/s | core overhead ms (score−limit) | decode split JSON ms | encode ms | decode→score→encode ms | foreign CPU % (max) |")
     L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in ROW_COUNTS:
         x = ip[str(n)]
         L.append(
-            f"| {n:,} | {f_ms(x['score']['median_ms'])} | {f_num(x['score']['rows_s'])} | {f_ms(x['raw']['median_ms'])} | "
-            f"{f_num(x['raw']['rows_s'])} | {f_ms(x['score']['median_ms'] - x['raw']['median_ms'])} | "
+            f"| {n:,} | {f_ms(x['score']['median_ms'])} | {f_num(x['score']['rows_s'])} | {f_ms(x['limit']['median_ms'])} | "
+            f"{f_num(x['limit']['rows_s'])} | {f_ms(x['score']['median_ms'] - x['limit']['median_ms'])} | "
             f"{f_ms(x['decode']['median_ms'])} | {f_ms(x['encode']['median_ms'])} | {f_ms(x['pipeline']['median_ms'])} | "
-            f"{max(foreign_pct(x[k]) for k in ('score', 'raw', 'decode', 'encode', 'pipeline')):.0f} |"
+            f"{max(foreign_pct(x[k]) for k in ('score', 'limit', 'decode', 'encode', 'pipeline')):.0f} |"
         )
     L.append("")
     s = r["served"]
@@ -621,8 +610,8 @@ def render_summary(results: list[dict[str, Any]]) -> str:
     for n in ROW_COUNTS:
         rows.append((f"in-process score() {n:,} row{'s' if n > 1 else ''}: ms (rows/s)",
                      [f"{f_ms(r['inprocess']['by_rows'][str(n)]['score']['median_ms'])} ({f_num(r['inprocess']['by_rows'][str(n)]['score']['rows_s'])})" for r in results]))
-        rows.append((f"in-process raw model call {n:,} row{'s' if n > 1 else ''}: ms",
-                     [f_ms(r["inprocess"]["by_rows"][str(n)]["raw"]["median_ms"]) for r in results]))
+        rows.append((f"in-process limit (model call) {n:,} row{'s' if n > 1 else ''}: ms",
+                     [f_ms(r["inprocess"]["by_rows"][str(n)]["limit"]["median_ms"]) for r in results]))
     rows.append(("served 1 row × 1 conn: req/s, p50 / p99 ms",
                  [f"{f_num(served(r, 1, 1)['req_s'])}, {f_ms(served(r, 1, 1)['p50_ms'])} / {f_ms(served(r, 1, 1)['p99_ms'])}" for r in results]))
     rows.append(("served 1 row × 64 conns: rows/s, p50 / p99 ms",
@@ -747,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name in names:
                 bt0 = time.perf_counter()
+                facts = run_facts(pin)
                 state0 = code_state()
                 bundle, source = prepare_bundle(build, name, tmp / "bundles", args.rebuild)
                 background = idle_load()
@@ -758,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
                     (bodies / f"{n}.json").write_text(frame.head(n).to_json(orient="split"))
                 log(f"{name}: in-process timings (child pinned to core {SERVER_CPUS}) ...")
                 inproc = run_inprocess(name, bundle, bodies, tmp, args.quick, pin)
-                served = run_served(name, bundle, bodies, tmp, duration, warmup, pin)
+                served = run_served(name, bundle, bodies, tmp, duration, warmup, pin, inproc["expected"])
                 r = {
                     "bundle": name,
                     "bundle_path": str(bundle),
@@ -778,7 +768,13 @@ def main(argv: list[str] | None = None) -> int:
                 r["code_state"] = {"start": state0, "end": state1, "changed_during_run": state0 != state1}
                 if state0 != state1:
                     log(f"WARNING: scorer/ or bundles/ changed while {name} was measured: {state0} -> {state1}")
-                (RESULTS_DIR / f"serve-{name}.json").write_text(json.dumps(r, indent=2, default=str))
+                inproc.pop("expected")  # checked against every server's answers; too big to keep
+                facts = finish_facts(facts, bt0)
+                facts["mode"] = "quick" if args.quick else "full"
+                facts["foreign_cpu_pct_max"] = round(max(
+                    [foreign_pct(x) for k in ["single_worker"] + [v[0] for v in MULTI_VARIANTS] for x in served.get(k, [])]
+                    + [foreign_pct(x) for row in inproc["by_rows"].values() for x in row.values() if isinstance(x, dict)]), 1)
+                write_results(f"serve-{name}", facts, figures(r), r)
                 results.append(r)
                 log(f"{name}: done in {r['elapsed_s']:.0f}s -> {RESULTS_DIR / f'serve-{name}.json'}")
         finally:

@@ -6,7 +6,7 @@
 1. Data: ``make_tabular_frame`` rows (seed 4242 + block, not the training draw) plus an int64 ``id``,
    written once as ``--files`` Parquet files (reused while rows and files are unchanged).
 2. The ``tabular`` example bundle (built by ``bundles/build.py`` if missing) scores them, Parquet
-   to Parquet, default settings otherwise, each run a fresh ``python -m scorer.cli batch`` process:
+   to Parquet, default settings otherwise, each run a fresh ``python -m scorer batch`` process:
    - ``local``: the local engine (a worker process per core);
    - ``local2``: ``--engine spark --spark-master local[2]`` (one JVM, two task threads);
    - ``cluster``: ``--engine spark`` on a standalone cluster started here from the pyspark
@@ -16,7 +16,9 @@
    both; the output's row count is checked. Before each run the machine's background load is
    sampled (other work on the machine slows every engine; the numbers say how much there was).
 
-Nothing asserts on timings. Results: ``benchmarks/results/spark_engine.{md,json}``.
+Every output's predictions for the first 10,000 ids are checked against in-process predictions (a
+mismatch stops the run). Nothing asserts on timings. Results: ``benchmarks/results/spark_engine.json``
+(committed; benchmarks/render.py renders the README's figures from it) and ``spark_engine.md``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import _harness as h  # noqa: E402
 from _harness import RESULTS_DIR, code_state, idle_load, install_cleanup, is_built, load_build_module, log
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,11 +90,23 @@ def output_rows(out: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
 
 
+CHECKED_IDS = 10_000  # the first ids of part-000: each output's predictions for them are checked
+
+
+def check_output(out: Path, expected: dict[str, Any], label: str) -> float:
+    """Fail loudly unless the output's predictions for ids < CHECKED_IDS are the in-process ones."""
+    files = [p for p in out.rglob("*.parquet") if not any(s.startswith(("_", ".")) for s in p.relative_to(out).parts)]
+    cols = ["id", *expected["columns"]]
+    parts = [pq.read_table(p, columns=cols, filters=[("id", "<", CHECKED_IDS)]).to_pandas() for p in files]
+    got = __import__("pandas").concat(parts).sort_values("id")
+    return h.check_answers(got, expected, label)
+
+
 def run(label: str, bundle: Path, data: Path, out: Path, args: list[str], env: dict[str, str], rows: int,
-        ) -> dict[str, Any]:
+        expected: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     background = idle_load(2.0)
-    cmd = [sys.executable, "-m", "scorer.cli", "batch", str(bundle), "--input", str(data), "--output", str(out),
+    cmd = [sys.executable, "-m", "scorer", "batch", str(bundle), "--input", str(data), "--output", str(out),
            "--log-format", "text", *args]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -101,11 +116,13 @@ def run(label: str, bundle: Path, data: Path, out: Path, args: list[str], env: d
     written = output_rows(out)
     if written != rows:
         raise SystemExit(f"{label}: {written} rows written, expected {rows}")
+    answers_diff = check_output(out, expected, label)
     found = SCORED.search(proc.stderr + proc.stdout)
     job = float(found.group(2)) if found else None
     result = {"engine": label, "rows": rows, "wall_s": round(wall, 2), "rows_per_s_wall": round(rows / wall),
               "job_s": job, "rows_per_s_job": round(rows / job) if job else None,
-              "background_cpu_pct": round(background, 1), "loadavg_1m": round(os.getloadavg()[0], 2)}
+              "background_cpu_pct": round(background, 1), "loadavg_1m": round(os.getloadavg()[0], 2),
+              "answers_max_abs_diff": answers_diff}
     log(f"{label}: {json.dumps(result)}")
     shutil.rmtree(out, ignore_errors=True)
     return result
@@ -118,13 +135,26 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--engines", default="local,local2,cluster")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "scorer-bench-spark")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 200,000 rows, no standalone cluster")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.engines = 200_000, "local,local2"
     install_cleanup()
     engines = args.engines.split(",")
     bundles = REPO / "bundles"
     if not is_built("tabular", bundles):
         subprocess.run([sys.executable, str(bundles / "build.py"), "--only", "tabular"], check=True)
     data = make_data(args.data_dir, args.rows, args.files)
+    started = time.perf_counter()
+    facts = h.run_facts(False)
+    # The in-process limit (benchmarks/_harness.py) on one chunk's worth of rows, and the in-process
+    # predictions of the first CHECKED_IDS rows that every engine's output must hold.
+    first = pq.read_table(data / "part-000.parquet").slice(0, 65536).to_pandas()
+    base = h.run_baseline(bundles / "tabular", {65536: first.drop(columns="id")}, args.data_dir / "baseline",
+                          pin=h.cpu_pinning_available())
+    limit = base["by_rows"]["65536"]
+    expected_all = base["expected"]["65536"]
+    expected = {"columns": expected_all["columns"], "data": expected_all["data"][:CHECKED_IDS]}
     cluster_mod = load_cluster_module()
     env = cluster_mod.spark_env()
     out = args.data_dir / "out"
@@ -132,10 +162,10 @@ def main() -> int:
     cluster_info: dict[str, Any] = {}
     for _ in range(args.runs):
         if "local" in engines:
-            results.append(run("local", bundles / "tabular", data, out, [], env, args.rows))
+            results.append(run("local", bundles / "tabular", data, out, [], env, args.rows, expected))
         if "local2" in engines:
             results.append(run("spark local[2]", bundles / "tabular", data, out,
-                               ["--engine", "spark", "--spark-master", "local[2]"], env, args.rows))
+                               ["--engine", "spark", "--spark-master", "local[2]"], env, args.rows, expected))
     if "cluster" in engines:
         work = Path(tempfile.mkdtemp(prefix="scorer-bench-cluster-"))
         try:
@@ -144,13 +174,18 @@ def main() -> int:
                 log(f"standalone cluster {cluster.url} up in {cluster.startup_seconds:.1f}s")
                 for _ in range(args.runs):
                     results.append(run("spark standalone (2 workers x 1 core)", bundles / "tabular", data, out,
-                                       ["--engine", "spark", "--spark-master", cluster.url], cluster.env(), args.rows))
+                                       ["--engine", "spark", "--spark-master", cluster.url], cluster.env(), args.rows, expected))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     report = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-              "rows": args.rows, "files": args.files, "cluster": cluster_info, "code": code_state(), "results": results}
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "spark_engine.json").write_text(json.dumps(report, indent=2) + "\n")
+              "rows": args.rows, "files": args.files, "cluster": cluster_info, "code": code_state(), "results": results, "limit": limit}
+    facts = h.finish_facts(facts, started)
+    facts["mode"] = "quick" if args.quick else "full"
+    figures = {"in-process limit (model call, 65,536 rows), rows/s": round(limit["rows_s"])}
+    for r in results:
+        figures[f"{r['engine']}: rows/s (wall)"] = r["rows_per_s_wall"]
+        figures[f"{r['engine']}: ÷ in-process limit"] = round(r["rows_per_s_wall"] / limit["rows_s"], 2)
+    h.write_results("spark_engine", facts, figures, report)
     title = (f"# scorer batch: engine spark vs local ({args.rows:,} tabular rows, {args.files} Parquet files, "
              f"{os.cpu_count()} cores)")
     lines = [title, "",
