@@ -3,7 +3,7 @@
 ::
 
     ScorerError
-    ├── BundleError              the bundle cannot be loaded          (503 if ever served)
+    ├── BundleError              the bundle cannot be loaded          (503 if ever served)  exit 3
     │   ├── BundleNotFound         path does not exist / is not a bundle
     │   ├── BundleLayoutError      ambiguous artifacts, bad manifest, unsafe zip, bad class
     │   ├── RequirementsError      requirements.txt pins the environment does not meet
@@ -27,7 +27,7 @@
         ├── UsageError             the command cannot run as given; nothing written  exit 2
         ├── ReadError              a file (not a row) cannot be read: fails that file
         ├── KeepColumnsError       --keep-columns names a column the input lacks: fails that file
-        └── BatchFailed            a Spark task fails the whole job with this one line
+        └── BatchFailed            the (Spark) job fails with this one line, raised in a task or the driver
 
 Transports never pick status codes themselves: they call :func:`http_status`; commands never pick
 exit codes for an error themselves: they call :func:`exit_code` (a bundle that fails to load is a
@@ -180,9 +180,9 @@ class KeepColumnsError(BatchError):
 
 
 class BatchFailed(BatchError):
-    """Raised in a Spark executor: the whole job fails with this one-line message. Spark passes only the
-    text of a task's error to the driver, so ``str()`` starts with :attr:`MARKER`, by which the driver
-    finds the line again in Spark's (multi-line, nested) error text."""
+    """The whole (Spark) job fails with this one-line message: raised on the driver, or in an executor's
+    task. Spark passes only the text of a task's error to the driver, so ``str()`` starts with
+    :attr:`MARKER`, by which the driver finds the line again in Spark's (multi-line, nested) error text."""
 
     code = "batch_failed"
     MARKER = "scorer batch failed: "
