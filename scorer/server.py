@@ -377,8 +377,9 @@ async def openapi(request: Request) -> Response:
         _authorize(request)  # it names the input columns and their types, as /metadata does
     except Unauthorized as exc:
         return error_response(exc)
-    scorer = request.app.state.scorer.scorer
-    return _json(200, openapi_document(scorer.schema.columns if scorer is not None and scorer.schema else None))
+    state: State = request.app.state.scorer
+    columns = state.scorer.schema.columns if state.scorer is not None and state.scorer.schema else None
+    return _json(200, openapi_document(request.app.routes, columns, auth=bool(state.settings.auth_token)))
 
 
 async def metrics(request: Request) -> Response:
