@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import orjson
 import jsonschema_rs  # schemathesis' own validator (one of its dependencies)
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -216,7 +217,8 @@ def test_every_answer_matches_the_document(request, mode: GenerationMode) -> Non
 def test_every_request_media_type_with_every_response_media_type(fuzzed_server, path: str) -> None:  # type: ignore[no-untyped-def]
     """Each request media type the codecs decode (a two-row table of the bundle's columns) with each
     response media type they encode and each Accept range: 200, in the media type asked for, parsing
-    as it, and conforming to the document (which therefore lists them all); the predictions are right."""
+    as it, and conforming to the document (which therefore lists them all); the predictions are right.
+    The same table sent under each alias the document names, and under each sniffed type, is scored too."""
     document = requests.get(fuzzed_server.url + "/openapi.json", headers=AUTH, timeout=10).json()
     operation = schemathesis.openapi.from_dict(document)[path]["POST"]
     table = pa.table({"a": [1.5, 2.0], "b": [1, 2], "s": ["x", "y"]})
@@ -234,6 +236,16 @@ def test_every_request_media_type_with_every_response_media_type(fuzzed_server, 
             _check_body(response, accept)
             if _media(response) == codecs.JSON:
                 assert response.json() == {"predictions": [2.5, 4.0]}, (media, accept)
+    # the other names the document's description gives: aliases, and the types whose body is sniffed
+    others = [(alias, mt) for alias, mt in codecs.ALIASES.items()] + [
+        (sniffed, mt) for sniffed in codecs.SNIFFED for mt in codecs.DECODERS if mt != codecs.CSV]
+    for content_type, mt in others:
+        body = orjson.dumps({"columns": table.column_names, "data": [[1.5, 1, "x"], [2.0, 2, "y"]]}) \
+            if mt == codecs.JSON else _encode(table, mt)[0]
+        headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
+        response = requests.post(fuzzed_server.url + path, data=body, headers=headers, timeout=30)
+        assert response.status_code == 200, (content_type, mt, response.status_code, response.text)
+        assert response.json() == {"predictions": [2.5, 4.0]}, (content_type, mt)
 
 
 def test_document_lists_exactly_the_routes_and_other_answers_are_its_error_body(fuzzed_server) -> None:  # type: ignore[no-untyped-def]
