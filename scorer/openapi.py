@@ -5,7 +5,8 @@ Generated, not written: the paths and methods are the running app's routes (a ro
 entry in :data:`OPERATIONS` is an error, not a silent omission); request media types, JSON shapes
 and envelopes, response media types and ``Accept`` ranges come from the tables
 :mod:`scorer.codecs` dispatches on; the error statuses of each operation from the error classes it
-raises and :data:`scorer.errors.HTTP_STATUS`. Error bodies are ``{error, message, request_id}``
+raises and :data:`scorer.errors.HTTP_STATUS`. A JSON shape added to the codecs needs its JSON Schema
+here (:func:`_shape_schemas`): until it has one, building the document fails. Error bodies are ``{error, message, request_id}``
 (plus ``columns`` for missing columns) and nothing else; the ``error`` codes each status can carry
 come from the same mapping.
 
@@ -212,6 +213,9 @@ def _shape_schemas(columns: dict[str, str] | None) -> dict[str, dict[str, Any]]:
 
 def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
     shapes = _shape_schemas(columns)
+    undescribed = [s.name for s in codecs.JSON_SHAPES if s.name not in shapes or s.name not in _SHAPE_COMPONENTS]
+    if undescribed:
+        raise LookupError(f"JSON shapes {undescribed} of scorer.codecs have no JSON Schema in scorer.openapi")
     usable = [s for s in codecs.JSON_SHAPES if columns or not s.needs_columns]
     components: dict[str, Any] = {}
     for shape in usable:

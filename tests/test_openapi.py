@@ -69,8 +69,15 @@ def test_a_route_without_a_description_is_an_error_not_an_omission() -> None:
     class Route:
         path, methods = "/new-route", {"GET"}
 
-    with pytest.raises(LookupError, match="/new-route"):
+    with pytest.raises(LookupError, match="route /new-route has no description"):
         openapi.document([Route()])
+
+
+def test_a_json_shape_without_a_schema_is_an_error_not_an_omission(monkeypatch: pytest.MonkeyPatch) -> None:
+    shape = codecs.JsonShape("new", "a shape nobody described", lambda obj: False, lambda obj, columns: None)  # type: ignore[arg-type,return-value]
+    monkeypatch.setattr(codecs, "JSON_SHAPES", (*codecs.JSON_SHAPES, shape))
+    with pytest.raises(LookupError, match="JSON shapes \\[.new.\\] of scorer.codecs have no JSON Schema"):
+        openapi.document([], COLUMNS)
 
 
 def test_request_and_response_media_types_are_the_codec_tables() -> None:
