@@ -17,6 +17,12 @@ Parquet replies are made by :meth:`Table.to_arrow`, without a DataFrame in betwe
 
 Responses (``encode``): ``{"predictions": [...]}`` JSON by default, or CSV / Arrow / Parquet
 when the ``Accept`` header asks for it. NaN and infinities always become ``null``.
+
+Everything above is dispatched on the tables at the end of each section: :data:`DECODERS` (request
+media type -> decoder; :data:`ALIASES` and :data:`SNIFFED` lead to them), :data:`JSON_SHAPES` and
+:data:`ENVELOPES` (the JSON bodies), :data:`ENCODERS` and :data:`ACCEPT_RANGES` (``Accept`` ->
+response media type). :mod:`scorer.openapi` builds the HTTP API's description from the same tables,
+so a codec or envelope added here is documented without further edits.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,7 +49,8 @@ PARQUET = "application/vnd.apache.parquet"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 ARROW_FILE = "application/vnd.apache.arrow.file"
 
-_ALIASES = {
+#: Other names clients use for the media types of :data:`DECODERS` and :data:`ENCODERS`.
+ALIASES = {
     "text/json": JSON,
     "application/csv": CSV,
     "application/x-parquet": PARQUET,
@@ -50,9 +58,8 @@ _ALIASES = {
     "application/x-arrow": ARROW_STREAM,
     "application/vnd.apache.arrow": ARROW_STREAM,
 }
-# Types clients send when they did not choose one (requests' data=str, curl -d): look at the bytes.
-_SNIFF = {"", "application/x-www-form-urlencoded", "text/plain", "application/octet-stream"}
-_ENVELOPES = ("dataframe_split", "dataframe_records", "instances", "inputs")
+#: Types clients send when they did not choose one (requests' data=str, curl -d): look at the bytes.
+SNIFFED = ("", "application/x-www-form-urlencoded", "text/plain", "application/octet-stream")
 
 
 def media_type(header: str | None) -> tuple[str, dict[str, str]]:
@@ -61,7 +68,7 @@ def media_type(header: str | None) -> tuple[str, dict[str, str]]:
         return "", {}
     main, *params = header.split(";")
     mt = main.strip().lower()
-    mt = _ALIASES.get(mt, mt)
+    mt = ALIASES.get(mt, mt)
     if mt.endswith("+json"):
         mt = JSON
     parsed = {}
@@ -77,17 +84,15 @@ def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None 
     Parquet and Arrow bodies beyond ``limits`` (default: the default settings') raise
     PayloadTooLarge before they are decoded."""
     mt, params = media_type(content_type)
-    if mt in _SNIFF:
+    if mt in SNIFFED:
         mt = _sniff(body)
-    decoder = _DECODERS.get(mt)
-    if decoder is None and mt not in _COLUMNAR:
-        raise UnsupportedMediaType(
-            f"unsupported Content-Type {content_type!r}; send one of: {', '.join([*_DECODERS, *_COLUMNAR])}"
-        )
+    decoder = DECODERS.get(mt)
+    if decoder is None:
+        raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}; send one of: {', '.join(DECODERS)}")
+    if decoder.columnar and limits is None:
+        limits = Limits.of(Settings())
     try:
-        if decoder is None:
-            return _COLUMNAR[mt](body, limits or Limits.of(Settings()))
-        return decoder(body, params, columns)
+        return decoder.read(body, params, columns, limits)
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"the {mt} body is not valid UTF-8 (byte {exc.start})") from None
 
@@ -95,12 +100,13 @@ def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None 
 def is_columnar(body: bytes, content_type: str | None) -> bool:
     """Whether ``decode`` would read the body as Parquet or Arrow (never raises)."""
     mt, _ = media_type(content_type)
-    if mt in _SNIFF:
+    if mt in SNIFFED:
         try:
             mt = _sniff(body)
         except UnsupportedMediaType:
             return False
-    return mt in _COLUMNAR
+    decoder = DECODERS.get(mt)
+    return decoder is not None and decoder.columnar
 
 
 def _sniff(body: bytes) -> str:
@@ -147,41 +153,29 @@ def _decode_json(body: bytes, params: dict[str, str], columns: Sequence[str] | N
 
 
 def table_from_json(obj: Any, columns: Sequence[str] | None = None) -> Table:
-    """Any of the accepted JSON shapes (already parsed) to a Table of plain lists."""
+    """Any of the accepted JSON shapes (already parsed) to a Table of plain lists: an envelope of
+    :data:`ENVELOPES` (its only key), else the first of :data:`JSON_SHAPES` that the value has."""
     if isinstance(obj, dict):
-        envelope = [k for k in _ENVELOPES if k in obj]
-        if envelope:
-            key = envelope[0]
+        present = [k for k in ENVELOPES if k in obj]
+        if present:
+            key = present[0]
             if len(obj) != 1:
                 extra = sorted(k for k in obj if k != key)
                 raise MalformedBody(f"the {key!r} envelope must be the only key; unsupported key(s): {extra}")
-            inner = obj[key]
-            if key == "dataframe_split":
-                return _from_split(inner)
-            if key == "dataframe_records":
-                return _from_records(inner, columns)
-            return table_from_json(inner, columns)
-        if "data" in obj and "columns" in obj:
-            return _from_split(obj)
+            return ENVELOPES[key].parse(obj[key], columns)
         if not obj:
             raise MalformedBody("request body is an empty JSON object; send at least one row")
-        values = list(obj.values())
-        if all(isinstance(v, dict) for v in values):
-            return _from_columns_orient(obj)
-        if all(isinstance(v, list) for v in values):
-            lengths = {len(v) for v in values}
-            if len(lengths) != 1:
-                raise MalformedBody(f"columnar JSON: columns have different lengths {sorted(lengths)}")
-            return Table(obj, lengths.pop())
-        if not any(isinstance(v, dict | list) for v in values):
-            return Table({k: [v] for k, v in obj.items()}, 1)
-        raise MalformedBody(
-            "JSON object mixes scalars, lists and objects; send one row {col: value}, columns "
-            '{col: [values]}, records [{col: value}, ...] or pandas split {"columns": [...], "data": [[...]]}'
-        )
+    elif not isinstance(obj, list):
+        raise MalformedBody(f"JSON body must be an object or an array, not {type(obj).__name__}")
+    for shape in JSON_SHAPES:
+        if shape.matches(obj):
+            return shape.parse(obj, columns)
     if isinstance(obj, list):
-        return _from_records(obj, columns)
-    raise MalformedBody(f"JSON body must be an object or an array, not {type(obj).__name__}")
+        raise MalformedBody("a JSON array must hold only objects (records) or only arrays (rows)")
+    raise MalformedBody(
+        "JSON object mixes scalars, lists and objects; send one row {col: value}, columns "
+        '{col: [values]}, records [{col: value}, ...] or pandas split {"columns": [...], "data": [[...]]}'
+    )
 
 
 def _from_rows(names: list[Any], rows: list[Any]) -> Table:
@@ -228,6 +222,66 @@ def _from_columns_orient(obj: dict[str, Any]) -> Table:
         if list(col) != index:
             raise MalformedBody(f"columns-oriented JSON: column {name!r} has different row keys than the first column")
     return Table({str(name): list(col.values()) for name, col in obj.items()}, len(index))
+
+
+def _from_columnar(obj: dict[str, list[Any]], columns: Sequence[str] | None) -> Table:
+    lengths = {len(v) for v in obj.values()}
+    if len(lengths) != 1:
+        raise MalformedBody(f"columnar JSON: columns have different lengths {sorted(lengths)}")
+    return Table(obj, lengths.pop())
+
+
+def _is_split(obj: Any) -> bool:
+    return isinstance(obj, dict) and "data" in obj and "columns" in obj
+
+
+def _values(obj: Any, kind: type | tuple[type, ...]) -> bool:
+    return all(isinstance(v, kind) for v in (obj.values() if isinstance(obj, dict) else obj))
+
+
+@dataclass(frozen=True)
+class JsonShape:
+    """One table shape a JSON body (or an envelope's value) may take."""
+
+    name: str
+    summary: str
+    matches: Callable[[Any], bool]  # tried in table order; the first that matches parses
+    parse: Callable[[Any, Sequence[str] | None], Table]
+    needs_columns: bool = False  # only with a model whose input schema names the columns
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """MLflow's ``{key: value}`` wrapper: the body's only key, its value parsed by ``parse``."""
+
+    key: str
+    parse: Callable[[Any, Sequence[str] | None], Table]
+    shapes: tuple[str, ...] | None  # the JSON_SHAPES names the value may take; None: any JSON body
+
+
+#: The unwrapped JSON bodies, in the order they are recognised.
+JSON_SHAPES: tuple[JsonShape, ...] = (
+    JsonShape("split", 'pandas orient="split": {"columns": [...], "data": [[...], ...]}',
+              _is_split, lambda obj, columns: _from_split(obj)),
+    JsonShape("records", 'pandas orient="records": [{column: value}, ...]',
+              lambda obj: isinstance(obj, list) and _values(obj, dict), _from_records),
+    JsonShape("rows", "[[value, ...], ...] in the input schema's column order",
+              lambda obj: isinstance(obj, list) and _values(obj, list), _from_records, needs_columns=True),
+    JsonShape("columns", 'pandas orient="columns": {column: {index: value}}',
+              lambda obj: isinstance(obj, dict) and _values(obj, dict), lambda obj, columns: _from_columns_orient(obj)),
+    JsonShape("columnar", "{column: [values]}", lambda obj: isinstance(obj, dict) and _values(obj, list), _from_columnar),
+    JsonShape("object", "one row: {column: value}",
+              lambda obj: isinstance(obj, dict) and not any(isinstance(v, dict | list) for v in obj.values()),
+              lambda obj, columns: Table({k: [v] for k, v in obj.items()}, 1)),
+)
+
+#: The MLflow envelopes, by key.
+ENVELOPES: dict[str, Envelope] = {e.key: e for e in (
+    Envelope("dataframe_split", lambda inner, columns: _from_split(inner), ("split",)),
+    Envelope("dataframe_records", _from_records, ("records", "rows")),
+    Envelope("instances", table_from_json, None),
+    Envelope("inputs", table_from_json, None),
+)}
 
 
 # --- binary and CSV -------------------------------------------------------------------------
@@ -299,14 +353,24 @@ def _from_arrow(table: pa.Table, limits: Limits | None = None,
         raise MalformedBody(f"the Arrow data cannot be converted: {exc}") from None
 
 
-_DECODERS: dict[str, Callable[[bytes, dict[str, str], Sequence[str] | None], Table]] = {
-    JSON: _decode_json,
-    CSV: _decode_csv,
-}
-_COLUMNAR: dict[str, Callable[[bytes, Limits], Table]] = {
-    PARQUET: _decode_parquet,
-    ARROW_STREAM: _decode_arrow,
-    ARROW_FILE: _decode_arrow,
+@dataclass(frozen=True)
+class Decoder:
+    """How one request media type becomes a Table."""
+
+    read: Callable[[bytes, dict[str, str], Sequence[str] | None, Limits | None], Table]  # body, params, columns, limits
+    binary: bool  # raw bytes (else text)
+    columnar: bool = False  # held to Limits before decoding; decoded off the event loop
+    params: dict[str, str] | None = None  # media type parameters it reads: name -> meaning
+
+
+#: Request media type -> decoder (the order is the one error messages list them in).
+DECODERS: dict[str, Decoder] = {
+    JSON: Decoder(lambda body, params, columns, limits: _decode_json(body, params, columns), binary=False),
+    CSV: Decoder(lambda body, params, columns, limits: _decode_csv(body, params, columns), binary=False,
+                 params={"header": "'absent': no header line, the columns are the input schema's, in order"}),
+    PARQUET: Decoder(lambda body, params, columns, limits: _decode_parquet(body, limits), binary=True, columnar=True),
+    ARROW_STREAM: Decoder(lambda body, params, columns, limits: _decode_arrow(body, limits), binary=True, columnar=True),
+    ARROW_FILE: Decoder(lambda body, params, columns, limits: _decode_arrow(body, limits), binary=True, columnar=True),
 }
 
 
@@ -365,13 +429,24 @@ def _encode_parquet(result: pd.DataFrame | Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-_ENCODERS: dict[str, Callable[[pd.DataFrame | Table], bytes]] = {
-    JSON: json_predictions,
-    CSV: _encode_csv,
-    ARROW_STREAM: _encode_arrow,
-    ARROW_FILE: lambda result: _encode_arrow(result, file=True),
-    PARQUET: _encode_parquet,
+@dataclass(frozen=True)
+class Encoder:
+    """How a result becomes a response body of one media type."""
+
+    write: Callable[[pd.DataFrame | Table], bytes]
+    binary: bool  # raw bytes (else text)
+
+
+#: Response media type -> encoder (``Accept`` picks one; JSON is the default).
+ENCODERS: dict[str, Encoder] = {
+    JSON: Encoder(json_predictions, binary=False),
+    CSV: Encoder(_encode_csv, binary=False),
+    ARROW_STREAM: Encoder(_encode_arrow, binary=True),
+    ARROW_FILE: Encoder(lambda frame: _encode_arrow(frame, file=True), binary=True),
+    PARQUET: Encoder(_encode_parquet, binary=True),
 }
+#: ``Accept`` ranges and the media type each stands for.
+ACCEPT_RANGES = {"*/*": JSON, "application/*": JSON, "text/*": CSV}
 
 
 def negotiate(accept: str | None) -> str:
@@ -388,15 +463,13 @@ def negotiate(accept: str | None) -> str:
         if q > 0 and mt:
             choices.append((-q, i, mt))
     for _, _, mt in sorted(choices):
-        if mt in ("*/*", "application/*"):
-            return JSON
-        if mt == "text/*":
-            return CSV
-        if mt in _ENCODERS:
+        if mt in ACCEPT_RANGES:
+            return ACCEPT_RANGES[mt]
+        if mt in ENCODERS:
             return mt
-    raise NotAcceptable(f"cannot produce any of Accept: {accept!r}; available: {', '.join(_ENCODERS)}")
+    raise NotAcceptable(f"cannot produce any of Accept: {accept!r}; available: {', '.join(ENCODERS)}")
 
 
 def encode(result: pd.DataFrame | Table, mt: str) -> bytes:
     """The response body; Arrow and Parquet replies are built from a Table's arrays directly."""
-    return _ENCODERS[mt](result)
+    return ENCODERS[mt].write(result)

@@ -1,32 +1,73 @@
 """The OpenAPI 3.0 description of the HTTP API (``GET /openapi.json``), with the loaded bundle's
 input columns when it has a schema.
 
-Guarantee: every route the server serves is described, with every status code, media type, header
-and body shape it can answer (tests/security/test_openapi_fuzz.py checks the live server's answers
-against this document). Error bodies are ``{error, message, request_id}`` (plus ``columns`` for
-missing columns) and nothing else; the ``error`` codes each status can carry come from
-:data:`scorer.errors.HTTP_STATUS`, the one mapping the server uses.
+Generated, not written: the paths and methods are the running app's routes (a route without an
+entry in :data:`OPERATIONS` is an error, not a silent omission); request media types, JSON shapes
+and envelopes, response media types and ``Accept`` ranges come from the tables
+:mod:`scorer.codecs` dispatches on; the error statuses of each operation from the error classes it
+raises and :data:`scorer.errors.HTTP_STATUS`. A JSON shape added to the codecs needs its JSON Schema
+here (:func:`_shape_schemas`): until it has one, building the document fails. Error bodies are ``{error, message, request_id}``
+(plus ``columns`` for missing columns) and nothing else; the ``error`` codes each status can carry
+come from the same mapping.
+
+Authentication: the ``bearer`` (``Authorization: Bearer <token>``) and ``token`` (the vendor's
+``token: <token>`` header) schemes are always in ``components.securitySchemes``; when the server has
+a token configured, the operations behind it carry ``security`` (either scheme) and a 401 answer,
+and without one they carry neither (the server cannot answer 401 then). ``HEAD`` on the ``GET``
+routes (answered as HTTP defines it: the ``GET`` answer without its body) is not listed.
+
+tests/security/test_openapi_fuzz.py checks the live server's answers against this document, and
+tests/test_openapi.py that the document and the codec tables cannot drift apart.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from scorer import codecs
 from scorer._version import __version__
-from scorer.errors import HTTP_STATUS, ScorerError
+from scorer.errors import (
+    HTTP_STATUS,
+    BundleError,
+    ClientDisconnected,
+    ModelError,
+    NotReady,
+    RequestError,
+    RequestTimeout,
+    ScorerError,
+    Unauthorized,
+)
 
 _JSON_TYPES = {"float": {"type": "number"}, "int": {"type": "integer"}, "bool": {"type": "boolean"},
                "string": {"type": "string"}, "any": {}}
-_SCORE_ERRORS = ("400", "401", "406", "408", "413", "415", "422", "500", "503", "504")
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_BINARY = {"type": "string", "format": "binary"}
+_TEXT = {"type": "string"}
 _REQUEST_ID = {"X-Request-ID": {"description": "the request's id: the one sent in X-Request-ID, else a new one",
                                 "required": True, "schema": {"type": "string"}}}
 _ERROR_HEADERS = {
-    "401": {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}},
-    "503": {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}},
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}},
+    503: {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}},
 }
 # Errors raised outside ScorerError: routing (404, 405) and anything unexpected (500).
 _OTHER_CODES = {404: ["not_found"], 405: ["method_not_allowed"], 500: ["internal_error"]}
+# Errors no client reads: the client has gone before its answer is sent.
+_UNREAD = (ClientDisconnected,)
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"},
+    "token": {"type": "apiKey", "in": "header", "name": "token", "description": "the vendor's token: <token> header"},
+}
+# The JSON_SHAPES of scorer.codecs -> the component that describes each.
+_SHAPE_COMPONENTS = {"split": "Split", "records": "Records", "rows": "Rows", "columns": "ColumnsOrient",
+                     "columnar": "Columnar", "object": "Row"}
+
+
+class RouteLike(Protocol):
+    """What the document needs of a route (a Starlette ``Route`` has it)."""
+
+    path: str
+    methods: set[str] | None
 
 
 def _subclasses(klass: type[ScorerError]) -> list[type[ScorerError]]:
@@ -43,11 +84,16 @@ def _status_of(klass: type[ScorerError]) -> int:
     return next(HTTP_STATUS[c] for c in klass.__mro__ if c in HTTP_STATUS)  # type: ignore[index]
 
 
-def _error(status: str) -> dict[str, Any]:
+def _statuses(raises: Iterable[type[ScorerError]]) -> list[int]:
+    """The statuses the error classes ``raises`` (and their subclasses) answer with."""
+    return sorted({_status_of(k) for klass in raises for k in _subclasses(klass) if not issubclass(k, _UNREAD)})
+
+
+def _error(status: int) -> dict[str, Any]:
     schema = {"allOf": [{"$ref": "#/components/schemas/Error"},
-                        {"type": "object", "properties": {"error": {"type": "string", "enum": error_codes(int(status))}}}]}
+                        {"type": "object", "properties": {"error": {"type": "string", "enum": error_codes(status)}}}]}
     return {"description": "error", "headers": {**_REQUEST_ID, **_ERROR_HEADERS.get(status, {})},
-            "content": {"application/json": {"schema": schema}}}
+            "content": {codecs.JSON: {"schema": schema}}}
 
 
 def _ok(description: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -55,45 +101,138 @@ def _ok(description: str, content: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status_body(value: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"type": "object", "required": ["status"], "additionalProperties": False,
-                                            "properties": {"status": {"type": "string", "enum": [value]}}}}}
+    return {codecs.JSON: {"schema": {"type": "object", "required": ["status"], "additionalProperties": False,
+                                     "properties": {"status": {"type": "string", "enum": [value]}}}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _media_schema(mt: str, binary: bool, json: dict[str, Any]) -> dict[str, Any]:
+    return json if mt == codecs.JSON else _BINARY if binary else _TEXT
+
+
+def _listing(names: Iterable[str]) -> str:
+    return ", ".join(f"`{n}`" if n else "none" for n in names)
+
+
+def _score() -> dict[str, Any]:
+    """POST /predict and /invocations: every decoder's media type in, every encoder's out."""
+    content = {}
+    for mt, decoder in codecs.DECODERS.items():
+        content[mt] = {"schema": _media_schema(mt, decoder.binary, _ref("Body"))}
+    aliases = {alias: mt for alias, mt in codecs.ALIASES.items() if mt in codecs.DECODERS}
+    request = {"required": True, "content": content, "description": (
+        "A table in any of these media types. Also accepted: "
+        + "; ".join(f"`{alias}` as `{mt}`" for alias, mt in aliases.items())
+        + "; any `+json` type as JSON; and with Content-Type " + _listing(codecs.SNIFFED)
+        + " the format is told from the body's first bytes. Media type parameters: "
+        + "; ".join(f"`{mt}; {name}=...`: {meaning}" for mt, d in codecs.DECODERS.items()
+                    for name, meaning in (d.params or {}).items()) + ".")}
+    ok = {mt: {"schema": _media_schema(mt, encoder.binary, _ref("Predictions"))} for mt, encoder in codecs.ENCODERS.items()}
+    ranges = "; ".join(f"`{r}` means `{mt}`" for r, mt in codecs.ACCEPT_RANGES.items())
+    return {"description": f"Score a table. `Accept` picks the answer's media type (q-values honoured; default "
+                           f"`{codecs.JSON}`; {ranges}); one it cannot produce is 406.",
+            "requestBody": request,
+            "ok": _ok("one prediction per input row, as JSON or in the media type Accept asks for", ok)}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the document says about one route: its answer and the errors it raises."""
+
+    summary: str
+    ok: Callable[[], dict[str, Any]]  # the 200 answer (and a requestBody, for the scoring routes)
+    raises: tuple[type[ScorerError], ...] = ()
+    protected: bool = False  # behind the token when one is configured
+
+
+_SCORE = Operation("score a table", _score, (RequestError, ModelError, NotReady, RequestTimeout), protected=True)
+_READY = Operation("200 once the bundle is loaded, 503 before",
+                   lambda: {"ok": _ok("the bundle is loaded", _status_body("ready"))}, (NotReady,))
+
+#: Every route's description, by path.
+OPERATIONS: dict[str, Operation] = {
+    "/predict": _SCORE,
+    "/invocations": _SCORE,
+    "/health": Operation("200 while the process is alive",
+                         lambda: {"ok": _ok("the process is alive", _status_body("ok"))}),
+    "/ready": _READY,
+    "/ping": _READY,
+    "/metadata": Operation("the loaded bundle", lambda: {"ok": _ok("the loaded bundle", {
+        codecs.JSON: {"schema": _ref("Metadata")}})}, (NotReady, BundleError), protected=True),
+    "/metrics": Operation("Prometheus text exposition", lambda: {"ok": _ok("Prometheus text exposition", {
+        "text/plain": {"schema": _TEXT}})}, protected=True),
+    "/openapi.json": Operation("this document", lambda: {"ok": _ok("this document", {
+        codecs.JSON: {"schema": {"type": "object", "required": ["openapi", "paths"]}}})}, protected=True),
+}
+
+
+def _operation(operation_id: str, spec: Operation, auth: bool) -> dict[str, Any]:
+    parts = spec.ok()
+    statuses = _statuses(spec.raises) + ([_status_of(Unauthorized)] if spec.protected and auth else [])
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": spec.summary}
+    if "description" in parts:
+        operation["description"] = parts["description"]
+    if "requestBody" in parts:
+        operation["requestBody"] = parts["requestBody"]
+    operation["responses"] = {"200": parts["ok"], **{str(status): _error(status) for status in sorted(set(statuses))}}
+    if spec.protected and auth:
+        operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+    return operation
+
+
+def _shape_schemas(columns: dict[str, str] | None) -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each of codecs.JSON_SHAPES, rows typed by ``columns`` when known."""
+    if columns:
+        types = {c: _JSON_TYPES.get(t, {}) for c, t in columns.items()}
+        row: dict[str, Any] = {"type": "object", "properties": types, "required": list(columns)}
+        columnar: dict[str, Any] = {"type": "object", "required": list(columns), "properties": {
+            c: {"type": "array", "items": t} for c, t in types.items()}}
+        by_index: dict[str, Any] = {"type": "object", "required": list(columns), "properties": {
+            c: {"type": "object", "additionalProperties": t} for c, t in types.items()}}
+        rows: dict[str, Any] = {"type": "array", "items": {"type": "array", "minItems": len(columns),
+                                                           "maxItems": len(columns)}}
+    else:
+        row = {"type": "object", "additionalProperties": True}
+        columnar = {"type": "object", "additionalProperties": {"type": "array"}}
+        by_index = {"type": "object", "additionalProperties": {"type": "object"}}
+        rows = {}
+    return {
+        "split": {"type": "object", "required": ["columns", "data"],
+                  "properties": {"columns": {"type": "array", "items": {"type": "string"}},
+                                 "data": {"type": "array", "items": {"type": "array", "items": {}}}}},
+        "records": {"type": "array", "items": _ref("Row")},
+        "rows": rows,
+        "columns": by_index,
+        "columnar": columnar,
+        "object": row,
+    }
 
 
 def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
-    if columns:
-        row: dict[str, Any] = {"type": "object", "properties": {c: _JSON_TYPES.get(t, {}) for c, t in columns.items()},
-                               "required": list(columns)}
-        by_column: dict[str, Any] = {"type": "object", "required": list(columns), "properties": {
-            c: {"type": "array", "items": _JSON_TYPES.get(t, {})} for c, t in columns.items()}}
-        positional = [{"type": "array", "items": {"type": "array", "minItems": len(columns), "maxItems": len(columns)}}]
-    else:
-        row = {"type": "object", "additionalProperties": True}
-        by_column = {"type": "object", "additionalProperties": {"type": "array"}}
-        positional = []
+    shapes = _shape_schemas(columns)
+    undescribed = [s.name for s in codecs.JSON_SHAPES if s.name not in shapes or s.name not in _SHAPE_COMPONENTS]
+    if undescribed:
+        raise LookupError(f"JSON shapes {undescribed} of scorer.codecs have no JSON Schema in scorer.openapi")
+    usable = [s for s in codecs.JSON_SHAPES if columns or not s.needs_columns]
+    components: dict[str, Any] = {}
+    for shape in usable:
+        components[_SHAPE_COMPONENTS[shape.name]] = {**shapes[shape.name], "description": shape.summary}
 
-    def envelope(key: str, inner: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "object", "required": [key], "additionalProperties": False, "properties": {key: inner}}
+    def envelope(env: codecs.Envelope) -> dict[str, Any]:
+        if env.shapes is None:
+            inner = _ref("Table")
+        else:
+            refs = [_ref(_SHAPE_COMPONENTS[s.name]) for s in usable if s.name in env.shapes]
+            inner = refs[0] if len(refs) == 1 else {"anyOf": refs}
+        return {"type": "object", "required": [env.key], "additionalProperties": False, "properties": {env.key: inner}}
 
-    table = {"anyOf": [
-        {"$ref": "#/components/schemas/Split"},
-        {"type": "array", "items": {"$ref": "#/components/schemas/Row"}},
-        *positional,
-        {"$ref": "#/components/schemas/Row"},
-        by_column,
-    ]}
     return {
-        "Row": row,
-        "Split": {"type": "object", "required": ["columns", "data"],
-                  "properties": {"columns": {"type": "array", "items": {"type": "string"}},
-                                 "data": {"type": "array", "items": {"type": "array", "items": {}}}}},
-        "Table": table,
-        "Body": {"anyOf": [
-            {"$ref": "#/components/schemas/Table"},
-            envelope("dataframe_split", {"$ref": "#/components/schemas/Split"}),
-            envelope("dataframe_records", {"type": "array", "items": {"$ref": "#/components/schemas/Row"}}),
-            envelope("instances", {"$ref": "#/components/schemas/Table"}),
-            envelope("inputs", {"$ref": "#/components/schemas/Table"}),
-        ]},
+        **components,
+        "Table": {"anyOf": [_ref(_SHAPE_COMPONENTS[s.name]) for s in usable]},
+        "Body": {"anyOf": [_ref("Table"), *(envelope(e) for e in codecs.ENVELOPES.values())]},
         "Predictions": {"type": "object", "required": ["predictions"], "additionalProperties": False,
                         "properties": {"predictions": {"type": "array", "items": {
                             "nullable": True, "description": "a scalar (one output column) or {column: value}"}}}},
@@ -121,47 +260,25 @@ def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
     }
 
 
-def document(columns: dict[str, str] | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.0.3 document: every route with every answer it can give; request rows typed by
-    ``columns`` (the bundle's input schema) when known, else any object."""
-    score = {
-        "requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/Body"}},
-            "text/csv": {"schema": {"type": "string"}},
-            "application/vnd.apache.parquet": _BINARY,
-            "application/vnd.apache.arrow.stream": _BINARY,
-            "application/vnd.apache.arrow.file": _BINARY,
-        }},
-        "responses": {
-            "200": _ok("one prediction per input row, as JSON or in the format Accept asks for", {
-                "application/json": {"schema": {"$ref": "#/components/schemas/Predictions"}},
-                "text/csv": {"schema": {"type": "string"}},
-                "application/vnd.apache.parquet": _BINARY,
-                "application/vnd.apache.arrow.stream": _BINARY,
-            }),
-            **{code: _error(code) for code in _SCORE_ERRORS},
-        },
-    }
-    ready = {"responses": {"200": _ok("the bundle is loaded", _status_body("ready")), "503": _error("503")}}
+def document(routes: Iterable[RouteLike], columns: dict[str, str] | None = None, *,
+             auth: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.0.3 document of ``routes`` (the app's): every route with every answer it can
+    give; request rows typed by ``columns`` (the bundle's input schema) when known, else any object;
+    ``auth``: a token is configured (see the module docstring)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        spec = OPERATIONS.get(route.path)
+        if spec is None:
+            raise LookupError(f"route {route.path} has no description in scorer.openapi.OPERATIONS")
+        methods = sorted(m.lower() for m in route.methods or () if m != "HEAD")
+        name = route.path.strip("/").split(".")[0]
+        for method in methods:
+            operation_id = name if len(methods) == 1 else f"{name}_{method}"
+            paths.setdefault(route.path, {})[method] = _operation(operation_id, spec, auth)
     return {
         "openapi": "3.0.3",
         "info": {"title": "scorer", "version": __version__,
                  "description": "Score tables with a model bundle: POST rows, get one prediction per row."},
-        "paths": {
-            "/predict": {"post": {"operationId": "predict", **score}},
-            "/invocations": {"post": {"operationId": "invocations", **score}},
-            "/health": {"get": {"operationId": "health", "responses": {"200": _ok("the process is alive", _status_body("ok"))}}},
-            "/ready": {"get": {"operationId": "ready", **ready}},
-            "/ping": {"get": {"operationId": "ping", **ready}},
-            "/metadata": {"get": {"operationId": "metadata", "responses": {
-                "200": _ok("the loaded bundle", {"application/json": {"schema": {"$ref": "#/components/schemas/Metadata"}}}),
-                "401": _error("401"), "503": _error("503")}}},
-            "/metrics": {"get": {"operationId": "metrics", "responses": {
-                "200": _ok("Prometheus text exposition", {"text/plain": {"schema": {"type": "string"}}}),
-                "401": _error("401")}}},
-            "/openapi.json": {"get": {"operationId": "openapi", "responses": {
-                "200": _ok("this document", {"application/json": {"schema": {"type": "object",
-                                                                               "required": ["openapi", "paths"]}}})}}},
-        },
-        "components": {"schemas": _schemas(columns)},
+        "paths": paths,
+        "components": {"schemas": _schemas(columns), "securitySchemes": SECURITY_SCHEMES},
     }

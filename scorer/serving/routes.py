@@ -52,8 +52,9 @@ async def metadata(request: Request) -> Response:
 
 @protected
 async def openapi(request: Request) -> Response:
-    scorer = _state(request).scorer
-    return _json(openapi_document(scorer.schema.columns if scorer is not None and scorer.schema else None))
+    state = _state(request)
+    columns = state.scorer.schema.columns if state.scorer is not None and state.scorer.schema else None
+    return _json(openapi_document(ROUTES, columns, auth=bool(state.settings.auth_token)))
 
 
 @protected
