@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from scorer import chunks, codecs
+from scorer import codecs
+from scorer.batch import chunks, worker
 from scorer.core import Scorer
 from scorer.errors import SchemaError
-from scorer.fileio import read_chunks
+from scorer.batch.files import read_chunks
 from scorer.table import Table
 
 # The model shows what it was given: per column the values (repr), the dtype and the Python types.
@@ -76,7 +77,7 @@ def online(scorer: Scorer, body: bytes, media: str) -> list[dict[str, Any]] | st
 
 def offline(scorer: Scorer, path: Path, fmt: str, chunk_rows: int) -> list[tuple[list[dict[str, Any]], list[tuple[int, str]]]]:
     """Per chunk of ``scorer batch``: the output rows and the rejected rows (row, reason)."""
-    chunks.use(scorer)
+    worker.use(scorer)
     results = []
     for chunk in read_chunks(path, fmt, chunk_rows):
         result = chunks.score_chunk(chunk, "none", first_error_only=False)
