@@ -21,7 +21,7 @@ when the ``Accept`` header asks for it. NaN and infinities always become ``null`
 Everything above is dispatched on the tables at the end of each section: :data:`DECODERS` (request
 media type -> decoder; :data:`ALIASES` and :data:`SNIFFED` lead to them), :data:`JSON_SHAPES` and
 :data:`ENVELOPES` (the JSON bodies), :data:`ENCODERS` and :data:`ACCEPT_RANGES` (``Accept`` ->
-response media type). :mod:`scorer.openapi` builds the HTTP API's description from the same tables,
+response media type). :mod:`scorer.serving.openapi` builds the HTTP API's description from the same tables,
 so a codec or envelope added here is documented without further edits.
 """
 

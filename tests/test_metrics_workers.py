@@ -20,8 +20,8 @@ import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from scorer import metrics
-from scorer.metrics import Metrics
+from scorer.serving import metrics
+from scorer.serving.metrics import Metrics
 
 REQUESTS = 1000
 SCRAPES = 12

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from scorer import codecs, openapi
+from scorer import codecs
 from scorer.errors import HTTP_STATUS, ClientDisconnected, ScorerError, http_status
-from scorer.server import create_app
+from scorer.serving import openapi
+from scorer.serving.app import create_app
 from scorer.settings import Settings
 
 COLUMNS = {"a": "float", "b": "int"}

@@ -46,7 +46,9 @@ class ScorerApp:
 
     def __init__(self, state: ServerState, lifespan: Callable[[Any], Any]) -> None:
         self.state = state
-        self._stack = RequestContext(Router(lifespan), state)
+        router = Router(lifespan)
+        self.routes = router.routes
+        self._stack = RequestContext(router, state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self

@@ -40,7 +40,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from scorer import metrics
+from scorer.serving import metrics
 from scorer._cpu import share_openmp
 from scorer._loading import LoadingResponder
 from scorer._logging import configure

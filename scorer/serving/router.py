@@ -17,6 +17,7 @@ class Router:
     def __init__(self, lifespan: Any) -> None:
         """``lifespan``: the app's start-up and shutdown, an async context manager factory (Starlette's)."""
         self._routes = StarletteRouter(ROUTES, lifespan=lifespan)
+        self.routes = self._routes.routes  # what it answers (the OpenAPI document is generated from it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in SCORING_PATHS:

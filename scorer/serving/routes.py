@@ -19,8 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scorer import codecs
-from scorer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from scorer.openapi import document as openapi_document
+from scorer.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from scorer.serving.openapi import document as openapi_document
 from scorer.serving.auth import protected
 from scorer.serving.predict import score
 from scorer.serving.state import ServerState
@@ -54,7 +54,7 @@ async def metadata(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     state = _state(request)
     columns = state.scorer.schema.columns if state.scorer is not None and state.scorer.schema else None
-    return _json(openapi_document(ROUTES, columns, auth=bool(state.settings.auth_token)))
+    return _json(openapi_document(request.app.routes, columns, auth=bool(state.settings.auth_token)))
 
 
 @protected

@@ -12,7 +12,7 @@ from typing import Any
 
 from scorer.core import Scorer
 from scorer.errors import NotReady
-from scorer.metrics import Metrics
+from scorer.serving.metrics import Metrics
 from scorer.serving.coalescer import Coalescer
 from scorer.settings import Settings
 

@@ -31,7 +31,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _ROW_BUCKETS = tuple(float(2**i) for i in range(0, 17))
 _REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
-log = logging.getLogger("scorer.metrics")
+log = logging.getLogger("scorer.serving.metrics")
 
 # Set in the supervisor by shared_between_workers; the forked workers inherit it.
 _shared_dir: str | None = None

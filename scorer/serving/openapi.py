@@ -215,7 +215,7 @@ def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
     shapes = _shape_schemas(columns)
     undescribed = [s.name for s in codecs.JSON_SHAPES if s.name not in shapes or s.name not in _SHAPE_COMPONENTS]
     if undescribed:
-        raise LookupError(f"JSON shapes {undescribed} of scorer.codecs have no JSON Schema in scorer.openapi")
+        raise LookupError(f"JSON shapes {undescribed} of scorer.codecs have no JSON Schema in scorer.serving.openapi")
     usable = [s for s in codecs.JSON_SHAPES if columns or not s.needs_columns]
     components: dict[str, Any] = {}
     for shape in usable:
@@ -269,7 +269,7 @@ def document(routes: Iterable[RouteLike], columns: dict[str, str] | None = None,
     for route in routes:
         spec = OPERATIONS.get(route.path)
         if spec is None:
-            raise LookupError(f"route {route.path} has no description in scorer.openapi.OPERATIONS")
+            raise LookupError(f"route {route.path} has no description in scorer.serving.openapi.OPERATIONS")
         methods = sorted(m.lower() for m in route.methods or () if m != "HEAD")
         name = route.path.strip("/").split(".")[0]
         for method in methods:
