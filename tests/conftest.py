@@ -22,6 +22,8 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ("fast_marker", "pytester")  # the `fast` marker's checks; pytest run on tests of its own
+
 
 def load_build_module() -> Any:
     spec = importlib.util.spec_from_file_location("scorer_example_bundles", REPO / "bundles" / "build.py")
@@ -250,3 +252,4 @@ def wheelhouse(tmp_path: Path) -> Path:
     write_wheel(house, "packaging", metadata.version("packaging"), code="")
     write_wheel(house, "scorer-test-greedy", "1.0", requires=("packaging>=999",))
     return house
+

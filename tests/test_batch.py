@@ -284,6 +284,7 @@ ALL_INPUTS = ("t_csv.csv", "t_gz.csv.gz", "t_pq.parquet", "t_jsonl.jsonl", "t_nd
               "t_feather.feather")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("out_fmt", OUTPUT_FORMATS)
 def test_every_input_format_to_each_output_format(tmp_path: Path, sum_bundle, out_fmt: str) -> None:  # type: ignore[no-untyped-def]
     """Each input format (csv, csv.gz, parquet, jsonl, ndjson, arrow, feather) scored into this output format:
@@ -309,6 +310,7 @@ def test_every_input_format_to_each_output_format(tmp_path: Path, sum_bundle, ou
     assert (out / "_SUCCESS").is_file()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("keep", "kept"), [("all", ["id", "a", "b", "note"]), ("none", []), ("id,note", ["id", "note"])])
 def test_keep_columns(tmp_path: Path, sum_bundle, keep: str, kept: list[str]) -> None:  # type: ignore[no-untyped-def]
     """--keep-columns all / none / a list: output columns are exactly the kept input columns (values unchanged)
@@ -329,6 +331,7 @@ def test_keep_columns(tmp_path: Path, sum_bundle, keep: str, kept: list[str]) ->
         assert_column_equal(as_list(got["sum"]), as_list(want["sum"]), f"{name} [sum]")
 
 
+@pytest.mark.fast
 def test_csv_quoted_newlines_round_trip(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
     """A standard CSV whose quoted text fields hold newlines, commas and quotes (as pandas writes them) is
     read as the rows it holds and written back with the same text."""
@@ -343,6 +346,7 @@ def test_csv_quoted_newlines_round_trip(tmp_path: Path, sum_bundle) -> None:  # 
     assert_column_equal(as_list(got["sum"]), [1.75, 3.0, 4.25], "sum")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name", ["spam", "tabular"])
 def test_predictions_bit_identical_to_post_predict(tmp_path: Path, example_bundles, build_module, name: str) -> None:  # type: ignore[no-untyped-def]
     """For the same rows, every output format's prediction columns equal, value for value, what POST /predict
@@ -421,6 +425,7 @@ def test_nested_directories_mirror_paths_with_manifest_and_success(tmp_path: Pat
         assert isinstance(entry["seconds"], int | float)
 
 
+@pytest.mark.fast
 def test_manifest_lists_files_in_sorted_walk_order(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
     """The manifest lists files in a sorted walk order (all paths sorted, or top-down with each folder's files
     sorted before its sorted subfolders), whatever order they finished in: two runs give the same list."""
@@ -436,6 +441,7 @@ def test_manifest_lists_files_in_sorted_walk_order(tmp_path: Path, sum_bundle) -
 
 
 
+@pytest.mark.fast
 def test_one_walk_rule_for_a_local_tree_and_a_uri_listing(tmp_path: Path) -> None:
     """The input walk of a local directory and the same rule over a URI listing (the Spark engine's Hadoop
     input) pick the same files: hidden files and folders and ``_``-prefixed files skipped, nested and
@@ -578,6 +584,7 @@ def test_kill_9_mid_run_never_leaves_partial_files_and_resume_is_byte_identical(
     assert all(e["rows_out"] == KILL_ROWS for e in resumed_m.values())
 
 
+@pytest.mark.fast
 def test_rerun_rescores_only_changed_inputs(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
     """Re-running over a finished output skips unchanged files (not rewritten) and re-scores a file whose
     size/mtime changed, so outputs always match their current inputs."""
@@ -715,6 +722,7 @@ def test_bad_rows_reject_writes_good_rows_and_a_rejects_file(tmp_path: Path, sum
     assert (out / "_SUCCESS").is_file()
 
 
+@pytest.mark.fast
 def test_more_rejects_than_max_rejected_rows_fails_the_file(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
     """A file with 3 bad rows (malformed, uncoercible, model raises) fails under --bad-rows reject
     --max-rejected-rows 2 (exit 5, the other file committed, no _SUCCESS) and is committed with
@@ -774,6 +782,7 @@ def test_output_inside_input_is_refused(tmp_path: Path, sum_bundle, where: str) 
     assert not (inp / "out").exists()
 
 
+@pytest.mark.fast
 def test_output_beside_input_with_same_prefix_is_allowed(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
     """'Inside the input' is a path relation, not a string prefix: --input in --output in-scored works."""
     inp = small_input(tmp_path / "in")
@@ -781,6 +790,7 @@ def test_output_beside_input_with_same_prefix_is_allowed(tmp_path: Path, sum_bun
     assert len(read_output(tmp_path / "in-scored" / "rows.csv")) == 5
 
 
+@pytest.mark.fast
 def test_two_inputs_mapping_to_one_output_never_lose_data(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
     """x.csv and x.jsonl both become x.parquet under --output-format parquet: the run refuses (exit 2, nothing
     written) or keeps both outputs apart -- it never overwrites one with the other while reporting both ok."""
@@ -800,6 +810,7 @@ def test_two_inputs_mapping_to_one_output_never_lose_data(tmp_path: Path, sum_bu
         assert digest_matches(e["sha256"], sha256(out / e["output"])), e
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("fmt", ["same", "parquet", "csv"])
 def test_zero_row_inputs_give_zero_row_outputs_with_columns(tmp_path: Path, example_bundles, fmt: str) -> None:  # type: ignore[no-untyped-def]
     """A header-only CSV and a zero-row Parquet file are committed as zero-row outputs that still carry the
@@ -934,6 +945,7 @@ def test_other_bundle_digest_refused_unless_overwrite(tmp_path: Path, sum_bundle
     assert (out / "_SUCCESS").is_file()
 
 
+@pytest.mark.fast
 def test_changed_settings_never_mix_outputs(tmp_path: Path, sum_bundle) -> None:  # type: ignore[no-untyped-def]
     """Re-running into a finished output dir with other settings (--keep-columns none) either refuses (exit 2,
     nothing changed) or re-scores every file with the new settings -- never a mix; --overwrite always re-scores."""

@@ -13,6 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.fast
+
 REPO = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")

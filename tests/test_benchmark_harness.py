@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.fast
+
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {"columns": ["prediction", "probability_ham", "probability_spam"],
             "data": [["ham", 0.9, 0.1], ["spam", 0.25, 0.75]]}

@@ -21,6 +21,8 @@ from scorer.errors import (
 )
 from scorer.requirements import check_requirements
 
+pytestmark = pytest.mark.fast
+
 
 def zip_folder(root: Path, dest: Path, *, top_level: bool) -> Path:
     """Zip a bundle folder like users do: entries under ``<name>/`` or directly at the root."""

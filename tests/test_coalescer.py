@@ -12,6 +12,8 @@ import pytest
 from scorer.serving.coalescer import Coalescer, CoalescingPolicy
 from scorer.table import Table
 
+pytestmark = pytest.mark.fast
+
 
 class Recorder:
     """A real predict function: doubles column x, records each call's rows and dtype, and can be

@@ -27,6 +27,8 @@ from scorer.codecs import decode as decode_table
 from scorer.errors import MalformedBody, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from scorer.table import Table
 
+pytestmark = pytest.mark.fast
+
 LIMITS = Limits(max_rows=1_000_000, max_columns=10_000, max_bytes=64 << 20)  # the server's defaults
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from scorer.core import Scorer
 
@@ -45,6 +46,7 @@ def test_build_is_byte_identical_across_processes(example_bundles: dict[str, Pat
         assert Scorer.load(first).bundle.digest == Scorer.load(tmp_path / name).bundle.digest
 
 
+@pytest.mark.fast
 def test_spam_bundle_has_the_vendor_layout(example_bundles: dict[str, Path]) -> None:
     """artifacts/first_model.pkl + second_model.pkl, code/first_code.py + custom_preprocess.py, requirements.txt."""
     root = example_bundles["spam"]
@@ -53,6 +55,7 @@ def test_spam_bundle_has_the_vendor_layout(example_bundles: dict[str, Path]) -> 
         assert (root / rel).is_file(), rel
 
 
+@pytest.mark.fast
 def test_example_predictions_make_sense(example_bundles: dict[str, Path]) -> None:
     """The vendor's curl row is spam, an ordinary message is ham; the tabular bundle (no custom code)
     gives prediction + one probability per class that sum to one."""
@@ -69,6 +72,7 @@ def test_example_predictions_make_sense(example_bundles: dict[str, Path]) -> Non
     assert ((result["probability_no"] + result["probability_yes"]).round(9) == 1).all()
 
 
+@pytest.mark.fast
 def test_text_bundle_is_a_plain_pipeline(example_bundles: dict[str, Path], build_module: Any) -> None:
     """The text bundle (TF-IDF + LogisticRegression Pipeline, no custom code) scores its manifest's sample:
     prediction + probability_ham/probability_spam, spam for the vendor's row, ham for the lunch message."""

@@ -21,6 +21,8 @@ from scorer.errors import (
     exit_code,
 )
 
+pytestmark = pytest.mark.fast
+
 
 def test_exit_code_values_are_the_documented_ones() -> None:
     assert (EXIT_OK, EXIT_USAGE, EXIT_LOAD_FAILED, EXIT_REJECTED, EXIT_FAILED) == (0, 2, 3, 4, 5)

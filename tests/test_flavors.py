@@ -63,6 +63,7 @@ def mojo_scorers() -> dict[str, Scorer]:
 # --- detection ---------------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_flavor_detected_from_artifacts(tmp_path: Path) -> None:
     """A PipelineModel directory is "spark", a MOJO zip "h2o"; both at once need the manifest to choose."""
     assert open_bundle(SPARK_BUNDLE).default_model() == ("spark", SPARK_BUNDLE / "artifacts" / "pipeline")
@@ -80,6 +81,7 @@ def test_flavor_detected_from_artifacts(tmp_path: Path) -> None:
         open_bundle(both)
 
 
+@pytest.mark.fast
 def test_zip_that_is_not_a_mojo_is_not_a_model(tmp_path: Path) -> None:
     """Any other zip under artifacts/ is data, not a model."""
     (tmp_path / "b" / "artifacts").mkdir(parents=True)

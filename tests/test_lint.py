@@ -7,9 +7,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.fast
 def test_ruff_pyflakes_clean() -> None:
     """ruff's pyflakes rules (F) and syntax errors (E9) report nothing over the package, tests, benchmarks, bundles."""
     result = subprocess.run(
@@ -40,6 +43,7 @@ def test_types_check_strictly() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.fast
 def test_package_ships_its_types() -> None:
     """scorer/py.typed is package data: a bundle's type checker reads scorer's annotations (PEP 561)."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())

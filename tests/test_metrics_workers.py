@@ -135,6 +135,7 @@ def _scrape(out: Any) -> None:
     out.put(worker.render().decode())
 
 
+@pytest.mark.fast
 def test_exited_workers_counters_stay_and_their_gauges_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forked like the server's workers: a worker that exits (as one that dies and is replaced would)
     leaves its counts in every later scrape, so counters never go back; scorer_ready is the minimum
@@ -184,6 +185,7 @@ def test_exited_workers_counters_stay_and_their_gauges_go(tmp_path: Path, monkey
     assert not Path(directory).exists()
 
 
+@pytest.mark.fast
 def test_without_a_writable_temp_dir_workers_keep_their_own_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     """No temp directory to write to: the server still starts (a warning says scrapes show one worker),

@@ -22,6 +22,8 @@ from scorer.errors import (
     SchemaError,
 )
 
+pytestmark = pytest.mark.fast
+
 X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "b": [5.0, 3.0, 4.0, 1.0, 2.0, 0.0]})
 LABELS = ["ham", "ham", "ham", "spam", "spam", "spam"]
 

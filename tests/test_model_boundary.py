@@ -26,6 +26,8 @@ from scorer.errors import SchemaError
 from scorer.batch.files import read_chunks
 from scorer.table import Table
 
+pytestmark = pytest.mark.fast
+
 # The model shows what it was given: per column the values (repr), the dtype and the Python types.
 SHOW_INPUT = """
 import pandas as pd

@@ -17,6 +17,8 @@ from scorer.serving import openapi
 from scorer.serving.app import create_app
 from scorer.settings import Settings
 
+pytestmark = pytest.mark.fast
+
 COLUMNS = {"a": "float", "b": "int"}
 PROTECTED = {"/predict", "/invocations", "/metadata", "/metrics", "/openapi.json"}
 

@@ -6,7 +6,11 @@ import dataclasses
 import re
 from pathlib import Path
 
+import pytest
+
 from scorer.settings import Settings, env_name
+
+pytestmark = pytest.mark.fast
 
 REPO = Path(__file__).resolve().parent.parent
 

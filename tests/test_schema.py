@@ -17,6 +17,8 @@ from scorer.schema import Schema as _Schema
 from scorer.schema import infer_schema
 from scorer.table import Table
 
+pytestmark = pytest.mark.fast
+
 
 class Schema(_Schema):
     """The real Schema, with the coerced Table returned as a DataFrame for the assertions below."""

@@ -21,6 +21,8 @@ from scorer.core import Scorer
 from scorer.serving.app import create_app
 from scorer.settings import Settings
 
+pytestmark = pytest.mark.fast
+
 
 def client_for(scorer: Scorer, **settings: object) -> TestClient:
     return TestClient(create_app(Settings(**settings), scorer=scorer), raise_server_exceptions=False)

@@ -18,6 +18,7 @@ from scorer.settings import Settings, describe
 FIELDS = [f.name for f in dataclasses.fields(Settings)]
 
 
+@pytest.mark.fast
 def test_defaults() -> None:
     """The defaults are bounded and safe: loopback, port 8080, limits on, requirements checked."""
     s = Settings()
@@ -28,6 +29,7 @@ def test_defaults() -> None:
     assert Settings.from_env({}) == s
 
 
+@pytest.mark.fast
 def test_from_env_parses_types() -> None:
     """SCORER_* variables are parsed to each field's type; other variables are ignored."""
     s = Settings.from_env({
@@ -38,12 +40,14 @@ def test_from_env_parses_types() -> None:
     assert s.max_batch_wait_ms == 2.5 and s.extra_columns == "reject"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("raw", "expected"), [("1", True), ("yes", True), ("ON", True), ("0", False), ("off", False)])
 def test_bool_spellings(raw: str, expected: bool) -> None:
     """Booleans accept the usual spellings."""
     assert Settings.from_env({"SCORER_CHECK_REQUIREMENTS": raw}).check_requirements is expected
 
 
+@pytest.mark.fast
 def test_unknown_variable_rejected() -> None:
     """A typo like SCORER_PROT is an error that lists the known settings."""
     with pytest.raises(ValueError) as info:
@@ -52,6 +56,7 @@ def test_unknown_variable_rejected() -> None:
     assert "SCORER_PROT" in msg and "SCORER_PORT" in msg and "SCORER_MAX_BATCH_ROWS" in msg
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("name", "raw"),
     [("SCORER_PORT", "eighty"), ("SCORER_PORT", "80.5"), ("SCORER_MAX_BATCH_WAIT_MS", "soon"),
@@ -64,6 +69,7 @@ def test_bad_value_names_variable(name: str, raw: str) -> None:
     assert name in str(info.value) and raw in str(info.value)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "env",
     [{"SCORER_LOG_LEVEL": "verbose"}, {"SCORER_EXTRA_COLUMNS": "keep"}, {"SCORER_LOG_FORMAT": "xml"}],
@@ -74,6 +80,7 @@ def test_bad_choice_rejected(env: dict[str, str]) -> None:
         Settings.from_env(env)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("kwargs", [{"port": 0}, {"max_body_bytes": -1}, {"workers": -1}, {"chunk_rows": 0}, {"max_batch_wait_ms": -1.0}])
 def test_limits_must_be_positive(kwargs: dict[str, float]) -> None:
     """Zero or negative limits are rejected."""
@@ -81,6 +88,7 @@ def test_limits_must_be_positive(kwargs: dict[str, float]) -> None:
         Settings(**kwargs)
 
 
+@pytest.mark.fast
 def test_overrides_beat_env() -> None:
     """Explicit overrides (CLI flags) win over SCORER_*; None overrides leave the env value."""
     env = {"SCORER_PORT": "9000", "SCORER_HOST": "0.0.0.0"}
@@ -88,6 +96,7 @@ def test_overrides_beat_env() -> None:
     assert s.port == 7000 and s.host == "0.0.0.0"
 
 
+@pytest.mark.fast
 def test_frozen() -> None:
     """Settings cannot be changed after creation."""
     s = Settings()
@@ -95,6 +104,7 @@ def test_frozen() -> None:
         s.port = 1  # type: ignore[misc]
 
 
+@pytest.mark.fast
 def test_every_field_documented() -> None:
     """describe() gives every setting an env var, a flag and a docstring."""
     rows = describe()
@@ -105,6 +115,7 @@ def test_every_field_documented() -> None:
 # --- CLI -------------------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name", [n for n in FIELDS if n != "bundle"])
 def test_cli_has_flag_for_every_setting(name: str) -> None:
     """The subcommand that uses a setting (serve, else batch) accepts --<name>, and it parses unchanged."""
@@ -129,6 +140,7 @@ def test_cli_has_flag_for_every_setting(name: str) -> None:
     assert args.bundle == "some/bundle"
 
 
+@pytest.mark.fast
 def test_cli_max_batch_rows_flag() -> None:
     """--max-batch-rows parses as an int."""
     args = build_parser().parse_args(["serve", "--max-batch-rows", "32"])
@@ -184,6 +196,7 @@ def test_cli_rejects_unknown_env(sum_bundle) -> None:
     assert "SCORER_PROT" in proc.stderr
 
 
+@pytest.mark.fast
 def test_choices_are_the_literal_type() -> None:
     """A setting typed with a Literal accepts exactly its values (CLI choices, validation); no other has choices."""
     hints = typing.get_type_hints(Settings)
@@ -195,6 +208,7 @@ def test_choices_are_the_literal_type() -> None:
             assert f.default in literal, f.name
 
 
+@pytest.mark.fast
 def test_load_options_defaults_are_the_settings_defaults() -> None:
     """LoadOptions() (what Scorer.load uses without options) loads exactly as default Settings would."""
     from scorer.load_options import LoadOptions

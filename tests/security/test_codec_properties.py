@@ -16,6 +16,8 @@ from scorer import codecs
 from scorer.errors import RequestError, http_status
 from scorer.schema import Schema
 
+pytestmark = pytest.mark.fast
+
 MEDIA = ["application/json", "text/csv", "text/csv; header=absent", "application/vnd.apache.parquet",
          "application/vnd.apache.arrow.stream", "application/vnd.apache.arrow.file", "application/octet-stream", None]
 SCHEMA = Schema({"a": "float", "b": "int", "s": "string", "x": "any"})
