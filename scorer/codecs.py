@@ -89,8 +89,6 @@ def decode(body: bytes, content_type: str | None, columns: Sequence[str] | None 
     decoder = DECODERS.get(mt)
     if decoder is None:
         raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}; send one of: {', '.join(DECODERS)}")
-    if decoder.columnar and limits is None:
-        limits = Limits.of(Settings())
     try:
         return decoder.read(body, params, columns, limits)
     except UnicodeDecodeError as exc:
@@ -304,8 +302,14 @@ def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | No
     return _from_arrow(table)
 
 
-def _decode_parquet(body: bytes, limits: Limits) -> Table:
+def _columnar_limits(limits: Limits | None) -> Limits:
+    """The limits a Parquet or Arrow body is held to: the caller's, else the default settings'."""
+    return limits if limits is not None else Limits.of(Settings())
+
+
+def _decode_parquet(body: bytes, limits: Limits | None) -> Table:
     """Footer checked first; string columns read dictionary-encoded, measured, then made plain."""
+    limits = _columnar_limits(limits)
     try:
         table, to_plain = read_parquet(body, limits)
     except (pa.ArrowException, OSError) as exc:
@@ -313,8 +317,9 @@ def _decode_parquet(body: bytes, limits: Limits) -> Table:
     return _from_arrow(table, limits, to_plain)
 
 
-def _decode_arrow(body: bytes, limits: Limits) -> Table:
+def _decode_arrow(body: bytes, limits: Limits | None) -> Table:
     """An IPC file (by its magic) or stream, checked from its metadata first."""
+    limits = _columnar_limits(limits)
     try:
         table = read_arrow(body, limits)
     except (pa.ArrowException, OSError, EOFError) as exc:

@@ -213,7 +213,7 @@ HTTP_STATUS: dict[type[ScorerError], int] = {
 def http_status(exc: BaseException) -> int:
     """HTTP status for any exception: ours by the table above, anything else 500."""
     for klass in type(exc).__mro__:
-        status = HTTP_STATUS.get(klass)  # type: ignore[arg-type]
+        status = HTTP_STATUS.get(klass)
         if status is not None:
             return status
     return 500
@@ -235,7 +235,7 @@ EXIT_CODE: dict[type[ScorerError], int] = {
 def exit_code(exc: BaseException) -> int:
     """Exit code for any exception: ours by the table above, anything else :data:`EXIT_FAILED`."""
     for klass in type(exc).__mro__:
-        code = EXIT_CODE.get(klass)  # type: ignore[arg-type]
+        code = EXIT_CODE.get(klass)
         if code is not None:
             return code
     return EXIT_FAILED

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from scorer.settings import Settings
+from scorer.settings import ExtraColumns, MojoBackend, Settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,8 +19,8 @@ class LoadOptions:
     check_requirements: bool = True
     install_requirements: bool = False
     requirements_cache: str = ""
-    extra_columns: str = "drop"  # input columns not in the schema: drop or reject
-    mojo_backend: str = "genmodel"  # H2O MOJO bundles: genmodel or spark
+    extra_columns: ExtraColumns = "drop"  # input columns not in the schema: drop or reject
+    mojo_backend: MojoBackend = "genmodel"  # H2O MOJO bundles: genmodel or spark
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoadOptions:

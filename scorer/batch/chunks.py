@@ -20,7 +20,7 @@ import pyarrow as pa
 from scorer.batch import worker
 from scorer.batch.files import BadRow, Chunk, decode_json_text, table_from_ipc, table_to_ipc
 from scorer.core import Scorer
-from scorer.errors import KeepColumnsError, ScorerError
+from scorer.errors import KeepColumnsError, SchemaError, ScorerError
 from scorer.table import Table
 
 
@@ -83,8 +83,9 @@ def _score_bisect(scorer: Scorer, frame: pd.DataFrame, positions: np.ndarray, fi
         return positions, [scorer.score(frame)], []
     except ScorerError as exc:
         if len(frame) == 1:
-            detail = getattr(exc, "detail", None)
-            reason = f"column {exc.columns[0]!r}: {detail}" if detail and getattr(exc, "columns", None) else exc.message
+            reason = exc.message
+            if isinstance(exc, SchemaError) and exc.detail and exc.columns:
+                reason = f"column {exc.columns[0]!r}: {exc.detail}"
             if echo and exc.data_detail:
                 reason = f"{reason}: {exc.data_detail}"
             return positions[:0], [], [(int(positions[0]), reason)]

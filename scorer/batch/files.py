@@ -22,7 +22,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal, cast
 
 import numpy as np
 import orjson
@@ -207,7 +207,7 @@ def _as_json_text(table: pa.Table, names: frozenset[str]) -> pa.Table:
     return table
 
 
-def _json_text(values: list[Any]) -> pa.Array:
+def _json_text(values: list[Any]) -> pa.StringArray:
     # orjson writes floats in their shortest round-trip form: the text parses back to the same value
     return pa.array([None if v is None else orjson.dumps(v).decode() for v in values], pa.string())
 
@@ -229,7 +229,9 @@ def decode_json_text(table: pa.Table) -> pa.Table:
 
 def _csv_header(path: Path) -> list[str]:
     with pa.input_stream(str(path), compression="detect") as raw:
-        first = io.TextIOWrapper(raw, encoding="utf-8", newline="").readline()
+        # pyarrow-stubs type input_stream as a BufferReader, which lacks the io protocol the wrapper
+        # asks for; what it returns is a NativeFile, a binary file object.
+        first = io.TextIOWrapper(cast(BinaryIO, raw), encoding="utf-8", newline="").readline()
     if not first.strip():
         raise ReadError(f"{path.name}: empty CSV file (no header line)")
     return next(pycsv.reader([first]))
@@ -239,7 +241,7 @@ def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     names = _csv_header(path)
     skipped: list[BadRow] = []
 
-    def on_invalid(row: Any) -> str:
+    def on_invalid(row: pacsv.InvalidRow) -> Literal["skip", "error"]:
         line = row.number
         skipped.append(BadRow(row=(line - 2) if line else -1, line=line,
                               reason=f"malformed CSV row: expected {row.expected_columns} fields, got {row.actual_columns}",
@@ -248,7 +250,7 @@ def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 
     stream = pa.input_stream(str(path), compression="detect")
     reader = pacsv.open_csv(
-        stream,
+        cast(BinaryIO, stream),  # a NativeFile: pyarrow-stubs list only paths and IO objects here
         read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
@@ -261,7 +263,7 @@ def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
             total = batch.num_rows + len(bad)
             lines = np.arange(next_line, next_line + total, dtype=np.int64)
             if bad:
-                lines = lines[~np.isin(lines, [b.line for b in bad])]
+                lines = lines[~np.isin(lines, [b.line for b in bad if b.line is not None])]
             next_line += total
             yield Chunk(pa.Table.from_batches([batch]), lines - 2, bad, lines)
         if skipped:
@@ -278,6 +280,7 @@ def _read_parquet(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 
 def _read_arrow(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     start = 0
+    batches: Iterator[pa.RecordBatch]
     with pa.memory_map(str(path)) as source:
         try:
             reader = pa.ipc.open_file(source)

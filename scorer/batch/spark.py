@@ -43,7 +43,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 import orjson
@@ -132,7 +132,7 @@ def plan(settings: Settings, list_files: Any = None) -> Job:
     kinds = sorted({READERS[k] for k in formats.values() if k})
     if len(kinds) > 1:
         raise UsageError(f"the input mixes formats ({', '.join(kinds)}): --engine spark reads one format per run")
-    found = set(formats.values())
+    found = {kind for kind in formats.values() if kind is not None}  # every file has one: unknown ones failed above
     in_fmt = found.pop() if len(found) == 1 else "csv"  # csv with csv.gz
     if not _is_uri(settings.input):
         _check_same_columns(files, formats, root)
@@ -335,11 +335,25 @@ def _python_scored(spark: Any, sdf: Any, scorer: Scorer, settings: Settings, job
 # --- Spark ML and H2O bundles: natively ----------------------------------------------------------------
 
 
-def is_native(scorer: Scorer) -> bool:
-    return scorer.bundle.custom_code() is None and callable(getattr(scorer.model, "transform_spark", None))
+class SparkNative(Protocol):
+    """A model that scores a Spark DataFrame itself (Spark ML pipelines, H2O MOJOs)."""
+
+    def transform_spark(self, sdf: Any) -> Any: ...
 
 
-def _native_scored(sdf: Any, scorer: Scorer, settings: Settings, job: Job) -> Any:
+def native_model(scorer: Scorer) -> SparkNative | None:
+    """The bundle's model when it scores Spark DataFrames natively (and no custom code wraps it), else None."""
+    model = scorer.model
+    if scorer.bundle.custom_code() is None and _scores_spark(model):
+        return model
+    return None
+
+
+def _scores_spark(model: object) -> TypeGuard[SparkNative]:
+    return callable(getattr(model, "transform_spark", None))
+
+
+def _native_scored(sdf: Any, model: SparkNative, scorer: Scorer, settings: Settings, job: Job) -> Any:
     outputs = scorer.output_columns or ["prediction"]
     kept = _kept(sdf.columns, outputs, settings.keep_columns)
     typed: dict[str, str] = {}
@@ -349,7 +363,7 @@ def _native_scored(sdf: Any, scorer: Scorer, settings: Settings, job: Job) -> An
     raw = {c: f"__scorer_keep_{i}" for i, c in enumerate(kept) if c in typed}  # kept columns keep their text
     model_input = sdf.select(*[column(c).cast(typed[c]).alias(c) if c in typed else column(c) for c in sdf.columns],
                              *[column(c).alias(alias) for c, alias in raw.items()])
-    scored = scorer.model.transform_spark(model_input)
+    scored = model.transform_spark(model_input)
     return scored.select(*[column(raw[c]).alias(c) if c in raw else column(c) for c in kept], *map(column, outputs))
 
 
@@ -416,13 +430,13 @@ def _run(spark: Any, settings: Settings, scorer: Scorer, job: Job | None, workdi
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    native = is_native(scorer)
+    native = native_model(scorer)
     try:
         if job is None:
             job = plan(settings, _hadoop_lister(spark))
         sdf = _read(spark, job)
-        if native:
-            scored, rejects = _native_scored(sdf, scorer, settings, job), None
+        if native is not None:
+            scored, rejects = _native_scored(sdf, native, scorer, settings, job), None
         else:
             scored, rejects = _python_scored(spark, sdf, scorer, settings, job, workdir)
     except UsageError:
@@ -432,7 +446,8 @@ def _run(spark: Any, settings: Settings, scorer: Scorer, job: Job | None, workdi
     observation = Observation()
     scored = scored.observe(observation, F.count(F.lit(1)).alias("rows"))
     log.info("scoring %d input file(s) (%s) on Spark %s (%s), %s path -> %s (%s)", len(job.files), job.in_fmt,
-             spark.version, spark.sparkContext.master, "native" if native else "Python", job.output_name, job.out_fmt)
+             spark.version, spark.sparkContext.master, "native" if native is not None else "Python",
+             job.output_name, job.out_fmt)
     job_started = time.perf_counter()
     try:
         _write(scored, job, settings.overwrite)

@@ -146,9 +146,9 @@ class Coalescer:
 
     async def offload(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the model thread, in turn with model calls."""
-        done: asyncio.Future[Any] = self._loop.create_future()
+        done: asyncio.Future[T] = self._loop.create_future()
         self._calls.put((lambda: fn(*args), done))
-        return await done  # type: ignore[no-any-return]
+        return await done
 
     def _model_thread(self) -> None:
         while True:

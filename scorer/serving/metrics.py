@@ -102,7 +102,7 @@ class Metrics:
         self.ready = Gauge("scorer_ready", "1 once the bundle is loaded and serving.", registry=r,
                            multiprocess_mode="livemin")
 
-        self._request_children: dict[tuple[str, int], tuple[object, object]] = {}
+        self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         """One HTTP request (label children cached: ``labels()`` costs more than the update)."""
@@ -110,8 +110,8 @@ class Metrics:
         if children is None:
             children = (self.requests.labels(path, str(status)), self.latency.labels(path))
             self._request_children[(path, status)] = children
-        children[0].inc()  # type: ignore[attr-defined]
-        children[1].observe(seconds)  # type: ignore[attr-defined]
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, rows: int, requests: int, seconds: float) -> None:
         self.batch_rows.observe(rows)

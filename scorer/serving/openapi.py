@@ -81,7 +81,7 @@ def error_codes(status: int) -> list[str]:
 
 
 def _status_of(klass: type[ScorerError]) -> int:
-    return next(HTTP_STATUS[c] for c in klass.__mro__ if c in HTTP_STATUS)  # type: ignore[index]
+    return next(HTTP_STATUS[c] for c in klass.__mro__ if c in HTTP_STATUS)
 
 
 def _statuses(raises: Iterable[type[ScorerError]]) -> list[int]:
@@ -222,6 +222,7 @@ def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
         components[_SHAPE_COMPONENTS[shape.name]] = {**shapes[shape.name], "description": shape.summary}
 
     def envelope(env: codecs.Envelope) -> dict[str, Any]:
+        inner: dict[str, Any]
         if env.shapes is None:
             inner = _ref("Table")
         else:

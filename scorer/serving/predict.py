@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from starlette.types import Receive, Scope, Send
 
 from scorer import codecs
+from scorer._columnar_limits import Limits
 from scorer.core import Scorer
 from scorer.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, ScorerError
 from scorer.serving.auth import check_token
@@ -106,7 +107,7 @@ def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Sett
             raise PayloadTooLarge(f"more than {settings.max_request_rows} rows per request (counted before parsing)")
         if body.count(b",", 0, body.find(b"\n")) >= settings.max_columns:
             raise PayloadTooLarge(f"more than {settings.max_columns} columns per request (counted before parsing)")
-    frame = codecs.decode(body, content_type, columns, limits=codecs.Limits.of(settings))
+    frame = codecs.decode(body, content_type, columns, limits=Limits.of(settings))
     if len(frame.columns) > settings.max_columns:
         raise PayloadTooLarge(f"{len(frame.columns)} columns exceed the limit of {settings.max_columns} per request")
     if len(frame) > settings.max_request_rows:

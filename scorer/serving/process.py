@@ -33,7 +33,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -254,7 +254,7 @@ def serve(settings: Settings) -> int:
         return _supervise(settings, sock, workers, stopping, forward)
 
 
-def _supervise(settings: Settings, sock: socket.socket, workers: list[BaseProcess], stopping: list[int],
+def _supervise(settings: Settings, sock: socket.socket, workers: Sequence[BaseProcess], stopping: list[int],
                forward: Callable[[int, Any], None]) -> int:
     for w in workers:
         w.start()
