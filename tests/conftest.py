@@ -25,12 +25,17 @@ REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ("fast_marker", "pytester")  # the `fast` marker's checks; pytest run on tests of its own
 
 
-def load_build_module() -> Any:
-    spec = importlib.util.spec_from_file_location("scorer_example_bundles", REPO / "bundles" / "build.py")
+def load_file(name: str, path: Path) -> Any:
+    """A script of the repository (not a package module) imported from its file, as ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_build_module() -> Any:
+    return load_file("scorer_example_bundles", REPO / "bundles" / "build.py")
 
 
 try:  # property-based tests: the same examples on every CI run (no flakiness), fresh ones locally

@@ -8,12 +8,13 @@ part, rounded as quoted.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conftest import load_file  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.fast
 
@@ -24,11 +25,7 @@ COMMIT = re.compile(r"`([0-9a-f]{7,40})`")
 
 
 def _render() -> Any:
-    spec = importlib.util.spec_from_file_location("benchmarks_render", REPO / "benchmarks" / "render.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("benchmarks_render", REPO / "benchmarks" / "render.py")
 
 
 def _section(text: str, heading: str) -> str:

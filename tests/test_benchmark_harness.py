@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conftest import load_file  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.fast
 
@@ -16,11 +17,7 @@ EXPECTED = {"columns": ["prediction", "probability_ham", "probability_spam"],
 
 
 def _harness() -> Any:
-    spec = importlib.util.spec_from_file_location("benchmarks_harness", REPO / "benchmarks" / "_harness.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("benchmarks_harness", REPO / "benchmarks" / "_harness.py")
 
 
 def _answers(*rows: dict[str, Any]) -> list[dict[str, Any]]:
