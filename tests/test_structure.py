@@ -9,6 +9,8 @@ depend on its package), but taking a name from the ``__init__`` (``from scorer.b
 Modules are grouped into layers, lowest first (:data:`LAYERS`); a module may import only from its own
 layer or lower ones, and a module no layer names fails the test, so a new module is placed on
 purpose. The two batch engines never import each other, nor do the batch and serving packages.
+
+The README's map of the repository names every file of the package and nothing the tree lacks.
 """
 
 from __future__ import annotations
@@ -223,3 +225,66 @@ def test_kept_apart(one, other):
         if (within(m, one) and within(i, other)) or (within(m, other) and within(i, one))
     ]
     assert not crossing, f"{one} and {other} must not import each other:\n" + "\n".join(crossing)
+
+
+# The README's map of the repository ("## Repository"): one line per file or folder, its name first
+# and what it is after two or more spaces; two more spaces of indentation for each folder level.
+
+README = PACKAGE.parent / "README.md"
+NOT_IN_MAP = {"__pycache__", "build", "dist"}  # made by running or building, never committed
+
+
+def readme_map(text: str) -> dict[str, str]:
+    """``{path: description}`` of the map in the README's Repository section."""
+    section = text.split("\n## Repository\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```\n", 2)[1]
+    entries: dict[str, str] = {}
+    folders: list[str] = []
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        assert indent % 2 == 0, f"README map: odd indentation: {line!r}"
+        name, _, description = line.strip().partition("  ")
+        assert description.strip(), f"README map: {name} has no description"
+        del folders[indent // 2 :]
+        assert len(folders) == indent // 2, f"README map: {name} is indented below no folder"
+        path = "".join(folders) + name
+        entries[path] = description.strip()
+        if name.endswith("/"):
+            folders.append(name)
+    return entries
+
+
+def package_files() -> set[str]:
+    """Every file and folder of the package, as the map names them (folders end in ``/``)."""
+    root = PACKAGE.parent
+    found: set[str] = set()
+    for path in PACKAGE.rglob("*"):
+        if NOT_IN_MAP & set(path.relative_to(root).parts) or path.suffix == ".pyc":
+            continue
+        found.add(path.relative_to(root).as_posix() + ("/" if path.is_dir() else ""))
+    return found
+
+
+def test_readme_map_names_every_file_of_the_package():
+    named = {p for p in readme_map(README.read_text()) if p.startswith("scorer/") and p != "scorer/"}
+    unnamed = sorted(package_files() - named)
+    assert not unnamed, f"README.md's Repository map does not name: {unnamed}"
+
+
+def test_readme_map_names_nothing_missing_from_the_tree():
+    root = PACKAGE.parent
+    missing = sorted(p for p in readme_map(README.read_text()) if not list(root.glob(p.rstrip("/"))))
+    assert not missing, f"README.md's Repository map names what the tree does not hold: {missing}"
+
+
+def test_readme_map_names_every_top_level_folder():
+    named = {p for p in readme_map(README.read_text()) if p.count("/") == 1 and p.endswith("/")}
+    folders = {
+        p.name + "/"
+        for p in PACKAGE.parent.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_IN_MAP
+        and not p.name.endswith(".egg-info")
+    }
+    assert not folders - named, f"README.md's Repository map omits the folders {sorted(folders - named)}"
