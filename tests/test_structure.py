@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fast
+
 PACKAGE = Path(__file__).resolve().parent.parent / "scorer"
 
 #: Lowest first. A module may import from its own layer and the layers below it.
@@ -36,7 +38,6 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer._cpu",
             "scorer._memory",
             "scorer._logging",
-            "scorer._loading",
             "scorer.table",
             "scorer.schema",
             "scorer.preprocessor",
@@ -90,6 +91,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.serving.coalescer",
             "scorer.serving.openapi",
             "scorer.serving.state",
+            "scorer.serving.loading",
         },
     ),
     ("serving endpoints", {"scorer.serving.predict", "scorer.serving.routes"}),

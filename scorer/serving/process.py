@@ -20,7 +20,7 @@ With N workers the bundle is loaded once, in the supervisor, before the workers 
 they share the model's memory pages (copy-on-write; ``gc.freeze`` keeps the collector from
 touching them) and are ready the moment they start. The port is bound before the load, so
 while it loads a small responder in the supervisor answers ``/health`` 200 and everything else 503
-(see :mod:`scorer._loading`), as the one-worker server does while its bundle loads in the background.
+(see :mod:`scorer.serving.loading`), as the one-worker server does while its bundle loads in the background.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from scorer.serving import metrics
 from scorer._cpu import share_openmp
-from scorer._loading import LoadingResponder
+from scorer.serving.loading import LoadingResponder
 from scorer._logging import configure
 from scorer.core import Scorer
 from scorer.load_options import LoadOptions
