@@ -46,12 +46,18 @@ def end_marker(name: str) -> str:
     return f"<!-- benchmarks:{name} end -->"
 
 
-def run_line(name: str, run: dict[str, Any]) -> str:
-    """Where a file's figures come from: file, commit, tree state, date, cores, pinning and load average."""
+def run_line(name: str, run: dict[str, Any], *, served: bool = True) -> str:
+    """Where a file's figures come from: file, commit, tree state, date, cores, pinning and load average.
+    ``served``: the runs are servers under a load generator (else only the in-process limit is pinned)."""
     tree = "clean tree" if not run["dirty"] else "**uncommitted changes** in " + ", ".join(f"`{f}`" for f in run["dirty_files"][:5])
     pin = run["pinning"]
-    where = (f"in-process limit (and single-worker servers) pinned to core {pin['server_cpus']}, load generator "
-             f"to core {pin['client_cpus']}" if pin["pinned"] else "nothing pinned")
+    if not pin["pinned"]:
+        where = "nothing pinned"
+    elif served:
+        where = (f"in-process limit (and single-worker servers) pinned to core {pin['server_cpus']}, load generator "
+                 f"to core {pin['client_cpus']}")
+    else:
+        where = f"in-process limit pinned to core {pin['server_cpus']}"
     la0, la1 = run["load_average_start"], run["load_average_end"]
     return (f"`benchmarks/results/{name}.json`: commit `{run['commit'][:10]}` ({tree}), {run['date']}, "
             f"{run['mode']} run, {run['cores']} cores, {where}; load average (1 min) {la0[0]:.2f} at the start, "
@@ -98,7 +104,7 @@ def batch_block(results: dict[str, dict[str, Any]]) -> str:
          "| run | rows/s | ÷ in-process limit | peak RSS MB | peak PSS MB |", "|---|---:|---:|---:|---:|"]
     for s in f["scenarios"]:
         L.append(f"| {s['name']} | {s['rows_s']:,} | {s['over_limit']:.2f}× | {s['peak_rss_mb']:,} | {s['peak_pss_mb']:,} |")
-    L += ["", f"- {run_line('batch', data['run'])}"]
+    L += ["", f"- {run_line('batch', data['run'], served=False)}"]
     return "\n".join(L)
 
 
