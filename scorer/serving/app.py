@@ -102,8 +102,10 @@ def create_app(
             message = exc.message if isinstance(exc, ScorerError) else f"{type(exc).__name__}: {exc}"
             log.error("bundle failed to load: %s", message, exc_info=not isinstance(exc, ScorerError))
             # Whatever the loader raised, the bundle failed to load: a BundleError (exit code by the table).
-            error = exc if isinstance(exc, BundleError) else BundleError(f"loading raised {type(exc).__name__}")
-            error.__cause__ = exc if error is not exc else exc.__cause__
+            error = exc
+            if not isinstance(exc, BundleError):
+                error = BundleError(f"loading raised {type(exc).__name__}")
+                error.__cause__ = exc
             state.load_error = error
             if on_load_error is not None:
                 on_load_error(error)
