@@ -171,6 +171,18 @@ def _is_mojo(path: Path) -> bool:
         return False
 
 
+def local_root(path: Path) -> Path:
+    """Where a local source's content really is: ``path`` with its symlinks resolved (a ``current`` link
+    to a version folder), and in a Kubernetes ConfigMap/Secret volume (whose entries are links into
+    ``..data``, a link to a timestamped folder swapped atomically on update) the folder ``..data`` points
+    to, which holds the files themselves: every file of one revision, never a mix of two."""
+    real = path.resolve()
+    data = real / "..data"
+    if data.is_symlink() and data.is_dir():
+        return data.resolve()
+    return real
+
+
 def open_bundle(path: str | os.PathLike[str], *, expected_digest: str = "", workdir: Path | None = None) -> Bundle:
     """Open a bundle folder or zip, compute its digest, check the pinned digest, read the manifest."""
     source = Path(path)
@@ -181,7 +193,7 @@ def open_bundle(path: str | os.PathLike[str], *, expected_digest: str = "", work
             raise BundleNotFound(f"{source}: not a folder or a .zip file")
         root = _extract_zip(source, workdir)
     else:
-        root = source
+        root = local_root(source)
     if not any((root / d).is_dir() for d in ("artifacts", "code")) and not (root / f"{CUSTOM_MODULE}.py").is_file():
         raise BundleNotFound(f"{source}: not a bundle (no artifacts/, code/ or {CUSTOM_MODULE}.py)")
     digest = content_digest(root)

@@ -8,7 +8,8 @@
     │   ├── BundleLayoutError      ambiguous artifacts, bad manifest, unsafe zip, bad class
     │   ├── RequirementsError      requirements.txt pins the environment does not meet
     │   ├── DigestMismatch         operator-pinned digest differs from the bundle's
-    │   └── BundleCodeError        the bundle's own code raised while loading
+    │   ├── BundleCodeError        the bundle's own code raised while loading
+    │   └── SourceUnavailable      the registry or artifact store cannot be reached
     ├── RequestError             the client sent something we cannot score   (4xx)
     │   ├── MalformedBody          400  not valid JSON / CSV / Parquet / Arrow, bad shape
     │   ├── NotAcceptable          406  Accept asks for a format we cannot produce
@@ -80,6 +81,13 @@ class DigestMismatch(BundleError):
 
 class BundleCodeError(BundleError):
     code = "bundle_code_error"
+
+
+class SourceUnavailable(BundleError):
+    """The model's source cannot be reached (the MLflow tracking server, the artifact store): a serving
+    version keeps serving; at start it is a load failure."""
+
+    code = "source_unavailable"
 
 
 class RequestError(ScorerError):

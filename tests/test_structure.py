@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "bundle loading: bundle on disk, its requirements, its model, the scoring core",
         {
             "scorer.bundle",
+            "scorer.sources",
             "scorer.requirements",
             "scorer.record",
             "scorer.private_dir",
