@@ -8,6 +8,7 @@ batch). Nothing here knows about HTTP.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from scorer.model import load_model, to_frame
 from scorer.preprocessor import CustomPreprocessor
 from scorer.requirements import check_requirements, ensure_requirements
 from scorer.schema import Schema
+from scorer.sources import Resolved, resolve
 from scorer.table import Table
 
 log = logging.getLogger("scorer.core")
@@ -36,13 +38,27 @@ class Scorer:
     output_columns: list[str] | None = None
     load_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    origin: Resolved | None = None  # what the source named was resolved to (None: built from a Bundle directly)
 
     @classmethod
     def load(cls, source: str | Path, options: LoadOptions | None = None) -> Scorer:
-        """Open, verify and load a bundle, then score its sample input once (if it has one)."""
+        """Resolve the source, open, verify and load its bundle, then score its sample input once (if it has one)."""
         options = options or LoadOptions()
         started = time.perf_counter()
-        bundle = open_bundle(source, expected_digest=options.bundle_digest)
+        origin = resolve(source)
+        try:
+            scorer = cls._load(origin, options)
+        except BaseException:
+            _discard(origin)
+            raise
+        scorer.load_seconds = time.perf_counter() - started
+        log.info("loaded bundle %s (sha256:%s, version %s) in %.2fs", scorer.bundle.name, scorer.bundle.digest[:12],
+                 scorer.version_label, scorer.load_seconds)
+        return scorer
+
+    @classmethod
+    def _load(cls, origin: Resolved, options: LoadOptions) -> Scorer:
+        bundle = open_bundle(origin.path, expected_digest=options.bundle_digest)
         if options.install_requirements:
             ensure_requirements(bundle, options.requirements_cache)
         elif options.check_requirements:
@@ -51,11 +67,23 @@ class Scorer:
         columns = bundle.manifest.input_schema or getattr(model, "input_schema", None)
         schema = Schema(columns, extra_columns=options.extra_columns) if columns else None
         outputs = bundle.manifest.output_columns or getattr(model, "output_columns", None)
-        scorer = cls(bundle=bundle, model=model, schema=schema, output_columns=list(outputs) if outputs else None)
+        scorer = cls(bundle=bundle, model=model, schema=schema, output_columns=list(outputs) if outputs else None,
+                     origin=origin)
         scorer._warm_up()
-        scorer.load_seconds = time.perf_counter() - started
-        log.info("loaded bundle %s (sha256:%s) in %.2fs", bundle.name, bundle.digest[:12], scorer.load_seconds)
         return scorer
+
+    @property
+    def version_label(self) -> str:
+        """The version this scorer serves, as responses name it: the registry's version number when the
+        source was resolved from a registry, else the manifest's version, else the digest's first 12 hex."""
+        if self.origin is not None and self.origin.info.get("version"):
+            return self.origin.info["version"]
+        return self.bundle.manifest.version or f"sha256:{self.bundle.digest[:12]}"
+
+    def close(self) -> None:
+        """Forget this scorer's private files (a registry download); the process may keep its objects."""
+        if self.origin is not None:
+            _discard(self.origin)
 
     def _warm_up(self) -> None:
         sample = self.bundle.manifest.sample_input
@@ -117,4 +145,11 @@ class Scorer:
             "output_columns": self.output_columns,
             "scorer_version": __version__,
             "load_seconds": round(self.load_seconds, 3),
+            "model_version": self.version_label,
+            "source": {"uri": self.origin.uri, **self.origin.info} if self.origin is not None else None,
         }
+
+
+def _discard(origin: Resolved) -> None:
+    if origin.owned:
+        shutil.rmtree(origin.path, ignore_errors=True)
