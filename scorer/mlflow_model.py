@@ -11,10 +11,11 @@ the signature, the sample input from the input example) and picks how to load th
   (:func:`load_sklearn`); it then scores as any pickled estimator (:class:`scorer.model.DefaultModel`);
 - ``spark`` flavor: the saved ``PipelineModel`` in ``model_data`` (default ``sparkml``) through
   :class:`scorer.spark_ml.SparkPipelineModel`, again without MLflow;
-- only ``python_function`` with another ``loader_module`` (a custom pyfunc): ``mlflow.pyfunc.load_model``
-  when the optional ``scorer[mlflow]`` extra is installed (:class:`PyfuncModel`), else a one-line error
-  naming the extra;
-- anything else (``h2o``, ``pytorch``, ...): a :class:`~scorer.errors.BundleLayoutError` saying what loads.
+- only ``python_function`` (a custom pyfunc, ``loader_module`` ``mlflow.pyfunc.model`` or another module):
+  ``mlflow.pyfunc.load_model`` when the optional ``scorer[mlflow]`` extra is installed
+  (:class:`PyfuncModel`), else a one-line error naming the extra;
+- any other flavor (``h2o``, ``pytorch``, ..., even with its own ``python_function`` entry): a
+  :class:`~scorer.errors.BundleLayoutError` saying what loads.
 
 Signature column types map to :data:`scorer.schema.COLUMN_TYPES` by :data:`SIGNATURE_TYPES`: ``double``
 and ``float`` are ``float``, ``long`` and ``integer`` are ``int``, ``boolean`` is ``bool``, ``string`` is
@@ -127,10 +128,13 @@ def _choose_flavor(root: Path, flavors: dict[str, Any]) -> tuple[str, dict[str, 
                 raise BundleLayoutError(f"{root}: a Spark Connect model ({model_class}) cannot be loaded; "
                                         "scorer loads saved Spark ML PipelineModels")
             return name, flavors[name]
+    others = sorted(str(f) for f in flavors if f != PYFUNC)
     pyfunc = flavors.get(PYFUNC)
-    if isinstance(pyfunc, dict):
+    if isinstance(pyfunc, dict) and not others:  # a custom pyfunc: python_function is its only flavor
         return "pyfunc", pyfunc
-    others = sorted(str(f) for f in flavors)
+    # Another flavor's python_function entry (mlflow.h2o, mlflow.pytorch, ...) is not loaded either: it
+    # would import that framework through MLflow, which this image does not promise.
+    others = others or sorted(str(f) for f in flavors)
     raise BundleLayoutError(
         f"{root}: MLflow flavor(s) [{', '.join(others)}] cannot be loaded; "
         "scorer loads sklearn, spark and python_function (with scorer[mlflow]) models"
