@@ -270,8 +270,8 @@ def test_custom_pyfunc_without_mlflow_names_the_extra(models: dict[str, Path], n
 # --- bad MLmodel files: exit 3, one line ----------------------------------------------------------
 
 
-def _one_line_exit_3(bundle: Path, *expected: str) -> None:
-    result = _info(bundle)
+def _one_line_exit_3(bundle: Path, *expected: str, env: dict[str, str] | None = None) -> None:
+    result = _info(bundle, env)
     assert result.returncode == 3, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -299,6 +299,12 @@ def test_bad_mlflow_directories_exit_3_with_one_line(models: dict[str, Path], tm
     missing = _copy(models["pickle"], tmp_path / "missing")
     (missing / "model.pkl").unlink()
     _one_line_exit_3(missing, "model.pkl not found (the MLmodel sklearn flavor's pickled_model)")
+
+    shadow = tmp_path / "no-skops"  # skops installed (requirements.txt is met) but not importable
+    (shadow / "skops").mkdir(parents=True)
+    (shadow / "skops" / "__init__.py").write_text('raise ImportError("No module named skops (hidden by the test)")\n')
+    _one_line_exit_3(models["skops"], "model.skops: the model is saved in the skops format", "pip install skops",
+                     env={"PYTHONPATH": str(shadow)})
 
 
 # --- MLmodel parsing, on hand-written files (no MLflow) --------------------------------------------
