@@ -59,7 +59,7 @@ def _activate(bundle: Bundle, *extra: Path) -> None:
                 del sys.modules[name]
     _source_only.remove(_active_paths)
     root = bundle.root.resolve()
-    _active_paths[:] = [*(str(p.resolve()) for p in extra), str(root / "code"), str(root)]
+    _active_paths[:] = dict.fromkeys([*(str(p.resolve()) for p in extra), str(root / "code"), str(root)])
     _source_only.add(_active_paths)
     sys.path[:0] = _active_paths
     sys.modules.pop(CUSTOM_MODULE, None)
