@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.h2o_mojo",
             "scorer.model",
             "scorer.core",
+            "scorer.lifecycle",
         },
     ),
     (
@@ -93,6 +94,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.serving.openapi",
             "scorer.serving.state",
             "scorer.serving.loading",
+            "scorer.serving.reload",
         },
     ),
     ("serving endpoints", {"scorer.serving.predict", "scorer.serving.routes"}),
