@@ -205,6 +205,9 @@ def swap_dir(new: Path, target: Path) -> None:
 
 
 def check_after_swap(server: LiveServer, digest: str, version: str, headers: dict[str, str] | None = None) -> None:
+    """/metadata and /metrics show the new version (with workers, once the retired ones have stopped accepting)."""
+    wait_until(lambda: all(get_json(server, "/metadata", **(headers or {}))["digest"] == digest for _ in range(6)),
+               what="every worker on the new version")
     meta = get_json(server, "/metadata", **(headers or {}))
     assert meta["digest"] == digest and meta["model_version"] == version
     assert meta["reload"]["attempts"].get("loaded", 0) >= 1

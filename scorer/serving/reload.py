@@ -35,6 +35,7 @@ from scorer.serving.state import ServerState, Version
 log = logging.getLogger("scorer.serving.reload")
 
 STATUS_FILE = "reload-status.json"  # in the workers' shared metrics directory: the supervisor's ReloadLog
+ADMIN_REQUEST = "reload-requested-by-admin"  # beside it: the SIGHUP a worker sends comes from POST /admin/reload
 
 
 async def in_daemon_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -232,6 +233,9 @@ def supervised(state: ServerState, status_dir: str | None) -> None:
         return record.as_json()
 
     async def ask_supervisor() -> tuple[int, dict[str, Any]]:
+        if status_dir is not None:  # so the supervisor records the trigger as "admin", not "sighup"
+            with contextlib.suppress(OSError), open(os.path.join(status_dir, ADMIN_REQUEST), "wb"):
+                pass
         os.kill(os.getppid(), signal.SIGHUP)
         return 202, {"result": "requested"}
 
