@@ -18,7 +18,7 @@ import textwrap
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from conftest import LiveServer, run_server
 from scorer.core import Scorer
 
 MODEL = """
+    import time
     import pandas as pd
     import scorer
 
@@ -44,6 +45,7 @@ MODEL = """
             self.offset = 0.0 if self.broken else float(text)
 
         def predict(self, df):
+            time.sleep(0.01)  # model calls that take a while: requests straddle every swap
             if self.broken:
                 raise ValueError("this version cannot score")
             return pd.DataFrame({"y": df["a"] * 2 + df["b"] + self.offset})
@@ -100,8 +102,15 @@ def versions(tmp_path: Path) -> Versions:
     return Versions(tmp_path / "work")
 
 
+def _trickle(body: bytes) -> Iterator[bytes]:
+    yield body[: len(body) // 2]
+    time.sleep(0.05)
+    yield body[len(body) // 2 :]
+
+
 class Load:
-    """Clients scoring ROWS in a loop (each with a keep-alive session) until stopped."""
+    """Clients scoring ROWS in a loop (each with a keep-alive session) until stopped; half of them send their
+    body slowly."""
 
     def __init__(self, url: str, clients: int = 8, headers: dict[str, str] | None = None) -> None:
         self.url = url
@@ -110,14 +119,32 @@ class Load:
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        self.probes: list[int] = []
+        self._threads = [threading.Thread(target=self._client, args=(i % 2 == 1,), daemon=True) for i in range(clients)]
+        self._threads.append(threading.Thread(target=self._probe, daemon=True))
 
-    def _client(self) -> None:
+    def _probe(self) -> None:
+        """A readiness probe, on a new connection each time (as a kubelet's): it must see 200 throughout."""
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status = requests.get(self.url + "/ready", timeout=10, headers={"Connection": "close"}).status_code
+            except requests.RequestException as exc:
+                with self._lock:
+                    self.failures.append(f"/ready: {type(exc).__name__}: {exc}")
+                continue
+            with self._lock:
+                self.probes.append(status)
+            time.sleep(0.02)
+
+    def _client(self, slow: bool) -> None:
+        """``slow``: the body comes in two parts 50 ms apart (the request holds its version meanwhile)."""
         deadline = time.monotonic() + 60  # bounded, whatever happens
         with requests.Session() as session:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 try:
-                    r = session.post(self.url + "/predict", data=BODY, headers=self.headers, timeout=30)
+                    data: Any = _trickle(BODY.encode()) if slow else BODY
+                    r = session.post(self.url + "/predict", data=data, headers=self.headers, timeout=30)
                 except requests.RequestException as exc:
                     with self._lock:
                         self.failures.append(f"{type(exc).__name__}: {exc}")
@@ -152,8 +179,9 @@ class Load:
         """Zero failures, zero non-2xx; every answer equals the predictions of the version it names."""
         assert not self.failures, self.failures[:5]
         assert self.answers
-        bad = [(s, d) for s, d, _ in self.answers if s != 200]
-        assert not bad, f"{len(bad)} non-200 answers, e.g. {self.answers[:3]}"
+        bad = [(s, body) for s, _, body in self.answers if s != 200]
+        assert not bad, f"{len(bad)} non-200 answers, e.g. {bad[:3]}"
+        assert self.probes and set(self.probes) == {200}, f"/ready answered {sorted(set(self.probes))}"
         for _, digest, predictions in self.answers:
             assert digest in expected, f"answer names an unknown version {digest}"
             assert predictions == expected[digest], f"{digest} answered {predictions}, expected {expected[digest]}"

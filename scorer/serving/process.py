@@ -21,6 +21,15 @@ they share the model's memory pages (copy-on-write; ``gc.freeze`` keeps the coll
 touching them) and are ready the moment they start. The port is bound before the load, so
 while it loads a small responder in the supervisor answers ``/health`` 200 and everything else 503
 (see :mod:`scorer.serving.loading`), as the one-worker server does while its bundle loads in the background.
+
+Reloads (a new model version, :mod:`scorer.lifecycle`): one process reloads itself
+(:mod:`scorer.serving.reload`). With N workers the supervisor does: it polls the source and takes
+SIGHUP (a worker's ``POST /admin/reload`` sends it one), loads and checks the new version in a thread,
+forks N workers with it and, once they all serve, retires the old ones with SIGUSR1 (``/ready`` stays
+200 on them, unlike SIGTERM's drain: probes reach every worker through the shared socket; their
+scoring answers close the connection for :data:`RETIRE_WINDOW_S`, then they stop accepting, finish
+in-flight requests and exit 0). The supervisor keeps the listening socket open for the workers of
+later versions until it stops.
 """
 
 from __future__ import annotations
