@@ -262,6 +262,9 @@ def test_folder_replaced_in_place(versions: Versions, serve: Callable[..., Any],
         load.check(versions.expected)
         check_after_swap(server, d2, "v2")
         assert get_json(server, "/metadata")["reload"]["last_attempt"]["trigger"] == "watch"
+        server.proc.terminate()  # after a swap, the server (and every worker, old and new) still stops cleanly
+        assert server.proc.wait(timeout=30) == 0, server.log()
+        assert "version v1 retired" in server.log() or "retired by the supervisor" in server.log()
 
 
 def test_current_symlink_moved(versions: Versions, serve: Callable[..., Any], tmp_path: Path) -> None:
@@ -443,14 +446,14 @@ def test_admin_reload_rejected_names_the_cause(versions: Versions, tmp_path: Pat
         assert get_json(server, "/metadata", **auth)["digest"] == d1
 
 
-def test_source_gone_is_unavailable_and_stale(versions: Versions, tmp_path: Path) -> None:
+def test_source_gone_is_unavailable_and_stale(versions: Versions, serve: Callable[..., Any], tmp_path: Path) -> None:
     """A source that cannot be read (here: the folder removed) is "unavailable", not a rejection: the
     serving version goes on and the staleness grows; when it comes back with the same content, nothing changes."""
     v1 = versions.make("v1", "0")
     d1 = versions.digest(v1)
     live = tmp_path / "model"
     shutil.copytree(v1, live)
-    with run_server(live, "--reload-interval", "0.2", log_dir=tmp_path) as server:
+    with serve(live, "--reload-interval", "0.2") as server:
         os.rename(live, tmp_path / "away")
         wait_until(lambda: get_json(server, "/metadata")["reload"]["attempts"].get("unavailable", 0) >= 2,
                    what="unavailable attempts")

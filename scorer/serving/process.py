@@ -132,6 +132,9 @@ def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer:
     sys.setswitchinterval(_SWITCH_INTERVAL)
     failed: list[BaseException] = []
     server: uvicorn.Server | None = None
+    # SIGHUP asks for a reload (scorer.serving.reload handles it once the first version serves); before
+    # that, and in a supervised worker (its supervisor reloads), it must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def on_load_error(exc: BaseException) -> None:
         failed.append(exc)
@@ -156,7 +159,6 @@ def run_worker(settings: Settings, sock: socket.socket | None = None, *, scorer:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
     if supervisor is not None:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's
         signal.signal(signal.SIGUSR1, lambda signum, frame: server.retire() if server is not None else None)
     server.run(sockets=[sock] if sock is not None else None)
     return exit_code(failed[0]) if failed else EXIT_OK
@@ -255,6 +257,7 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, stop_loading)
     signal.signal(signal.SIGINT, stop_loading)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the first load reads the source as it is now anyway
     seen = read_revision(settings.bundle)
     try:
         with LoadingResponder(sock):

@@ -135,7 +135,8 @@ class Reloader:
         """At shutdown: no more reloads; versions being retired stop with the serving one."""
         if self._sighup:
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)  # back to the default...
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # ...which would end the process mid-shutdown
         for task in list(self._tasks):
             task.cancel()
         for version in list(self._retiring):
