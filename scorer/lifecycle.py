@@ -80,15 +80,14 @@ def check(source: str, options: LoadOptions, current: Scorer, seen: str | None, 
             candidate.close()
             return Outcome("unchanged", revision=before)
         _smoke_test_on(candidate, current)
-        if not is_registry(source):
-            after = revision(source)
-            if after != before:
-                raise ReloadRejected("the source changed while the new version loaded (still being written?); "
-                                     "checked again at the next poll")
+        if not is_registry(source) and revision(source) != before:
+            candidate.close()  # not settled: this revision is not remembered, so the next poll checks again
+            return Outcome("rejected", error="the source changed while the new version loaded (still being "
+                           "written?); checked again at the next poll")
     except ReloadRejected as exc:
         candidate.close()
-        return Outcome("rejected", error=exc.message, revision=before if "changed while" not in exc.message else None)
-    except ScorerError as exc:
+        return Outcome("rejected", error=exc.message, revision=before)
+    except ScorerError as exc:  # the source is gone again
         candidate.close()
         return Outcome("unavailable", error=_line(exc))
     return Outcome("loaded", scorer=candidate, revision=before)

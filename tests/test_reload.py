@@ -38,15 +38,20 @@ MODEL = """
         input_schema = {"a": "float", "b": "float"}
 
         def load(self, artifacts_dir):
+            if (artifacts_dir / "slow_load.txt").exists():  # "<seconds> <marker file to write first>"
+                seconds, marker = (artifacts_dir / "slow_load.txt").read_text().split()
+                open(marker, "w").close()
+                time.sleep(float(seconds))
             text = (artifacts_dir / "offset.txt").read_text()
             if text == "raise-in-load":
                 raise RuntimeError("this version cannot load")
             self.broken = text == "raise-in-predict"
-            self.offset = 0.0 if self.broken else float(text)
+            self.fails_on_3 = text == "raise-on-serving-sample"
+            self.offset = 0.0 if self.broken or self.fails_on_3 else float(text)
 
         def predict(self, df):
             time.sleep(0.01)  # model calls that take a while: requests straddle every swap
-            if self.broken:
+            if self.broken or (self.fails_on_3 and (df["a"] == 3).any()):
                 raise ValueError("this version cannot score")
             return pd.DataFrame({"y": df["a"] * 2 + df["b"] + self.offset})
 """
@@ -57,14 +62,16 @@ TOKEN = "reload-test-token"
 
 
 def write_version(root: Path, version: str, offset: str) -> Path:
-    """A bundle folder: y = 2a + b + offset (``offset`` "raise-in-load" / "raise-in-predict": a broken version)."""
+    """A bundle folder: y = 2a + b + offset. Broken versions (``offset``): "raise-in-load"; "raise-in-predict";
+    "raise-on-serving-sample" (fails on rows with a == 3, which its own sample lacks but the others' has)."""
+    sample = [[1.0, 2.0]] if offset == "raise-on-serving-sample" else [[1.0, 2.0], [3.0, 4.0]]
     (root / "artifacts").mkdir(parents=True)
     (root / "code").mkdir()
     (root / "code" / "custom_preprocess.py").write_text(textwrap.dedent(MODEL))
     (root / "artifacts" / "offset.txt").write_text(offset)
     (root / "manifest.json").write_text(json.dumps({
         "name": "reload-test", "version": version,
-        "sample_input": {"columns": ["a", "b"], "data": [[1.0, 2.0], [3.0, 4.0]]},
+        "sample_input": {"columns": ["a", "b"], "data": sample},
     }))
     return root
 
@@ -395,7 +402,7 @@ def test_admin_reload_absent_without_token(versions: Versions, serve: Callable[.
 # --- rejected versions ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("broken", ["raise-in-load", "raise-in-predict"])
+@pytest.mark.parametrize("broken", ["raise-in-load", "raise-in-predict", "raise-on-serving-sample"])
 def test_broken_version_rejected(versions: Versions, serve: Callable[..., Any], tmp_path: Path, broken: str) -> None:
     v1 = versions.make("v1", "0")
     d1 = versions.digest(v1)
@@ -418,7 +425,8 @@ def test_broken_version_rejected(versions: Versions, serve: Callable[..., Any], 
         assert meta["digest"] == d1 and meta["model_version"] == "v1"
         last = meta["reload"]["last_attempt"]
         assert last["result"] == "rejected" and last["trigger"] == "watch"
-        cause = "RuntimeError" if broken == "raise-in-load" else "sample_input"
+        cause = {"raise-in-load": "load() raised RuntimeError", "raise-in-predict": "scoring the manifest sample_input",
+                 "raise-on-serving-sample": "failed on the serving version's sample input"}[broken]
         assert cause in last["error"] and "\n" not in last["error"]
         time.sleep(1)  # a rejected revision is not retried at every poll
         assert get_json(server, "/metadata")["reload"]["attempts"]["rejected"] == 1
@@ -444,6 +452,32 @@ def test_admin_reload_rejected_names_the_cause(versions: Versions, tmp_path: Pat
         assert r.json()["error"] == "reload_rejected" and "load() raised RuntimeError" in r.json()["message"]
         assert requests.get(server.url + "/ready", timeout=10).status_code == 200
         assert get_json(server, "/metadata", **auth)["digest"] == d1
+
+
+def test_folder_changing_during_the_load_is_not_swapped_in(versions: Versions, tmp_path: Path) -> None:
+    """A folder written to while its new version loads is rejected as changing (its revision is read again
+    after the load), then loaded whole at the next poll."""
+    v1, v2 = versions.make("v1", "0"), versions.make("v2", "20")
+    marker = tmp_path / "load-started"
+    (v2 / "artifacts" / "slow_load.txt").write_text(f"1.5 {marker}")
+    final = tmp_path / "final"
+    shutil.copytree(v2, final)
+    (final / "artifacts" / "late.txt").write_text("written while the load ran")
+    d1, d_final = versions.digest(v1), versions.digest(final)
+    marker.unlink()
+    live = tmp_path / "model"
+    shutil.copytree(v1, live)
+    with run_server(live, "--reload-interval", "0.2", log_dir=tmp_path) as server:
+        swap_dir(v2, live)
+        wait_until(marker.exists, what="the new version's load to start")
+        (live / "artifacts" / "late.txt").write_text("written while the load ran")
+        wait_until(lambda: get_json(server, "/metadata")["digest"] == d_final, what="the settled version")
+        reload = get_json(server, "/metadata")["reload"]
+        assert reload["attempts"] == {"rejected": 1, "loaded": 1}, reload
+        assert "the source changed while the new version loaded" in server.log()
+        r = requests.post(server.url + "/predict", data=BODY, headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.headers["X-Model-Digest"] == d_final and r.json()["predictions"] == versions.expected[d_final]
+        assert d1 != d_final
 
 
 def test_source_gone_is_unavailable_and_stale(versions: Versions, serve: Callable[..., Any], tmp_path: Path) -> None:
