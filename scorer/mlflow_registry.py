@@ -140,9 +140,12 @@ def resolve(uri: str) -> Download:
         info.update({"run_id": mv.run_id or "", "source": mv.source or "", "tracking_uri": where})
         info = {k: v for k, v in info.items() if v}
     workdir = Path(tempfile.mkdtemp(prefix="scorer-mlflow-"))  # 0700, ours alone
+    # a model's files go to a folder named after it (a bundle without a manifest name is named by its
+    # folder); a run's artifact keeps its own name
+    dst = workdir if ref.run_id else workdir / (re.sub(r"[^A-Za-z0-9._-]", "_", ref.name).strip(".") or "model")
     try:
         with _translated(uri, where, artifact):
-            local = Path(artifacts.download_artifacts(artifact_uri=artifact, dst_path=str(workdir),
+            local = Path(artifacts.download_artifacts(artifact_uri=artifact, dst_path=str(dst),
                                                       tracking_uri=tracking, registry_uri=_registry(tracking)))
         if not local.exists() or (local.is_dir() and not any(local.iterdir())):
             source = f" (its source {info['source']})" if info.get("source") else ""
