@@ -20,6 +20,7 @@ store cannot be reached, :class:`~scorer.errors.BundleNotFound` when what the UR
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -48,6 +49,16 @@ INSTALL = "pip install 'scorer[mlflow]'"
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
 _DENIED = {"PERMISSION_DENIED", "UNAUTHENTICATED", "UNAUTHORIZED"}
 _USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+_downloads: dict[Path, int] = {}  # every download folder of this process -> the pid that made it
+
+
+@atexit.register
+def _remove_downloads() -> None:
+    """At exit, the downloads this process made and nobody discarded (a server's last version). A forked
+    worker inherits this handler but not the folders: only the process that made one removes it."""
+    for workdir, pid in list(_downloads.items()):
+        if pid == os.getpid():
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,7 @@ def resolve(uri: str) -> Download:
         info.update({"run_id": mv.run_id or "", "source": mv.source or "", "tracking_uri": where})
         info = {k: v for k, v in info.items() if v}
     workdir = Path(tempfile.mkdtemp(prefix="scorer-mlflow-"))  # 0700, ours alone
+    _downloads[workdir] = os.getpid()
     # a model's files go to a folder named after it (a bundle without a manifest name is named by its
     # folder); a run's artifact keeps its own name
     dst = workdir if ref.run_id else workdir / (re.sub(r"[^A-Za-z0-9._-]", "_", ref.name).strip(".") or "model")

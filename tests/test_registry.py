@@ -126,11 +126,16 @@ def test_info_names_what_each_uri_resolved_to(registry: Registry) -> None:
 
 def test_serve_alias_scores_with_that_version_and_shows_it(registry: Registry, tmp_path: Path) -> None:
     server = registry.server
-    with run_server(f"models:/{MODEL}@champion", env=server.env(), log_dir=tmp_path) as live:
+    tmp = tmp_path / "tmp"  # the server's TMPDIR: where its private download goes
+    tmp.mkdir()
+    with run_server(f"models:/{MODEL}@champion", env=server.env(TMPDIR=str(tmp)), log_dir=tmp_path) as live:
         response = requests.post(live.url + "/predict", json=json.loads(ROWS.to_json(orient="split")), timeout=30)
         assert response.status_code == 200, response.text
         assert response.json() == registry.expected("1") != registry.expected("2")
         meta = requests.get(live.url + "/metadata", timeout=10).json()
+        [download] = tmp.glob("scorer-mlflow-*")
+        assert download.stat().st_mode & 0o777 == 0o700
+    assert not download.exists()  # removed when the server stopped
     assert meta["source"]["uri"] == f"models:/{MODEL}@champion"
     assert (meta["source"]["version"], meta["source"]["alias"]) == ("1", "champion")
     assert meta["source"]["run_id"] == registry.versions["1"].run_id
@@ -139,7 +144,9 @@ def test_serve_alias_scores_with_that_version_and_shows_it(registry: Registry, t
 
 def test_batch_pins_the_resolved_version_and_refuses_a_rerun_on_another(registry: Registry, tmp_path: Path) -> None:
     server = registry.server
-    env = server.env()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = server.env(TMPDIR=str(tmp))
     uri = f"models:/{MODEL}@champion"
     data = tmp_path / "in.csv"
     ROWS.to_csv(data, index=False)
@@ -177,6 +184,7 @@ def test_batch_pins_the_resolved_version_and_refuses_a_rerun_on_another(registry
         assert again.returncode == 0, again.stderr
         assert json.loads((out / "manifest.json").read_text())["source"]["version"] == "2"
         assert predictions() == expected("2")
+        assert not list(tmp.glob("scorer-mlflow-*"))  # each run removed its download
     finally:
         server.set_alias(MODEL, "champion", 1)
 
@@ -191,7 +199,7 @@ def test_bad_sources_fail_fast_with_one_line(registry: Registry) -> None:
         (f"models:/{MODEL}@champion", registry.server.env(MLFLOW_TRACKING_URI=closed.replace("//", "//bob:s3cret@")),
          "connection refused"),
         (f"models:/{MODEL}@no-such-alias", env, "no-such-alias"),
-        (f"models:/no-such-model/1", env, "no-such-model"),
+        ("models:/no-such-model/1", env, "no-such-model"),
         (f"models:/{MODEL}/Shipping", env, "models:/NAME/STAGE"),
         (f"models:/{GONE}/1", env, "no artifacts"),
         ("foo://x", env, "unsupported source scheme 'foo'"),
