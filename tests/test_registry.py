@@ -12,6 +12,7 @@ tracking server is shared by the session.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -234,3 +235,27 @@ def test_sklearn_model_version_by_alias(registry: Registry) -> None:
         response = requests.post(live.url + "/predict", json=json.loads(X.to_json(orient="split")), timeout=30)
         assert response.status_code == 200, response.text
         assert response.json()["predictions"] == estimator.predict(X).tolist()
+
+
+def test_revision_is_the_version_an_alias_points_to_now(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reload watcher's key: one registry call for an alias or a stage, none for a fixed version or run."""
+    from scorer import mlflow_registry, sources
+    from scorer.errors import SourceUnavailable
+
+    for name, value in mlflow_registry.CLIENT_DEFAULTS.items():  # restored after the test
+        monkeypatch.setenv(name, os.environ.get(name, value))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.server.url)
+    server = registry.server
+    assert sources.revision(f"models:/{MODEL}@champion") == f"models:/{MODEL}/1"
+    assert sources.revision(f"models:/{MODEL}/PRODUCTION") == f"models:/{MODEL}/2"
+    try:
+        server.set_alias(MODEL, "champion", 2)
+        assert sources.revision(f"models:/{MODEL}@champion") == f"models:/{MODEL}/2"
+    finally:
+        server.set_alias(MODEL, "champion", 1)
+    run_uri = f"runs:/{registry.versions['1'].run_id}/bundle"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nobody listens
+    assert sources.revision(f"models:/{MODEL}/1") == f"models:/{MODEL}/1"  # no call: the URI itself
+    assert sources.revision(run_uri) == run_uri
+    with pytest.raises(SourceUnavailable, match="connection refused"):
+        sources.revision(f"models:/{MODEL}@champion")
