@@ -219,9 +219,10 @@ def test_bad_sources_fail_fast_with_one_line(registry: Registry) -> None:
     assert "no-such-alias" in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="MLflow model directories (MLmodel, sklearn flavor) load once branch i14-a "
-                                       "is merged; strict: remove this mark then")
-def test_sklearn_model_version_by_alias(registry: Registry) -> None:
+def test_sklearn_model_version_by_alias(registry: Registry, tmp_path: Path) -> None:
+    """A version logged by ``mlflow.sklearn.log_model`` (an MLflow model directory), served by its alias:
+    the predictions are the estimator's, and those of that model directory loaded in-process."""
+    import mlflow.artifacts
     from sklearn.linear_model import LogisticRegression
 
     server = registry.server
@@ -231,10 +232,15 @@ def test_sklearn_model_version_by_alias(registry: Registry) -> None:
     server.set_alias("registry-tests-sklearn", "champion", mv.version)
     meta, _ = info("models:/registry-tests-sklearn@champion", server.env())
     assert (meta["source"]["version"], meta["source"]["run_id"]) == (mv.version, mv.run_id)
-    with run_server("models:/registry-tests-sklearn@champion", env=server.env()) as live:
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/registry-tests-sklearn/{mv.version}",
+                                                dst_path=str(tmp_path / "model"), tracking_uri=server.url)
+    expected = json.loads(codecs.json_predictions(Scorer.load(local).score(X)))
+    with run_server("models:/registry-tests-sklearn@champion", env=server.env(), log_dir=tmp_path) as live:
         response = requests.post(live.url + "/predict", json=json.loads(X.to_json(orient="split")), timeout=30)
         assert response.status_code == 200, response.text
-        assert response.json()["predictions"] == estimator.predict(X).tolist()
+    assert response.json() == expected
+    rows = expected["predictions"]
+    assert [row["prediction"] if isinstance(row, dict) else row for row in rows] == estimator.predict(X).tolist()
 
 
 def test_revision_is_the_version_an_alias_points_to_now(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
