@@ -86,13 +86,21 @@ class MlflowServer:
         import mlflow.sklearn
         from mlflow.models import infer_signature
 
-        mlflow.set_tracking_uri(self.url)
-        mlflow.set_registry_uri(self.url)
-        mlflow.set_experiment(experiment_id=self._experiment())
-        with mlflow.start_run():
-            info = mlflow.sklearn.log_model(estimator, name="model", serialization_format="cloudpickle",
-                                            signature=infer_signature(X, estimator.predict(X)),
-                                            input_example=X[:3], registered_model_name=name)
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        try:
+            mlflow.set_tracking_uri(self.url)  # MLflow also sets these variables in os.environ: restored below
+            mlflow.set_registry_uri(self.url)
+            mlflow.set_experiment(experiment_id=self._experiment())
+            with mlflow.start_run():
+                info = mlflow.sklearn.log_model(estimator, name="model", serialization_format="cloudpickle",
+                                                signature=infer_signature(X, estimator.predict(X)),
+                                                input_example=X[:3], registered_model_name=name)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         versions = self.client().search_model_versions(f"name='{name}'")
         return next(v for v in versions if v.run_id == info.run_id)
 

@@ -251,6 +251,7 @@ def test_revision_is_the_version_an_alias_points_to_now(registry: Registry, monk
     for name, value in mlflow_registry.CLIENT_DEFAULTS.items():  # restored after the test
         monkeypatch.setenv(name, os.environ.get(name, value))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.server.url)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     server = registry.server
     assert sources.revision(f"models:/{MODEL}@champion") == f"models:/{MODEL}/1"
     assert sources.revision(f"models:/{MODEL}/PRODUCTION") == f"models:/{MODEL}/2"
