@@ -173,7 +173,7 @@ class BatchRun:
                     what = "different settings"
                 else:
                     before = previous.get("bundle") or f"sha256:{previous.get('bundle_digest', '?')[:12]}"
-                    what = f"a different bundle, {before}; this run scores {worker.describe(self.scorer)}"
+                    what = f"a different bundle digest, {before}; this run scores {worker.describe(self.scorer)}"
                 raise UsageError(f"{self.out_root} holds output written with {what}; use --overwrite to replace it")
             if previous.get("key") != self.key:
                 shutil.rmtree(self.state_dir)
