@@ -141,7 +141,7 @@ def resolve(uri: str) -> Download:
         artifact = ref.uri
         info = {"kind": "run", "run_id": ref.run_id, "path": ref.path, "tracking_uri": where}
     else:
-        mv = _version(client, ref, where)
+        mv = _version(client, ref, public_uri(_registry(tracking)))
         artifact = f"models:/{ref.name}/{mv.version}"  # pinned: not the alias, which may move meanwhile
         info = {"kind": "registry", "name": ref.name, "version": str(mv.version)}
         if ref.alias:
@@ -156,16 +156,22 @@ def resolve(uri: str) -> Download:
     # folder); a run's artifact keeps its own name
     dst = workdir if ref.run_id else workdir / (re.sub(r"[^A-Za-z0-9._-]", "_", ref.name).strip(".") or "model")
     try:
-        with _translated(uri, where, artifact):
+        with _translated(uri, where, f"the artifacts of {artifact} on {where}"):
             local = Path(artifacts.download_artifacts(artifact_uri=artifact, dst_path=str(dst),
                                                       tracking_uri=tracking, registry_uri=_registry(tracking)))
         if not local.exists() or (local.is_dir() and not any(local.iterdir())):
             source = f" (its source {info['source']})" if info.get("source") else ""
             raise BundleNotFound(f"{uri}: no artifacts at {artifact}{source} on {where}; were they deleted?")
     except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove(workdir)
         raise
     return Download(path=local, workdir=workdir, info=info)
+
+
+def remove(workdir: Path) -> None:
+    """Remove a download folder of :func:`resolve` (once its version is no longer used)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    _downloads.pop(workdir, None)
 
 
 def revision(uri: str) -> str:
@@ -176,7 +182,7 @@ def revision(uri: str) -> str:
         return ref.uri
     tracking = tracking_uri(uri)
     client, _ = _mlflow(uri, tracking)
-    return f"models:/{ref.name}/{_version(client, ref, public_uri(tracking)).version}"
+    return f"models:/{ref.name}/{_version(client, ref, public_uri(_registry(tracking))).version}"
 
 
 def _version(client: Any, ref: Reference, where: str) -> Any:

@@ -46,8 +46,10 @@ class Resolved:
 
     def discard(self) -> None:
         """Remove the private download (nothing for a source used where it is)."""
-        if self.owned:
-            shutil.rmtree(self.workdir or self.path, ignore_errors=True)
+        if self.owned and self.workdir is not None:
+            mlflow_registry.remove(self.workdir)
+        elif self.owned:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def is_registry(uri: str) -> bool:
