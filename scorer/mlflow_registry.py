@@ -211,9 +211,9 @@ def _mlflow(uri: str, tracking: str) -> tuple[Any, Any]:
     try:
         import mlflow.artifacts
         from mlflow import MlflowClient
-    except ImportError as exc:
-        raise RequirementsError(f"{uri}: registry and run URIs need MLflow ({exc.name or 'mlflow'} is not "
-                                f"importable): {INSTALL}") from None
+    except ImportError:
+        raise RequirementsError(f"{uri}: registry and run URIs need MLflow, which cannot be imported here: "
+                                f"{INSTALL}") from None
     try:
         client = MlflowClient(tracking_uri=tracking, registry_uri=_registry(tracking))
     except Exception as exc:  # noqa: BLE001 - a tracking URI MLflow cannot use: one line

@@ -190,8 +190,11 @@ def test_batch_pins_the_resolved_version_and_refuses_a_rerun_on_another(registry
         server.set_alias(MODEL, "champion", 1)
 
 
-def test_bad_sources_fail_fast_with_one_line(registry: Registry) -> None:
+def test_bad_sources_fail_fast_with_one_line(registry: Registry, tmp_path: Path) -> None:
     env = registry.server.env()
+    shadow = tmp_path / "no-mlflow"  # mlflow installed but not importable, as without the extra
+    (shadow / "mlflow").mkdir(parents=True)
+    (shadow / "mlflow" / "__init__.py").write_text('raise ImportError("No module named mlflow (hidden by the test)")\n')
     _, baseline = info(f"models:/{MODEL}/1", env)  # a successful resolve, download and load, timed here
     closed = f"http://127.0.0.1:{free_port()}"
     unset = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
@@ -205,6 +208,7 @@ def test_bad_sources_fail_fast_with_one_line(registry: Registry) -> None:
         (f"models:/{GONE}/1", env, "no artifacts"),
         ("foo://x", env, "unsupported source scheme 'foo'"),
         (f"models:/{MODEL}@champion", unset, "MLFLOW_TRACKING_URI is not set"),
+        (f"models:/{MODEL}@champion", registry.server.env(PYTHONPATH=str(shadow)), "pip install 'scorer[mlflow]'"),
     ]
     for uri, case_env, cause in cases:
         proc, seconds = scorer_cmd("info", uri, env=case_env)
