@@ -61,7 +61,7 @@ from scorer.errors import EXIT_OK, ScorerError, exit_code
 from scorer.jvm import jvm_started
 from scorer.lifecycle import Outcome, ReloadLog, check, read_revision
 from scorer.serving.app import Supervisor, create_app
-from scorer.serving.reload import ADMIN_REQUEST, STATUS_FILE, log_outcome
+from scorer.serving.reload import ADMIN_REQUEST, STATUS_FILE, last_result, log_outcome
 from scorer.serving.state import ServerState
 from scorer.settings import Settings
 
@@ -455,7 +455,7 @@ class _Supervision:
             return
         if outcome.revision is not None:
             self.seen = outcome.revision
-        log_outcome(trigger, outcome, self.scorer.version_label, seconds)
+        log_outcome(trigger, outcome, self.scorer.version_label, seconds, last_result(self.record))
         if outcome.scorer is not None:
             failure = self._swap(outcome.scorer)
             if failure is not None:

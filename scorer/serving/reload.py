@@ -67,8 +67,15 @@ def start_version(scorer: Scorer, state: ServerState, policy: CoalescingPolicy) 
     return Version(scorer, coalescer)
 
 
-def log_outcome(trigger: str, outcome: Outcome, serving: str, seconds: float) -> None:
-    """One log line per reload attempt."""
+def log_outcome(trigger: str, outcome: Outcome, serving: str, seconds: float, previous: str | None = None) -> None:
+    """One log line per reload attempt; while the source stays unreachable, polls after the first log at
+    debug level only (an outage at a 1 s interval would otherwise write a warning a second).
+    ``previous``: the result of the attempt before this one."""
+    if previous == "unavailable" and outcome.result != "unavailable":
+        log.info("reload (%s): the source answers again", trigger)
+    if outcome.result == "unavailable" and previous == "unavailable" and trigger == "watch":
+        log.debug("reload (%s): the source still cannot be reached: %s", trigger, outcome.error)
+        return
     if outcome.result == "loaded":
         assert outcome.scorer is not None
         log.info("reload (%s): version %s (sha256:%s) loaded in %.2fs; it replaces version %s", trigger,
@@ -80,6 +87,10 @@ def log_outcome(trigger: str, outcome: Outcome, serving: str, seconds: float) ->
                     outcome.error, serving)
     else:
         log.info("reload (%s): the source still holds version %s", trigger, serving)
+
+
+def last_result(record: ReloadLog) -> str | None:
+    return record.last_attempt["result"] if record.last_attempt else None
 
 
 def answer(outcome: Outcome | None, serving: Scorer) -> tuple[int, dict[str, Any]]:
@@ -163,7 +174,7 @@ class Reloader:
                 return None
             if outcome.revision is not None:
                 self._seen = outcome.revision
-            log_outcome(trigger, outcome, current.scorer.version_label, seconds)
+            log_outcome(trigger, outcome, current.scorer.version_label, seconds, last_result(self.record))
             now = time.time()
             if outcome.scorer is not None:
                 new = start_version(outcome.scorer, state, self.policy)
