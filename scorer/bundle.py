@@ -1,5 +1,10 @@
 """Locating a bundle on disk: folder or .zip, content digest, manifest.
 
+A bundle is a folder (or its zip) with ``artifacts/``, ``code/`` or ``custom_preprocess.py``, or an
+MLflow model directory (an ``MLmodel`` file at its root, :mod:`scorer.mlflow_model`), whose ``MLmodel``
+stands in for the manifest: its signature is the input schema, its input example the sample input
+(a ``manifest.json`` beside it still wins field by field).
+
 Nothing in this module imports bundle code or unpickles anything: it is safe to run on an
 untrusted bundle, and it runs before the operator-pinned digest is checked.
 """
@@ -12,13 +17,14 @@ import os
 import stat
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
 
 from scorer.errors import BundleLayoutError, BundleNotFound, DigestMismatch
+from scorer.mlflow_model import MLflowModel, is_mlflow_dir, read_mlmodel
 
 log = logging.getLogger("scorer.bundle")
 
@@ -92,6 +98,7 @@ class Bundle:
     source: Path
     digest: str
     manifest: Manifest = field(default_factory=Manifest)
+    mlflow: MLflowModel | None = None  # an MLflow model directory: what its MLmodel says
 
     @property
     def artifacts_dir(self) -> Path:
@@ -194,14 +201,21 @@ def open_bundle(path: str | os.PathLike[str], *, expected_digest: str = "", work
         root = _extract_zip(source, workdir)
     else:
         root = local_root(source)
-    if not any((root / d).is_dir() for d in ("artifacts", "code")) and not (root / f"{CUSTOM_MODULE}.py").is_file():
-        raise BundleNotFound(f"{source}: not a bundle (no artifacts/, code/ or {CUSTOM_MODULE}.py)")
+    mlflow = is_mlflow_dir(root)
+    if not mlflow and not any((root / d).is_dir() for d in ("artifacts", "code")) \
+            and not (root / f"{CUSTOM_MODULE}.py").is_file():
+        raise BundleNotFound(f"{source}: not a bundle (no artifacts/, code/, {CUSTOM_MODULE}.py or MLmodel)")
     digest = content_digest(root)
     if expected_digest and expected_digest.removeprefix("sha256:") != digest:
         raise DigestMismatch(f"{source}: content digest sha256:{digest} does not match the pinned {expected_digest}")
     manifest_path = root / MANIFEST_NAME
     manifest = Manifest.parse(manifest_path.read_bytes(), manifest_path) if manifest_path.is_file() else Manifest()
-    return Bundle(root=root, source=source, digest=digest, manifest=manifest)
+    if not mlflow:
+        return Bundle(root=root, source=source, digest=digest, manifest=manifest)
+    model = read_mlmodel(root)
+    manifest = replace(manifest, input_schema=manifest.input_schema or model.input_schema,
+                       sample_input=manifest.sample_input or model.sample_input)
+    return Bundle(root=root, source=source, digest=digest, manifest=manifest, mlflow=model)
 
 
 def bundle_files(root: Path) -> list[Path]:

@@ -11,6 +11,12 @@ Default (no custom code): exactly one model (:meth:`Bundle.default_model`): a pi
 (loaded with joblib, which also reads plain pickles), a saved Spark ML pipeline
 (:mod:`scorer.spark_ml`) or an H2O MOJO (:mod:`scorer.h2o_mojo`). Whatever the flavor, classifiers
 give ``prediction`` plus ``probability_<class>`` per class; regressors give ``prediction``.
+
+MLflow model directories (:mod:`scorer.mlflow_model`): the ``sklearn`` flavor's estimator is
+deserialized as MLflow does and then scores as :class:`DefaultModel`; the ``spark`` flavor's pipeline is
+a :class:`~scorer.spark_ml.SparkPipelineModel`; a custom ``python_function`` model is called through
+MLflow's ``pyfunc`` (:class:`~scorer.mlflow_model.PyfuncModel`). The flavor's ``code`` folder, if any,
+is made importable the way custom code is.
 """
 
 from __future__ import annotations
@@ -22,15 +28,16 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from scorer import _source_only
 from scorer.bundle import CUSTOM_MODULE, Bundle
-from scorer.errors import BundleCodeError, BundleLayoutError, ModelOutputError
+from scorer.errors import BundleCodeError, BundleError, BundleLayoutError, ModelOutputError
 from scorer.load_options import LoadOptions
+from scorer.mlflow_model import MLflowModel, PyfuncModel, load_sklearn
 from scorer.preprocessor import CustomPreprocessor
 from scorer.table import frame_from_arrays
 
@@ -39,7 +46,7 @@ log = logging.getLogger("scorer.model")
 _active_paths: list[str] = []  # absolute sys.path entries of the active bundle
 
 
-def _activate(bundle: Bundle) -> None:
+def _activate(bundle: Bundle, *extra: Path) -> None:
     """Make this bundle's code importable and forget the previously active bundle's modules."""
     for path in _active_paths:
         while path in sys.path:
@@ -52,7 +59,7 @@ def _activate(bundle: Bundle) -> None:
                 del sys.modules[name]
     _source_only.remove(_active_paths)
     root = bundle.root.resolve()
-    _active_paths[:] = [str(root / "code"), str(root)]
+    _active_paths[:] = dict.fromkeys([*(str(p.resolve()) for p in extra), str(root / "code"), str(root)])
     _source_only.add(_active_paths)
     sys.path[:0] = _active_paths
     sys.modules.pop(CUSTOM_MODULE, None)
@@ -61,12 +68,14 @@ def _activate(bundle: Bundle) -> None:
 
 def load_model(bundle: Bundle, options: LoadOptions | None = None) -> CustomPreprocessor:
     """Instantiate and ``load`` the bundle's model; every failure names the file at fault."""
-    code = bundle.custom_code()
-    if code is None:
+    code = None if bundle.mlflow is not None else bundle.custom_code()
+    if bundle.mlflow is not None:
+        model = mlflow_model(bundle, bundle.mlflow)
+    elif code is None:
         model = default_model(bundle, options or LoadOptions())
     else:
         model = _instantiate_custom(bundle, code)
-    where = code if code is not None else bundle.artifacts_dir
+    where = code if code is not None else bundle.root if bundle.mlflow is not None else bundle.artifacts_dir
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -75,7 +84,7 @@ def load_model(bundle: Bundle, options: LoadOptions | None = None) -> CustomPrep
             if issubclass(w.category, ResourceWarning):  # py4j's sockets, not the bundle's business
                 continue
             log.warning("while loading %s: %s: %s", where, w.category.__name__, w.message)
-    except BundleLayoutError:
+    except BundleError:
         raise
     except Exception as exc:
         raise BundleCodeError(f"{where}: load() raised {type(exc).__name__}: {exc}") from exc
@@ -94,6 +103,20 @@ def default_model(bundle: Bundle, options: LoadOptions) -> CustomPreprocessor:
 
         return MojoModel(path, backend=options.mojo_backend)
     return DefaultModel(path)
+
+
+def mlflow_model(bundle: Bundle, mlflow: MLflowModel) -> CustomPreprocessor:
+    """The model of an MLflow model directory, by the flavor its MLmodel says loads it."""
+    code = mlflow.code_dir()
+    if code is not None:  # MLflow's code_paths: importable as MLflow makes them (first on sys.path)
+        _activate(bundle, code)
+    if mlflow.loader == "sklearn":
+        return DefaultModel(mlflow.artifact(), loader=lambda: load_sklearn(mlflow))
+    if mlflow.loader == "spark":
+        from scorer.spark_ml import SparkPipelineModel
+
+        return SparkPipelineModel(mlflow.artifact())
+    return PyfuncModel(mlflow)
 
 
 def _instantiate_custom(bundle: Bundle, code: Path) -> CustomPreprocessor:
@@ -158,10 +181,12 @@ def _argmax_consistent(estimator: Any) -> bool:
 
 
 class DefaultModel(CustomPreprocessor):
-    """The model used when a bundle has no custom code: one joblib/pickle artifact."""
+    """The model used when a bundle has no custom code: one joblib/pickle artifact (or an estimator
+    another ``loader`` deserializes: an MLflow sklearn model)."""
 
-    def __init__(self, artifact: Path) -> None:
+    def __init__(self, artifact: Path, loader: Callable[[], Any] | None = None) -> None:
         self.artifact = artifact
+        self.loader = loader
         self.estimator: Any = None
         self.classes: list[Any] | None = None
         self.one_call = False
@@ -170,7 +195,9 @@ class DefaultModel(CustomPreprocessor):
         import joblib
 
         try:
-            self.estimator = joblib.load(self.artifact)
+            self.estimator = self.loader() if self.loader is not None else joblib.load(self.artifact)
+        except BundleError:
+            raise
         except Exception as exc:
             raise BundleCodeError(f"{self.artifact}: cannot load: {type(exc).__name__}: {exc}") from exc
         if not callable(getattr(self.estimator, "predict", None)):

@@ -22,6 +22,10 @@ What is imported from the cache is what pip installed for this bundle, and nothi
   (:func:`scorer.record.verify_install`). One that fails is logged (naming the first bad file)
   and replaced by a fresh install.
 - URL user info (index credentials) is masked in every log line and error this module writes.
+
+An MLflow model directory's ``requirements.txt`` (MLflow writes one) is checked the same way, except
+its ``mlflow``, ``mlflow-skinny`` and ``mlflow-tracing`` pins when the model loads natively (the
+sklearn and spark flavors import no MLflow): :func:`bundle_requirements`.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from packaging.utils import canonicalize_name
 from scorer import _source_only
 from scorer.bundle import Bundle
 from scorer.errors import RequirementsError
+from scorer.mlflow_model import MLFLOW_DISTRIBUTIONS
 from scorer.private_dir import UnsafeDirectory, private_dir
 from scorer.record import dist_infos, installed_path, verify_install
 
@@ -104,10 +109,23 @@ def _listing(req_file: Path, missing: list[tuple[Requirement, str]]) -> str:
                   + "; ".join(f"{req} ({why})" for req, why in missing))
 
 
+def bundle_requirements(bundle: Bundle, req_file: Path) -> list[Requirement]:
+    """The bundle's requirements that apply to how it is loaded: for an MLflow model loaded natively,
+    all but MLflow's own distributions (the one exception to checking every line)."""
+    reqs = read_requirements(req_file)
+    if bundle.mlflow is None or not bundle.mlflow.native:
+        return reqs
+    skipped = [str(r) for r in reqs if canonicalize_name(r.name) in MLFLOW_DISTRIBUTIONS]
+    if skipped:
+        log.debug("%s: not checked (the %s flavor loads without MLflow): %s", req_file, bundle.mlflow.loader,
+                  ", ".join(skipped))
+    return [r for r in reqs if canonicalize_name(r.name) not in MLFLOW_DISTRIBUTIONS]
+
+
 def check_requirements(bundle: Bundle) -> None:
     """Every pin in requirements.txt must be met by the running environment; list all that are not."""
     req_file = bundle.root / "requirements.txt"
-    if req_file.is_file() and (missing := unmet(read_requirements(req_file))):
+    if req_file.is_file() and (missing := unmet(bundle_requirements(bundle, req_file))):
         raise RequirementsError(_listing(req_file, missing))
 
 
@@ -132,7 +150,7 @@ def ensure_requirements(bundle: Bundle, cache_dir: str | Path = "") -> None:
     ``sys.path``; raise with one line when the directory is unsafe or with pip's own error when the
     install fails. Its modules are compiled from source, never from bytecode (:mod:`scorer._source_only`)."""
     req_file = bundle.root / "requirements.txt"
-    if not req_file.is_file() or not (missing := unmet(read_requirements(req_file))):
+    if not req_file.is_file() or not (missing := unmet(bundle_requirements(bundle, req_file))):
         return
     loaded = _loaded_distributions()
     clash = [f"{req} (installed {why.removeprefix('installed ')}, already imported by the scorer)"

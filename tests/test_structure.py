@@ -55,6 +55,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.jvm",
             "scorer.spark_ml",
             "scorer.h2o_mojo",
+            "scorer.mlflow_model",
             "scorer.model",
             "scorer.core",
         },
