@@ -24,6 +24,7 @@
     ├── NotReady                 the bundle is not loaded (yet), or shutting down   503
     │   └── Overloaded             the queue is full: come back later              503
     ├── RequestTimeout           not answered within the request timeout           504
+    ├── ReloadRejected           a new model version failed its checks: the old one serves on   409
     └── BatchError               ``scorer batch`` cannot do (part of) its job      exit 5
         ├── UsageError             the command cannot run as given; nothing written  exit 2
         ├── ReadError              a file (not a row) cannot be read: fails that file
@@ -160,6 +161,13 @@ class Unauthorized(ScorerError):
     code = "unauthorized"
 
 
+class ReloadRejected(ScorerError):
+    """A new version of the model was not swapped in (it failed to load, its smoke test, or was still
+    changing): the serving version keeps serving. The message names the cause."""
+
+    code = "reload_rejected"
+
+
 class BatchError(ScorerError):
     """``scorer batch`` cannot do what it was asked: a file, or the whole job, fails."""
 
@@ -215,6 +223,7 @@ HTTP_STATUS: dict[type[ScorerError], int] = {
     NotReady: 503,
     RequestTimeout: 504,
     Unauthorized: 401,
+    ReloadRejected: 409,
 }
 
 

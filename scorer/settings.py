@@ -64,8 +64,13 @@ class Settings:
         5.0, "After SIGTERM, how long /predict keeps accepting (readiness is 503 at once) before the server stops "
         "accepting and finishes in-flight work; cover your load balancer's endpoint removal (or 0 with a preStop sleep).",
     )
+    reload_interval: float = _setting(
+        10.0, "serve: seconds between checks of the model source for a new version (a changed folder, .zip, "
+        "symlink or registry alias), loaded beside the serving one and swapped in without downtime. 0: no polling "
+        "(SIGHUP and POST /admin/reload still reload).",
+    )
     auth_token: str = _setting(
-        "", "If set, scoring, /metadata, /metrics and /openapi.json need Authorization: Bearer <token> (or a token header)."
+        "", "If set, scoring, /metadata, /metrics, /openapi.json and POST /admin/reload (which exists only then) need Authorization: Bearer <token> (or a token header)."
     )
     max_body_bytes: int = _setting(
         64 * 1024 * 1024,
@@ -138,7 +143,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("workers", "max_rejected_rows", "max_batch_wait_ms", "drain_s"):
+        for name in ("workers", "max_rejected_rows", "max_batch_wait_ms", "drain_s", "reload_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
 

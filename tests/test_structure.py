@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.mlflow_model",
             "scorer.model",
             "scorer.core",
+            "scorer.lifecycle",
         },
     ),
     (
@@ -94,6 +95,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.serving.openapi",
             "scorer.serving.state",
             "scorer.serving.loading",
+            "scorer.serving.reload",
         },
     ),
     ("serving endpoints", {"scorer.serving.predict", "scorer.serving.routes"}),

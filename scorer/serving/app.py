@@ -1,6 +1,7 @@
 """The ASGI app of one server process, and its life: start-up (the bundle loads in a background
-thread, so the port answers, and ``/health`` is 200, while a slow bundle loads) and shutdown (the
-coalescer finishes what is queued within the grace period).
+thread, so the port answers, and ``/health`` is 200, while a slow bundle loads), reloads (a new version
+swapped in without downtime, :mod:`scorer.serving.reload`) and shutdown (the coalescer finishes what is
+queued within the grace period).
 
 The stack, outermost first; each layer is one module of :mod:`scorer.serving`::
 
@@ -17,10 +18,9 @@ and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 import time
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,22 +31,34 @@ from scorer.core import Scorer
 
 from scorer.load_options import LoadOptions
 from scorer.errors import BundleError, ScorerError
-from scorer.serving.coalescer import Coalescer, CoalescingPolicy
+from scorer.lifecycle import read_revision
+from scorer.serving.coalescer import CoalescingPolicy
 from scorer.serving.context import RequestContext
+from scorer.serving.metrics import Metrics
+from scorer.serving.reload import Reloader, in_daemon_thread, start_version, supervised
 from scorer.serving.router import Router
+from scorer.serving.routes import routes_for
 from scorer.serving.state import ServerState
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Supervisor:
+    """What a worker of a multi-worker supervisor knows of it."""
+
+    status_dir: str | None  # where the supervisor writes its reload record (the shared metrics directory)
+    ready: Callable[[], None]  # tells the supervisor this worker serves
+
+
 class ScorerApp:
     """The ASGI app: :class:`RequestContext` around the :class:`Router`. ``state`` is its
     :class:`ServerState` (``app.state.scorer`` is the loaded Scorer)."""
 
-    def __init__(self, state: ServerState, lifespan: Callable[[Any], Any]) -> None:
+    def __init__(self, state: ServerState, lifespan: Callable[[Any], Any], routes: list[Any]) -> None:
         self.state = state
-        router = Router(lifespan)
+        router = Router(lifespan, routes)
         self.routes = router.routes
         self._stack = RequestContext(router, state)
 
@@ -55,49 +67,42 @@ class ScorerApp:
         await self._stack(scope, receive, send)
 
 
-async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a daemon thread: unlike ``asyncio.to_thread``, shutting down does not wait
-    for it, so a stop during a long bundle load is prompt (the load is abandoned)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if not future.done():
-            future.set_exception(exc) if exc is not None else future.set_result(result)
-
-    def work() -> None:
-        try:
-            result, exc = fn(*args), None
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            result, exc = None, e
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-            loop.call_soon_threadsafe(settle, result, exc)
-
-    threading.Thread(target=work, name="scorer-load", daemon=True).start()
-    return await future
-
-
 def create_app(
     settings: Settings,
     *,
     scorer: Scorer | None = None,
     on_load_error: Callable[[BaseException], None] | None = None,
+    revision: str | None = None,
+    supervisor: Supervisor | None = None,
 ) -> ScorerApp:
-    """The ASGI app. Without ``scorer``, the bundle at ``settings.bundle`` loads in the background."""
-    state = ServerState(settings=settings)
+    """The ASGI app. Without ``scorer``, the bundle at ``settings.bundle`` loads in the background.
+
+    ``revision``: the source revision ``scorer`` was loaded at (the reload watcher's starting point).
+    ``supervisor``: this is a worker of a multi-worker supervisor, which does the reloads (see
+    :mod:`scorer.serving.reload`); its ``ready()`` is called once this worker serves."""
+    state = ServerState(settings=settings, metrics=Metrics(reloads=supervisor is None))
     policy = CoalescingPolicy(max_rows=settings.max_batch_rows, max_wait=settings.max_batch_wait_ms / 1000,
                               max_queue_rows=settings.max_queue_rows)
+    reloader = Reloader(state, policy) if supervisor is None else None
 
-    def activate(loaded: Scorer) -> None:
-        coalescer = Coalescer(loaded.predict, policy, state.metrics.observe_batch, state.metrics.observe_retries)
-        coalescer.start()
-        state.scorer, state.coalescer = loaded, coalescer
+    def activate(loaded: Scorer, seen: str | None) -> None:
+        state.active = start_version(loaded, state, policy)
         state.metrics.load_seconds.set(loaded.load_seconds)
         state.metrics.ready.set(1)
+        if reloader is not None:
+            reloader.started(seen)
+        else:
+            assert supervisor is not None
+            supervised(state, supervisor.status_dir)
+            supervisor.ready()
+
+    def load() -> tuple[Scorer, str | None]:
+        seen = read_revision(settings.bundle)  # before the load: a change during it is seen at the first poll
+        return Scorer.load(settings.bundle, LoadOptions.from_settings(settings)), seen
 
     async def load_in_background() -> None:
         try:
-            loaded = await _in_daemon_thread(Scorer.load, settings.bundle, LoadOptions.from_settings(settings))
+            loaded, seen = await in_daemon_thread(load)
         except Exception as exc:
             message = exc.message if isinstance(exc, ScorerError) else f"{type(exc).__name__}: {exc}"
             log.error("bundle failed to load: %s", message, exc_info=not isinstance(exc, ScorerError))
@@ -110,13 +115,13 @@ def create_app(
             if on_load_error is not None:
                 on_load_error(error)
             return
-        activate(loaded)
+        activate(loaded, seen)
 
     @asynccontextmanager
     async def lifespan(app: ScorerApp) -> AsyncIterator[None]:
         loader = None
         if scorer is not None:
-            activate(scorer)
+            activate(scorer, revision)
         else:
             loader = asyncio.create_task(load_in_background())
         try:
@@ -126,9 +131,11 @@ def create_app(
             if loader is not None and not loader.done():
                 log.warning("shutting down while the bundle is still loading: the load is abandoned")
                 loader.cancel()
+            if reloader is not None:
+                await reloader.stop()
             left = settings.shutdown_grace_s - (time.monotonic() - state.shutdown_started if state.shutdown_started else 0)
             if state.coalescer is not None and not await state.coalescer.stop(timeout=max(left, 0.5)):
                 log.error("a model call was still running %.0f s after shutdown began: abandoned, its requests "
                           "failed", settings.shutdown_grace_s)
 
-    return ScorerApp(state, lifespan)
+    return ScorerApp(state, lifespan, routes_for(settings))

@@ -6,7 +6,8 @@
 - the error response: an exception from anything inside becomes its HTTP answer here, through
   :func:`scorer.serving.http_errors.error_parts` (the one place that maps exceptions to statuses);
 - one observation in the metrics (``scorer_requests_total`` by path and status, and the latency);
-- while draining (from SIGTERM on), ``Connection: close`` on scoring responses, so that a keep-alive
+- while draining (from SIGTERM on), or while a supervisor retires this worker (a reload), ``Connection:
+  close`` on scoring responses, so that a keep-alive
   client's next request opens a new connection, which the load balancer sends elsewhere, instead of
   racing the close of this one.
 
@@ -66,7 +67,7 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
                 headers = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
-                if state.shutting_down and path in SCORING_PATHS and not any(k == b"connection" for k, _ in headers):
+                if (state.shutting_down or state.retiring) and path in SCORING_PATHS and not any(k == b"connection" for k, _ in headers):
                     headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)

@@ -8,6 +8,11 @@ files of every worker, including those of workers that have exited, so counters 
 Gauges are combined over the live workers: ``scorer_ready`` is their minimum (1 only while every
 worker serves), ``scorer_model_load_seconds`` their maximum (they all serve the one model the
 supervisor loaded).
+
+Reloads (:class:`ReloadMetrics`) are counted by the process that reloads: the server itself with one
+process, the supervisor with several (its values are files in the same directory, so whichever worker
+answers a scrape shows them). ``scorer_model_info{version,digest}`` is 1 for the serving version; a
+version swapped out is set to 0 and left out of the exposition.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # prometheus_client's own variable: its file-backed values name their files from it.
@@ -71,8 +78,61 @@ def worker_exited(pid: int | None) -> None:
         mark_process_dead(pid, _shared_dir)
 
 
+def shared_dir() -> str | None:
+    """The workers' shared metrics directory (set in the supervisor, inherited by its workers), or None."""
+    return _shared_dir
+
+
+_MODEL_INFO = "scorer_model_info"
+
+
+class ReloadMetrics:
+    """The serving version and the reload attempts, in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        values.ValueClass = _file_values or values.MutexValue
+        r = registry
+        self.model_info = Gauge(_MODEL_INFO, "1 for the model version being served (labels: its version and content "
+                                "digest).", ["version", "digest"], registry=r, multiprocess_mode="livemax")
+        self.reloads = Counter("scorer_reloads", "Reload attempts by result: loaded, rejected, unchanged, unavailable.",
+                               ["result"], registry=r)
+        self.last_attempt = Gauge("scorer_reload_last_attempt_timestamp_seconds",
+                                  "Unix time of the last reload attempt.", registry=r, multiprocess_mode="max")
+        self.last_success = Gauge("scorer_reload_last_success_timestamp_seconds",
+                                  "Unix time the serving version was loaded (at start, or by the last reload).",
+                                  registry=r, multiprocess_mode="max")
+        self.stale = Gauge("scorer_source_stale_seconds", "Seconds since the model source (registry) last answered, "
+                           "while it cannot be reached; 0 while it answers.", registry=r, multiprocess_mode="livemax")
+        self._serving: tuple[str, str] | None = None
+
+    def serving(self, version: str, digest: str, at: float) -> None:
+        if self._serving is not None and self._serving != (version, digest):
+            self.model_info.labels(*self._serving).set(0)
+        self._serving = (version, digest)
+        self.model_info.labels(version, digest).set(1)
+        self.last_success.set(at)
+
+    def attempt(self, result: str, at: float) -> None:
+        self.reloads.labels(result).inc()
+        self.last_attempt.set(at)
+
+
+class _ServingOnly(Collector):
+    """Another collector's metrics, without the 0 samples of ``scorer_model_info`` (versions swapped out)."""
+
+    def __init__(self, source: Collector) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._source.collect():
+            if metric.name == _MODEL_INFO:
+                metric.samples = [s for s in metric.samples if s.value != 0]
+            yield metric
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, reloads: bool = True) -> None:
+        """``reloads``: this process counts reloads (not a supervised worker: its supervisor does)."""
         # prometheus_client reads the kind of value a new metric gets from this module global (it chose
         # one when first imported, before the supervisor made its directory): set it for the metrics below.
         values.ValueClass = _file_values or values.MutexValue
@@ -102,6 +162,9 @@ class Metrics:
         self.ready = Gauge("scorer_ready", "1 once the bundle is loaded and serving.", registry=r,
                            multiprocess_mode="livemin")
 
+        self.reload = ReloadMetrics(r) if reloads else None
+        self.before_render: list[Callable[[], None]] = []  # refresh values computed at scrape time
+
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
@@ -123,8 +186,11 @@ class Metrics:
         self.retry_calls.inc(calls)
 
     def render(self) -> bytes:
+        for refresh in self.before_render:
+            refresh()
+        registry = CollectorRegistry()
         if self._shared_dir is None:
-            return generate_latest(self.registry)
-        registry = CollectorRegistry()  # a fresh one: every worker's files, read at this scrape
-        MultiProcessCollector(registry, path=self._shared_dir)
+            registry.register(_ServingOnly(self.registry))
+        else:  # every worker's files (and the supervisor's), read at this scrape
+            registry.register(_ServingOnly(MultiProcessCollector(None, path=self._shared_dir)))
         return generate_latest(registry)

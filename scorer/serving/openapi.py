@@ -35,6 +35,7 @@ from scorer.errors import (
     ModelError,
     NotReady,
     RequestError,
+    ReloadRejected,
     RequestTimeout,
     ScorerError,
     Unauthorized,
@@ -164,6 +165,10 @@ OPERATIONS: dict[str, Operation] = {
         codecs.JSON: {"schema": _ref("Metadata")}})}, (NotReady, BundleError), protected=True),
     "/metrics": Operation("Prometheus text exposition", lambda: {"ok": _ok("Prometheus text exposition", {
         "text/plain": {"schema": _TEXT}})}, protected=True),
+    "/admin/reload": Operation("check the model source now; swap in a new version if it passes its checks",
+                               lambda: {"ok": _ok("checked (one process): loaded or unchanged", {codecs.JSON: {
+                                   "schema": _ref("Reload")}})},
+                               (NotReady, BundleError, ReloadRejected), protected=True),
     "/openapi.json": Operation("this document", lambda: {"ok": _ok("this document", {
         codecs.JSON: {"schema": {"type": "object", "required": ["openapi", "paths"]}}})}, protected=True),
 }
@@ -252,7 +257,14 @@ def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
                          "output_columns": {"type": "array", "nullable": True, "items": {"type": "string"}},
                          "scorer_version": {"type": "string"},
                          "load_seconds": {"type": "number", "minimum": 0},
+                         "model_version": {"type": "string"},
+                         "source": {"type": "object", "nullable": True},
+                         "reload": {"type": "object", "nullable": True, "description": "reload attempts: "
+                                    "interval_s, attempts (by result), last_attempt, last_loaded_at, registry_stale_s"},
                      }},
+        "Reload": {"type": "object", "required": ["result"],
+                   "properties": {"result": {"type": "string", "enum": ["loaded", "unchanged", "requested"]},
+                                  "model_version": {"type": "string"}, "digest": {"type": "string"}}},
         "Error": {"type": "object", "required": ["error", "message", "request_id"], "additionalProperties": False,
                   "properties": {"error": {"type": "string"}, "message": {"type": "string"},
                                  "request_id": {"type": "string"},

@@ -1,7 +1,9 @@
 """The scoring endpoint: ``POST /predict`` and ``POST /invocations``, a bare ASGI callable.
 
 It reads the few headers it needs from the scope, receives and decodes the body, queues the rows
-with the coalescer and encodes the answer in the format ``Accept`` asked for. It skips Starlette's
+with the coalescer of the serving version (held until the response is sent: a reload never moves a
+request to another version) and encodes the answer in the format ``Accept`` asked for; the response
+names that version (``X-Model-Version``, ``X-Model-Digest``). It skips Starlette's
 request objects (about half of the per-request cost of a one-row request); request id, metrics and
 error responses are the request-context layer's (:mod:`scorer.serving.context`): this endpoint
 only raises.
@@ -20,7 +22,7 @@ from scorer.core import Scorer
 from scorer.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, ScorerError
 from scorer.serving.auth import check_token
 from scorer.serving.bodies import decompress, receive_body
-from scorer.serving.state import ServerState, state_of
+from scorer.serving.state import ServerState, Version, state_of
 from scorer.settings import Settings
 from scorer.table import Table
 
@@ -72,17 +74,22 @@ class ScoringEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = state_of(scope)
         headers = _headers(scope, asyncio.get_running_loop().time() + state.settings.request_timeout_s)
-        payload, media = await _score(state, receive, headers)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        version = state.hold()  # this request is scored, and answered, by the version serving now
+        try:
+            payload, media = await _score(state, version, receive, headers)
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode()),
+                                    *version.headers]})
+            await send({"type": "http.response.body", "body": payload})
+        finally:
+            version.release()
 
 
 score = ScoringEndpoint()
 
 
-async def _score(state: ServerState, receive: Receive, headers: _Headers) -> tuple[bytes, str]:
-    scorer, coalescer = state.loaded()
+async def _score(state: ServerState, version: Version, receive: Receive, headers: _Headers) -> tuple[bytes, str]:
+    scorer, coalescer = version.scorer, version.coalescer
     check_token(state.settings.auth_token, headers.authorization, headers.token)
     media = codecs.negotiate(headers.accept)
     limit = state.settings.max_body_bytes

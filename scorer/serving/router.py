@@ -14,9 +14,10 @@ from scorer.serving.routes import ROUTES, SCORING_PATHS
 
 
 class Router:
-    def __init__(self, lifespan: Any) -> None:
-        """``lifespan``: the app's start-up and shutdown, an async context manager factory (Starlette's)."""
-        self._routes = StarletteRouter(ROUTES, lifespan=lifespan)
+    def __init__(self, lifespan: Any, routes: list[Any] | None = None) -> None:
+        """``lifespan``: the app's start-up and shutdown, an async context manager factory (Starlette's);
+        ``routes``: the route table (default :data:`~scorer.serving.routes.ROUTES`)."""
+        self._routes = StarletteRouter(ROUTES if routes is None else routes, lifespan=lifespan)
         self.routes = self._routes.routes  # what it answers (the OpenAPI document is generated from it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

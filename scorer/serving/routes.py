@@ -2,7 +2,8 @@
 
 ``POST /predict`` and ``POST /invocations`` (the same endpoint, :mod:`scorer.serving.predict`),
 ``GET /health`` (process alive), ``GET /ready`` and ``GET /ping`` (200 once the bundle is loaded,
-else 503, and 503 again from SIGTERM on), ``GET /metadata``, ``GET /metrics``, ``GET /openapi.json``.
+else 503, and 503 again from SIGTERM on), ``GET /metadata``, ``GET /metrics``, ``GET /openapi.json``,
+and, only when an auth token is configured, ``POST /admin/reload`` (check the model source now).
 The router takes the scoring routes' POSTs straight to their endpoint and everything else through
 this table with Starlette's router, which also answers other methods on these paths (405 with
 ``Allow``) and unknown paths (404). Endpoints raise; :mod:`scorer.serving.http_errors` turns what
@@ -19,11 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scorer import codecs
+from scorer.errors import NotReady
 from scorer.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from scorer.serving.openapi import document as openapi_document
 from scorer.serving.auth import protected
 from scorer.serving.predict import score
 from scorer.serving.state import ServerState
+from scorer.settings import Settings
 
 
 def _json(body: dict[str, Any]) -> Response:
@@ -46,8 +49,22 @@ async def ready(request: Request) -> Response:
 
 @protected
 async def metadata(request: Request) -> Response:
-    scorer, _ = _state(request).loaded()
-    return _json(scorer.metadata())
+    state = _state(request)
+    scorer, _ = state.loaded()
+    body = scorer.metadata()
+    body["reload"] = state.reload_info() if state.reload_info is not None else None
+    return _json(body)
+
+
+@protected
+async def admin_reload(request: Request) -> Response:
+    """Check the model source now; swap in a new version if it passed (see scorer.serving.reload)."""
+    state = _state(request)
+    state.loaded()
+    if state.reload_now is None:
+        raise NotReady("reloads are not available yet")
+    status, body = await state.reload_now()
+    return Response(orjson.dumps(body), status_code=status, media_type=codecs.JSON)
 
 
 @protected
@@ -72,5 +89,13 @@ ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
 ]
+ADMIN_ROUTES = [Route("/admin/reload", admin_reload, methods=["POST"])]
 SCORING_PATHS = frozenset({"/predict", "/invocations"})
-KNOWN_PATHS = frozenset(route.path for route in ROUTES)  # a metrics label: any other path counts as "other"
+# A metrics label: any other path counts as "other".
+KNOWN_PATHS = frozenset(route.path for route in (*ROUTES, *ADMIN_ROUTES))
+
+
+def routes_for(settings: Settings) -> list[Route]:
+    """The route table of a server with these settings: the admin routes exist only with an auth token
+    (without one, ``/admin/reload`` is an unknown path: 404)."""
+    return [*ROUTES, *ADMIN_ROUTES] if settings.auth_token else list(ROUTES)
