@@ -113,7 +113,9 @@ def mismatches(answers: list[Answer], oracles: dict[str, Oracle], limit: int = 5
         if oracle is None:
             problems.append(f"answer from an unknown version {a.version} {a.digest}")
             continue
-        expected = oracle(pd.DataFrame(a.rows, columns=COLUMNS)).to_dict(orient="records")
+        frame = oracle(pd.DataFrame(a.rows, columns=COLUMNS))
+        # The JSON answer of a one-column output is a list of values, else a list of records.
+        expected = frame.iloc[:, 0].tolist() if len(frame.columns) == 1 else frame.to_dict(orient="records")
         got = orjson.loads(a.body)["predictions"]
         if got != expected:
             problems.append(f"{a.digest}: {a.rows} -> {got}, expected {expected}")
