@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     except ScorerError as exc:
         print(f"scorer: {exc.message}", file=sys.stderr)
         return exit_code(exc)
-    sys.stdout.write(orjson.dumps(scorer.metadata(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    try:
+        sys.stdout.write(orjson.dumps(scorer.metadata(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    finally:
+        scorer.close()  # a registry download is not kept
     return EXIT_OK
 
 

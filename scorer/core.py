@@ -8,7 +8,6 @@ batch). Nothing here knows about HTTP.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,5 +150,4 @@ class Scorer:
 
 
 def _discard(origin: Resolved) -> None:
-    if origin.owned:
-        shutil.rmtree(origin.path, ignore_errors=True)
+    origin.discard()

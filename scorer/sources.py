@@ -10,7 +10,7 @@ Sources:
   is read from the folder ``..data`` points to (:func:`scorer.bundle.local_root`);
 - ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/NAME/STAGE`` and ``runs:/RUN_ID/PATH``:
   resolved against the MLflow tracking server (``MLFLOW_TRACKING_URI``) with the optional ``mlflow``
-  extra, and downloaded into a private folder.
+  extra, and the version found downloaded into a private folder (:mod:`scorer.mlflow_registry`).
 
 Anything else (another scheme) is a :class:`~scorer.errors.BundleNotFound` naming what is supported.
 """
@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scorer import mlflow_registry
 from scorer.bundle import local_root
 from scorer.errors import BundleNotFound
 
@@ -40,6 +42,14 @@ class Resolved:
     path: Path  # the local folder or .zip to open
     info: dict[str, str] = field(default_factory=dict)  # what was resolved: kind, name, version, alias, run_id, source
     owned: bool = False  # ``path`` is a private download of ours: removed once that version is no longer used
+    workdir: Path | None = None  # the private folder holding ``path`` when owned (``path`` may be a file in it)
+
+    def discard(self) -> None:
+        """Remove the private download (nothing for a source used where it is)."""
+        if self.owned and self.workdir is not None:
+            mlflow_registry.remove(self.workdir)
+        elif self.owned:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def is_registry(uri: str) -> bool:
@@ -50,7 +60,8 @@ def resolve(uri: str | os.PathLike[str]) -> Resolved:
     """Resolve ``uri`` once (a registry alias to the version it points to now, and download it)."""
     text = os.fspath(uri)
     if is_registry(text):
-        raise BundleNotFound(f"{text}: registry sources are not supported yet")
+        got = mlflow_registry.resolve(text)
+        return Resolved(uri=text, path=got.path, info=got.info, owned=True, workdir=got.workdir)
     _refuse_scheme(text)
     path = Path(text)
     return Resolved(uri=text, path=path, info={"kind": "local", "path": str(local_root(path))})
@@ -62,10 +73,14 @@ def revision(uri: str | os.PathLike[str]) -> str:
     Local: the resolved path (a moved ``current`` or ``..data`` link changes it) and every file's
     relative path, size, modification time and inode (a file replaced or rewritten changes it). The
     reload compares content digests before swapping, so a key that changes without the content changing
-    costs a load, never a wrong swap. Raises :class:`BundleNotFound` when the source is gone."""
+    costs a load, never a wrong swap. Raises :class:`BundleNotFound` when the source is gone.
+
+    Registry: ``models:/NAME/<version>`` an alias or stage points to now, by one registry call (raises
+    :class:`~scorer.errors.SourceUnavailable` when the server cannot be reached); a fixed version or a
+    run's artifact: the URI itself, without a call."""
     text = os.fspath(uri)
     if is_registry(text):
-        raise BundleNotFound(f"{text}: registry sources are not supported yet")
+        return mlflow_registry.revision(text)
     _refuse_scheme(text)
     path = Path(text)
     if not path.exists():

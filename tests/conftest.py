@@ -22,7 +22,7 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ("fast_marker", "pytester")  # the `fast` marker's checks; pytest run on tests of its own
+pytest_plugins = ("fast_marker", "pytester", "mlflow_server")  # `fast` checks; pytest on its own tests; MLflow server
 
 
 def load_file(name: str, path: Path) -> Any:

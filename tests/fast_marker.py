@@ -19,6 +19,7 @@ import pytest
 REAL_PROCESS_FIXTURES = frozenset({
     "live_server",  # a `scorer serve` process (tests/conftest.py)
     "spark_cluster",  # a Spark standalone cluster (tests/spark_cluster.py)
+    "mlflow_server",  # an MLflow tracking server (tests/mlflow_server.py)
     "image", "spark_image", "public_dir",  # Docker images and containers (tests/container/conftest.py)
     "fuzzed_server", "open_server",  # `scorer serve` processes (tests/security/test_openapi_fuzz.py)
     "local_output", "cluster_runs",  # `scorer batch --engine spark` processes (tests/test_spark_engine.py)

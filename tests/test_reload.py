@@ -514,3 +514,23 @@ def test_every_answer_names_its_version(versions: Versions, tmp_path: Path) -> N
             r = requests.post(server.url + path, data=BODY, headers={"Content-Type": "application/json"}, timeout=10)
             assert r.status_code == 200
             assert r.headers["X-Model-Version"] == "v1" and r.headers["X-Model-Digest"] == d1
+
+
+def test_stop_during_a_reload(versions: Versions, serve: Callable[..., Any], tmp_path: Path) -> None:
+    """SIGTERM while a new version is still loading: the server stops cleanly (exit 0), the load abandoned."""
+    v1, v2 = versions.make("v1", "0"), versions.make("v2", "1")
+    marker = tmp_path / "load-started"
+    (v2 / "artifacts" / "slow_load.txt").write_text(f"30 {marker}")
+    current = tmp_path / "current"
+    current.symlink_to(v1)
+    with serve(current, "--reload-interval", "0") as server:
+        tmp_link = tmp_path / "current.tmp"
+        tmp_link.symlink_to(v2)
+        os.replace(tmp_link, current)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_until(marker.exists, what="the new version's load to start")
+        assert requests.get(server.url + "/ready", timeout=10).status_code == 200
+        started = time.monotonic()
+        server.proc.terminate()
+        assert server.proc.wait(timeout=25) == 0, server.log()
+        assert time.monotonic() - started < 20  # not waiting for the 30 s load

@@ -11,7 +11,12 @@ Guarantees:
   place when complete, then a commit marker is written; ``manifest.json`` and ``_SUCCESS``
   come last. A ``kill -9`` at any moment leaves only complete files under final names.
 * **Resume**: a re-run skips files committed for the same bundle digest, input file and
-  settings; output bytes do not depend on scheduling, so the result equals a clean run.
+  settings; output bytes do not depend on scheduling, so the result equals a clean run. An
+  output written with another bundle (a registry alias promoted since) is refused, naming both,
+  unless ``--overwrite``.
+* **One version**: the source is resolved once (a registry alias to the version it names, downloaded
+  once); every worker loads that local copy, pinned by its digest, so a promotion mid-job never mixes
+  versions. ``manifest.json`` names what was resolved (``source``).
 * **Bad input**: malformed records and rows the schema or model refuse fail their file
   (``--bad-rows fail``) or go to ``<output>.rejects.jsonl`` with file, row, line and reason
   (``--bad-rows reject``, up to ``--max-rejected-rows``). Other files still complete.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import hashlib
 import logging
 import multiprocessing
@@ -163,15 +169,19 @@ class BatchRun:
         if job_file.exists():
             previous = orjson.loads(job_file.read_bytes())
             if previous.get("key") != self.key and not self.settings.overwrite:
-                what = ("a different bundle (sha256:%s)" % previous.get("bundle_digest", "?")[:12]
-                        if previous.get("bundle_digest") != self.scorer.bundle.digest else "different settings")
+                if previous.get("bundle_digest") == self.scorer.bundle.digest:
+                    what = "different settings"
+                else:
+                    before = previous.get("bundle") or f"sha256:{previous.get('bundle_digest', '?')[:12]}"
+                    what = f"a different bundle digest, {before}; this run scores {worker.describe(self.scorer)}"
                 raise UsageError(f"{self.out_root} holds output written with {what}; use --overwrite to replace it")
             if previous.get("key") != self.key:
                 shutil.rmtree(self.state_dir)
         elif self.out_root.exists() and any(self.out_root.iterdir()) and not self.settings.overwrite:
             raise UsageError(f"{self.out_root} is not empty and was not written by scorer batch; use --overwrite")
         (self.state_dir / "commits").mkdir(parents=True, exist_ok=True)
-        _write_atomic(job_file, orjson.dumps({"key": self.key, "bundle_digest": self.scorer.bundle.digest}))
+        _write_atomic(job_file, orjson.dumps({"key": self.key, "bundle_digest": self.scorer.bundle.digest,
+                                              "bundle": worker.describe(self.scorer)}))
         for name in ("_SUCCESS", "manifest.json"):
             (self.out_root / name).unlink(missing_ok=True)
         for stale in self.out_root.rglob(".*.scorer-tmp"):
@@ -246,8 +256,11 @@ class BatchRun:
         share_openmp(workers)
         window, budget, helpers = 2 * workers, self.settings.max_inflight_mb << 20, workers - 1
         ctx = multiprocessing.get_context("spawn")
+        # the workers load this process's local copy (a registry download included), pinned by its digest
+        local = str(self.scorer.bundle.source)
+        pinned = dataclasses.replace(self.settings, bundle=local, bundle_digest=self.scorer.bundle.digest)
         with concurrent.futures.ProcessPoolExecutor(helpers, mp_context=ctx, initializer=worker.init_pool_worker,
-                                                    initargs=(str(self.scorer.bundle.source), self.settings)) as pool:
+                                                    initargs=(local, pinned)) as pool:
             pending: collections.deque[_Slot] = collections.deque()
             in_flight = in_flight_bytes = 0
             exhausted = False
@@ -422,7 +435,9 @@ class BatchRun:
         totals["files_failed"] = sum(f["status"] == "failed" for f in files)
         manifest = {
             "scorer_version": __version__,
-            "bundle": {"name": self.scorer.bundle.name, "digest": f"sha256:{self.scorer.bundle.digest}"},
+            "bundle": {"name": self.scorer.bundle.name, "digest": f"sha256:{self.scorer.bundle.digest}",
+                       "version": self.scorer.version_label},
+            "source": self.scorer.metadata()["source"],
             "settings": {k: v for k, v in asdict(self.settings).items()
                          if k in ("input", "output", "output_format", "chunk_rows", "keep_columns", "bad_rows",
                                   "max_rejected_rows", "workers")},
@@ -501,8 +516,13 @@ class Progress:
 
 
 def run(settings: Settings) -> int:
-    """The local engine: plan and check, load the bundle, score, commit. Returns the exit code; raises
-    what :func:`scorer.errors.exit_code` maps (a usage error, a bundle that fails to load)."""
+    """The local engine: plan and check, resolve and load the bundle once, score, commit. Returns the exit
+    code; raises what :func:`scorer.errors.exit_code` maps (a usage error, a bundle that fails to load)."""
     jobs = plan(settings)  # before the bundle loads: a usage error costs nothing
-    batch = BatchRun(settings, jobs, Scorer.load(settings.bundle, LoadOptions.from_settings(settings)))
-    return batch.run(batch.prepare_output())
+    scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
+    try:
+        log.info("scoring with %s", worker.describe(scorer))
+        batch = BatchRun(settings, jobs, scorer)
+        return batch.run(batch.prepare_output())
+    finally:
+        scorer.close()  # a registry download is not kept

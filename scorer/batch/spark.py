@@ -417,9 +417,13 @@ def run(settings: Settings) -> int:
         raise BatchFailed(f"cannot start Spark: {_error_line(exc)}") from None
     workdir = Path(tempfile.mkdtemp(prefix="scorer-spark-"))
     try:
-        scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.chunk_rows))
-        return _run(spark, settings, scorer, job, workdir, started)
+        scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))  # resolved once, here
+        try:
+            log.info("scoring with %s", worker.describe(scorer))
+            spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.chunk_rows))
+            return _run(spark, settings, scorer, job, workdir, started)
+        finally:
+            scorer.close()  # a registry download is not kept (executors got their pinned copy by addFile)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if ours:

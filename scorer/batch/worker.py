@@ -3,6 +3,10 @@
 The command's own process hands over the scorer it loaded (:func:`use`); a local engine's spawned
 worker (:func:`init_pool_worker`) and a Spark executor's Python worker (:func:`load_once`, per task:
 Spark reuses its Python workers) load the bundle once and keep it. One bundle per process.
+
+The command resolves its source once (a registry alias to one version, downloaded once): the others
+load that local copy, pinned by its digest, so every process scores the same version (:func:`describe`
+names it in messages).
 """
 
 from __future__ import annotations
@@ -40,6 +44,19 @@ def init_pool_worker(bundle: str, settings: Settings) -> None:
     """ProcessPoolExecutor initializer of the local engine: load the bundle once per worker process."""
     return_freed_memory()
     load_once(bundle, settings)
+
+
+def describe(scorer: Scorer) -> str:
+    """The bundle a job scores with, as messages name it: the registry version or run artifact it was
+    resolved to, else its name and version; then its digest."""
+    info = scorer.origin.info if scorer.origin is not None else {}
+    if info.get("kind") == "registry":
+        what = f"models:/{info['name']}/{info['version']}"
+    elif info.get("kind") == "run":
+        what = f"runs:/{info['run_id']}/{info['path']}"
+    else:
+        what = " ".join(filter(None, (scorer.bundle.name, scorer.bundle.manifest.version)))
+    return f"{what} (sha256:{scorer.bundle.digest[:12]})"
 
 
 def current() -> tuple[Scorer, bool]:

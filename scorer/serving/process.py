@@ -369,7 +369,7 @@ class _Supervision:
         code = 0
         next_poll = time.monotonic() + self.settings.reload_interval
         while self.serving or self.retiring:
-            live = [w for w in [*self.serving, *self.retiring]]
+            live = [*self.serving, *self.retiring]
             multiprocessing.connection.wait([w.sentinel for w in live], timeout=0.2)
             for w in live:
                 if w.exitcode is None:
@@ -400,7 +400,8 @@ class _Supervision:
             elif not self.job.is_alive():
                 self.job.join()
                 self.job = None
-                self._finish_check(*self.job_result.pop())
+                if self.job_result:
+                    self._finish_check(*self.job_result.pop())
                 next_poll = time.monotonic() + self.settings.reload_interval
         return code
 
@@ -457,6 +458,8 @@ class _Supervision:
             self.reload_metrics.serving(self.scorer.version_label, f"sha256:{self.scorer.bundle.digest}", now)
         self.reload_metrics.stale.set(self.record.stale_seconds() or 0.0)
         self._save()
+        if self.stopping:  # a stop signal arrived while the new workers were joining the served ones
+            self._forward(self.stopping[0], None)
 
     def _swap(self, new: Scorer) -> str | None:
         """Fork workers of ``new``; once every one serves, retire the old ones. The reason it failed, or None."""
