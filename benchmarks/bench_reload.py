@@ -36,6 +36,7 @@ def figures(scenarios: list[dict[str, Any]]) -> dict[str, Any]:
         name = s["scenario"]
         out[f"{name}: failed requests"] = s["failed"]
         out[f"{name}: swap to first new answer (s)"] = s["flip_to_first_new_s"]
+        out[f"{name}: swap to only new answers (s)"] = s["flip_to_only_new_s"]
         if s["p99_ms_steady"] and s["p99_ms_reload"]:
             out[f"{name}: p99 during swap / steady"] = round(s["p99_ms_reload"] / s["p99_ms_steady"], 2)
         if s["rss_mib_steady_peak"]:

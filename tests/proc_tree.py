@@ -50,3 +50,40 @@ class Sampler(threading.Thread):
         while not self.halt.is_set():
             self.samples.append((time.monotonic() - self.t0, tree_rss(self.pid)))
             self.halt.wait(self.interval)
+
+
+class ProcessSampler:
+    """:class:`Sampler` in a process of its own: a sampler thread in a test process busy with many client
+    threads gets the GIL too rarely to see a short peak. ``samples`` holds (``time.monotonic()``, tree RSS)
+    pairs (the monotonic clock is the system's: comparable across processes) once :meth:`stop` returns."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        import subprocess
+        import sys
+
+        self.samples: list[tuple[float, int]] = []
+        self._proc = subprocess.Popen([sys.executable, __file__, str(pid), str(interval)],
+                                      stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+
+    def stop(self) -> list[tuple[float, int]]:
+        out, _ = self._proc.communicate("stop\n", timeout=30)
+        self.samples = [(float(t), int(r)) for t, r in (line.split() for line in out.splitlines() if line.strip())]
+        return self.samples
+
+
+def _sample_until_stdin_closes(pid: int, interval: float) -> None:
+    import sys
+
+    sampler = Sampler(pid, interval)
+    sampler.start()
+    sys.stdin.readline()
+    sampler.halt.set()
+    sampler.join()
+    for t, r in sampler.samples:
+        print(f"{sampler.t0 + t:.4f} {r}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    _sample_until_stdin_closes(int(sys.argv[1]), float(sys.argv[2]))

@@ -97,6 +97,19 @@ class Load:
         seen = sorted({a.digest or "-" for a in list(self.answers)[-200:]})
         raise AssertionError(f"no answer from {digest} within {timeout}s; recent versions: {seen}")
 
+    def wait_only(self, digest: str, timeout: float, window: float = 0.5) -> float:
+        """Block until every answer to a request sent in the last ``window`` seconds came from ``digest``
+        (the old version has stopped answering: with several workers, it drains after the new one
+        serves); returns when that window began."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            mark = time.monotonic()
+            time.sleep(window)
+            recent = [a for a in list(self.answers) if a.sent >= mark]
+            if recent and all(a.digest == digest for a in recent):
+                return mark
+        raise AssertionError(f"answers still come from other versions than {digest} after {timeout}s")
+
 
 Oracle = Callable[[pd.DataFrame], pd.DataFrame]
 
