@@ -92,9 +92,10 @@ class Scorer:
             frame = pd.DataFrame(sample["data"], columns=sample["columns"])
             out = self.score(frame)
         except (KeyError, TypeError, ValueError) as exc:
-            raise BundleLayoutError(f"{self.bundle.source}: manifest sample_input is not a split table: {exc}") from exc
+            raise BundleLayoutError(f"{self.bundle.source}: {self._sample_name()} is not a split table: {exc}") from exc
         except ScorerError as exc:
-            raise BundleCodeError(f"{self.bundle.source}: scoring the manifest sample_input failed: {exc.describe(echo=True)}") from exc
+            raise BundleCodeError(f"{self.bundle.source}: scoring the {self._sample_name()} failed: "
+                                  f"{exc.describe(echo=True)}") from exc
         if self.output_columns is None:
             self.output_columns = list(out.columns)
         elif list(out.columns) != self.output_columns:
@@ -102,6 +103,12 @@ class Scorer:
                 f"{self.bundle.source}: model returned columns {list(out.columns)}, "
                 f"but the bundle declares output_columns {self.output_columns}"
             )
+
+    def _sample_name(self) -> str:
+        """Where the sample input came from: the manifest, else an MLflow model's input example."""
+        if self.bundle.mlflow is not None and self.bundle.manifest.sample_input == self.bundle.mlflow.sample_input:
+            return "MLmodel input example"
+        return "manifest sample_input"
 
     def prepare(self, data: Table | pd.DataFrame) -> Table:
         """Check and coerce one request's table to the input schema (raises SchemaError)."""
@@ -146,6 +153,8 @@ class Scorer:
             "load_seconds": round(self.load_seconds, 3),
             "model_version": self.version_label,
             "source": {"uri": self.origin.uri, **self.origin.info} if self.origin is not None else None,
+            "mlflow": ({"flavor": self.bundle.mlflow.loader, **self.bundle.mlflow.info}
+                       if self.bundle.mlflow is not None else None),
         }
 
 

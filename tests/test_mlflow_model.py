@@ -198,7 +198,7 @@ def test_the_input_example_is_scored_at_load(models: dict[str, Path], tmp_path: 
     example = json.loads((broken / "input_example.json").read_text())
     example["data"][1][example["columns"].index("age")] = "forty"
     (broken / "input_example.json").write_text(json.dumps(example))
-    with pytest.raises(BundleCodeError, match="sample_input failed.*age"):
+    with pytest.raises(BundleCodeError, match="MLmodel input example failed.*age"):
         Scorer.load(broken)
 
 
@@ -425,4 +425,5 @@ def test_served_predict_answers_like_in_process(models: dict[str, Path], estimat
         got = pd.DataFrame(response.json()["predictions"])
         metadata = requests.get(server.url + "/metadata", timeout=10).json()
     assert metadata["name"] == "skops" and metadata["digest"] == f"sha256:{open_bundle(models['skops']).digest}"
+    assert metadata["mlflow"]["flavor"] == "sklearn" and metadata["mlflow"]["mlflow_version"], metadata["mlflow"]
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12, check_dtype=False)

@@ -258,7 +258,11 @@ def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
                          "scorer_version": {"type": "string"},
                          "load_seconds": {"type": "number", "minimum": 0},
                          "model_version": {"type": "string"},
-                         "source": {"type": "object", "nullable": True},
+                         "source": {"type": "object", "nullable": True, "description": "what the source "
+                                    "named was resolved to: uri, kind, and for a registry name, version, alias or "
+                                    "stage, run_id, source"},
+                         "mlflow": {"type": "object", "nullable": True, "description": "an MLflow model: "
+                                    "the flavor it is loaded by, run_id, model_id, mlflow_version"},
                          "reload": {"type": "object", "nullable": True, "description": "reload attempts: "
                                     "interval_s, attempts (by result), last_attempt, last_loaded_at, registry_stale_s"},
                      }},

@@ -70,6 +70,10 @@ log = logging.getLogger(__name__)
 _SWITCH_INTERVAL = 0.001  # seconds; see run_worker
 #: How long a worker retired by a reload keeps answering with ``Connection: close`` before it stops accepting.
 RETIRE_WINDOW_S = 1.0
+#: Then how long it keeps its open connections after it has stopped accepting, before uvicorn's shutdown
+#: closes the idle ones: a connection accepted just before the listener closed has its request answered
+#: (with ``Connection: close``) instead of being cut before the request arrived.
+RETIRE_LINGER_S = 1.0
 
 
 class _NoDelayHttpTools(HttpToolsProtocol):
@@ -177,12 +181,14 @@ class _Server(uvicorn.Server):
         self._drain_s = drain_s
         self._drain_until: float | None = None
         self._retire_until: float | None = None
+        self._linger_until: float | None = None
 
     def retire(self) -> None:
         """SIGUSR1 from the supervisor: workers of a new version serve now. Unlike SIGTERM, ``/ready`` stays
-        200 (probes reach every worker through the shared socket); for :data:`RETIRE_WINDOW_S` scoring
-        responses carry ``Connection: close`` (keep-alive clients reconnect, to a new worker), then this
-        worker stops accepting, finishes its in-flight requests and exits 0."""
+        200 (probes reach every worker through the shared socket); from now on its scoring responses carry
+        ``Connection: close`` (keep-alive clients reconnect, to a new worker); after :data:`RETIRE_WINDOW_S`
+        it stops accepting, answers what arrives on the connections it has for :data:`RETIRE_LINGER_S`
+        more, then finishes its in-flight requests and exits 0."""
         state = self._state
         if state.retiring or state.shutting_down:
             return
@@ -210,6 +216,11 @@ class _Server(uvicorn.Server):
             self.should_exit = True
         if self._retire_until is not None and now >= self._retire_until:
             self._retire_until = None
+            for server in self.servers:  # this process's listener only: the socket stays open in the others
+                server.close()
+            self._linger_until = now + RETIRE_LINGER_S
+        if self._linger_until is not None and now >= self._linger_until:
+            self._linger_until = None
             self._stop_accepting()
             self.should_exit = True
         return await super().on_tick(counter)
