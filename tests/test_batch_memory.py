@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,52 +24,13 @@ import pyarrow.csv as pacsv
 import pytest
 from sklearn.linear_model import LinearRegression
 
+from proc_tree import Sampler  # type: ignore[import-not-found]
+
 GIB = 1 << 30
 MIB = 1 << 20
 TARGET_BYTES = int(1.42 * GIB)
 PATTERN_ROWS = 200_000  # a, b and note repeat with this period; ids never repeat
 NOTE = "memory-bound test row passed through as written " + "x" * 50
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _tree_rss(root: int) -> int:
-    """Summed VmRSS (bytes) of ``root`` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
-class Sampler(threading.Thread):
-    """(seconds since start, tree RSS) every ``interval`` s until stopped."""
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.samples: list[tuple[float, int]] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        t0 = time.monotonic()
-        while not self.halt.is_set():
-            self.samples.append((time.monotonic() - t0, _tree_rss(self.pid)))
-            self.halt.wait(self.interval)
 
 
 def _write_csv(path: Path, a: np.ndarray, b: np.ndarray) -> int:
