@@ -56,6 +56,7 @@ def main() -> int:
         h.log(f"the reload test failed (exit {code}): no results written")
         return 1
     facts = h.finish_facts(facts, started)
+    facts["mode"] = "full"
     h.write_results("reload", facts, figures(scenarios), {"scenarios": scenarios})
     return 0
 

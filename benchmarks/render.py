@@ -140,6 +140,20 @@ def spark_engine_block(results: dict[str, dict[str, Any]]) -> str:
     return generic_block("spark_engine", data)
 
 
+def reload_block(results: dict[str, dict[str, Any]]) -> str:
+    data = results.get("reload")
+    if not data:
+        return missing("reloads under load", "benchmarks/bench_reload.py")
+    L = ["| scenario | answers | failed | swap → first new answer | swap → only new answers | p99 steady → during swap "
+         "| peak RSS steady → during swap |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in data["raw"]["scenarios"]:
+        L.append(f"| {s['scenario']} | {s['answers']:,} | {s['failed']} | {s['flip_to_first_new_s']:.2f} s "
+                 f"| {s['flip_to_only_new_s']:.2f} s | {s['p99_ms_steady']:.0f} → {s['p99_ms_reload']:.0f} ms "
+                 f"| {s['rss_mib_steady_peak']:.0f} → {s['rss_mib_swap_peak']:.0f} MiB |")
+    L += ["", f"- {run_line('reload', data['run'], served=False)}"]
+    return "\n".join(L)
+
+
 def generic_block(name: str, data: dict[str, Any]) -> str:
     """A results file's flat figures as a two-column table."""
     L = ["| figure | value |", "|---|---:|"]
@@ -181,7 +195,7 @@ def extras_block(results: dict[str, dict[str, Any]]) -> str:
 
 BLOCKS: dict[Path, dict[str, Callable[[dict[str, dict[str, Any]]], str]]] = {
     README: {"serve": serve_block, "batch": batch_block, "peers": peers_block, "jvm": jvm_block,
-             "spark_engine": spark_engine_block},
+             "spark_engine": spark_engine_block, "reload": reload_block},
     BENCH_README: {"peers_report": peers_report_block, "extras": extras_block},
 }
 
