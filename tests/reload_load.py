@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,19 +39,39 @@ class Answer:
         return isinstance(self.status, int) and 200 <= self.status < 300
 
 
+def _trickle(body: bytes) -> Iterator[bytes]:
+    """A body sent in two parts 50 ms apart: the request holds its version while it arrives."""
+    yield body[: len(body) // 2]
+    time.sleep(0.05)
+    yield body[len(body) // 2 :]
+
+
 @dataclass
 class Load:
-    """``with Load(url, clients=50) as load: ...`` — clients run until the block ends (or ``max_seconds``)."""
+    """``with Load(url, clients=50) as load: ...`` — clients run until the block ends (or ``max_seconds``).
+
+    ``rows``: every request sends these rows (default: 1 to 3 random rows each); ``slow``: every other
+    client sends its body in two parts; ``probe_ready``: a readiness probe on a new connection every
+    20 ms as well (a kubelet's), whose statuses go to ``probes``; ``linger``: :meth:`wait_for` waits that
+    much longer once it has seen its version (answers from both sides of a swap)."""
 
     url: str
     clients: int = 50
     max_seconds: float = 180.0
     seed: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    rows: list[list[float]] | None = None
+    slow: bool = False
+    probe_ready: bool = False
+    linger: float = 0.0
     answers: list[Answer] = field(default_factory=list)
+    probes: list[int | str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(self.clients)]
+        if self.probe_ready:
+            self._threads.append(threading.Thread(target=self._probe, daemon=True))
 
     def __enter__(self) -> Load:
         self.started = time.monotonic()
@@ -67,31 +87,57 @@ class Load:
     def _client(self, index: int) -> None:
         rng = random.Random(self.seed * 1000 + index)
         deadline = time.monotonic() + self.max_seconds
+        slow = self.slow and index % 2 == 1
+        headers = {"Content-Type": "application/json", **self.headers}
         with requests.Session() as session:
             while not self._stop.is_set() and time.monotonic() < deadline:
-                rows = [[float(rng.randint(-50, 50)), round(rng.uniform(-10, 10), 3)] for _ in range(rng.randint(1, 3))]
+                rows = self.rows or [[float(rng.randint(-50, 50)), round(rng.uniform(-10, 10), 3)]
+                                     for _ in range(rng.randint(1, 3))]
                 body = orjson.dumps({"columns": COLUMNS, "data": rows})
                 sent = time.monotonic()
                 try:
-                    r = session.post(self.url + "/predict", data=body, timeout=30,
-                                     headers={"Content-Type": "application/json"})
+                    r = session.post(self.url + "/predict", data=_trickle(body) if slow else body, timeout=30,
+                                     headers=headers)
                 except requests.RequestException as exc:
                     self.answers.append(Answer(sent, time.monotonic(), type(exc).__name__, None, None, rows))
                     continue
                 self.answers.append(Answer(sent, time.monotonic(), r.status_code, r.headers.get("x-model-version"),
                                            r.headers.get("x-model-digest"), rows, r.content))
 
+    def _probe(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status: int | str = requests.get(self.url + "/ready", timeout=10,
+                                                 headers={"Connection": "close"}).status_code
+            except requests.RequestException as exc:
+                status = type(exc).__name__
+            self.probes.append(status)
+            time.sleep(0.02)
+
+    def digests(self) -> set[str | None]:
+        return {a.digest for a in list(self.answers)}
+
+    def check(self, oracles: dict[str, Oracle]) -> None:
+        """Answers came, none failed, each equals its version's in-process predictions; /ready always 200."""
+        assert self.answers, "no answers"
+        problems = mismatches(self.answers, oracles)
+        assert not problems, f"{len(problems)} problems, e.g. {problems}"
+        if self.probe_ready:
+            assert self.probes and set(self.probes) == {200}, f"/ready answered {sorted(map(str, set(self.probes)))}"
+
     def first_from(self, digest: str, after: float = 0.0) -> Answer | None:
         """The earliest-received answer scored by ``digest`` among those sent after ``after``."""
         found = [a for a in list(self.answers) if a.digest == digest and a.sent >= after]
         return min(found, key=lambda a: a.received) if found else None
 
-    def wait_for(self, digest: str, after: float, timeout: float) -> Answer:
-        """Block until an answer scored by ``digest`` (sent after ``after``) has arrived."""
+    def wait_for(self, digest: str, after: float = 0.0, timeout: float = 60.0) -> Answer:
+        """Block until an answer scored by ``digest`` (sent after ``after``) has arrived, then ``linger``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.first_from(digest, after)
             if found is not None:
+                time.sleep(self.linger)
                 return found
             time.sleep(0.02)
         seen = sorted({a.digest or "-" for a in list(self.answers)[-200:]})

@@ -15,10 +15,9 @@ import re
 import shutil
 import signal
 import textwrap
-import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pytest
 import requests
 
 from conftest import LiveServer, run_server
+from reload_load import Load, Oracle  # type: ignore[import-not-found]
 from scorer.core import Scorer
 
 MODEL = """
@@ -90,6 +90,7 @@ class Versions:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.expected: dict[str, list[float]] = {}
+        self.oracles: dict[str, Oracle] = {}
 
     def make(self, version: str, offset: str) -> Path:
         root = write_version(self.work / f"{version}-{len(self.expected)}-{time.monotonic_ns()}", version, offset)
@@ -100,6 +101,7 @@ class Versions:
         scorer = Scorer.load(path)
         digest = f"sha256:{scorer.bundle.digest}"
         self.expected[digest] = [float(v) for v in scorer.score(ROWS)["y"]]
+        self.oracles[digest] = scorer.score
         return digest
 
 
@@ -109,89 +111,18 @@ def versions(tmp_path: Path) -> Versions:
     return Versions(tmp_path / "work")
 
 
-def _trickle(body: bytes) -> Iterator[bytes]:
-    yield body[: len(body) // 2]
-    time.sleep(0.05)
-    yield body[len(body) // 2 :]
+def move_link(link: Path, target: Path) -> None:
+    """Point the symlink ``link`` at ``target`` in one step (a new link renamed over it), as deployments do."""
+    tmp_link = link.with_name(link.name + ".tmp")
+    tmp_link.symlink_to(target)
+    os.replace(tmp_link, link)
 
 
-class Load:
-    """Clients scoring ROWS in a loop (each with a keep-alive session) until stopped; half of them send their
-    body slowly."""
-
-    def __init__(self, url: str, clients: int = 8, headers: dict[str, str] | None = None) -> None:
-        self.url = url
-        self.headers = {"Content-Type": "application/json", **(headers or {})}
-        self.answers: list[tuple[int, str | None, Any]] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.probes: list[int] = []
-        self._threads = [threading.Thread(target=self._client, args=(i % 2 == 1,), daemon=True) for i in range(clients)]
-        self._threads.append(threading.Thread(target=self._probe, daemon=True))
-
-    def _probe(self) -> None:
-        """A readiness probe, on a new connection each time (as a kubelet's): it must see 200 throughout."""
-        deadline = time.monotonic() + 60
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                status = requests.get(self.url + "/ready", timeout=10, headers={"Connection": "close"}).status_code
-            except requests.RequestException as exc:
-                with self._lock:
-                    self.failures.append(f"/ready: {type(exc).__name__}: {exc}")
-                continue
-            with self._lock:
-                self.probes.append(status)
-            time.sleep(0.02)
-
-    def _client(self, slow: bool) -> None:
-        """``slow``: the body comes in two parts 50 ms apart (the request holds its version meanwhile)."""
-        deadline = time.monotonic() + 60  # bounded, whatever happens
-        with requests.Session() as session:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                try:
-                    data: Any = _trickle(BODY.encode()) if slow else BODY
-                    r = session.post(self.url + "/predict", data=data, headers=self.headers, timeout=30)
-                except requests.RequestException as exc:
-                    with self._lock:
-                        self.failures.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                predictions = r.json().get("predictions") if r.status_code == 200 else r.text
-                with self._lock:
-                    self.answers.append((r.status_code, r.headers.get("X-Model-Digest"), predictions))
-
-    def digests(self) -> set[str | None]:
-        with self._lock:
-            return {d for _, d, _ in self.answers}
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(40)
-
-    def wait_for(self, digest: str, timeout: float = 60) -> None:
-        """Until a client was answered by ``digest``, then a little longer (answers from both sides of the swap)."""
-        deadline = time.monotonic() + timeout
-        while digest not in self.digests():
-            assert time.monotonic() < deadline, f"no answer from {digest} within {timeout}s; saw {self.digests()}"
-            time.sleep(0.05)
-        time.sleep(0.5)
-
-    def check(self, expected: dict[str, list[float]]) -> None:
-        """Zero failures, zero non-2xx; every answer equals the predictions of the version it names."""
-        assert not self.failures, self.failures[:5]
-        assert self.answers
-        bad = [(s, body) for s, _, body in self.answers if s != 200]
-        assert not bad, f"{len(bad)} non-200 answers, e.g. {bad[:3]}"
-        assert self.probes and set(self.probes) == {200}, f"/ready answered {sorted(set(self.probes))}"
-        for _, digest, predictions in self.answers:
-            assert digest in expected, f"answer names an unknown version {digest}"
-            assert predictions == expected[digest], f"{digest} answered {predictions}, expected {expected[digest]}"
+def clients(url: str, **kwargs: Any) -> Load:
+    """8 clients scoring ROWS (every other one sending its body slowly, so requests hold their version across
+    a swap) and a readiness probe; ``wait_for`` lingers 0.5 s (answers from both sides of the swap)."""
+    return Load(url, clients=8, max_seconds=60, rows=ROWS.values.tolist(), slow=True, probe_ready=True, linger=0.5,
+                **kwargs)
 
 
 def get_json(server: LiveServer, path: str, **headers: str) -> Any:
@@ -262,11 +193,11 @@ def test_folder_replaced_in_place(versions: Versions, serve: Callable[..., Any],
     live = tmp_path / "model"
     shutil.copytree(v1, live)
     with serve(live, "--reload-interval", "0.2") as server:
-        with Load(server.url) as load:
+        with clients(server.url) as load:
             load.wait_for(d1)
             swap_dir(v2, live)
             load.wait_for(d2)
-        load.check(versions.expected)
+        load.check(versions.oracles)
         check_after_swap(server, d2, "v2")
         assert get_json(server, "/metadata")["reload"]["last_attempt"]["trigger"] == "watch"
         server.proc.terminate()  # after a swap, the server (and every worker, old and new) still stops cleanly
@@ -280,13 +211,11 @@ def test_current_symlink_moved(versions: Versions, serve: Callable[..., Any], tm
     current = tmp_path / "current"
     current.symlink_to(v1)
     with serve(current, "--reload-interval", "0.2") as server:
-        with Load(server.url) as load:
+        with clients(server.url) as load:
             load.wait_for(d1)
-            tmp_link = tmp_path / "current.tmp"
-            tmp_link.symlink_to(v2)
-            os.replace(tmp_link, current)
+            move_link(current, v2)
             load.wait_for(d2)
-        load.check(versions.expected)
+        load.check(versions.oracles)
         check_after_swap(server, d2, "v2")
 
 
@@ -310,11 +239,11 @@ def test_configmap_data_symlink_swapped(versions: Versions, serve: Callable[...,
     volume.mkdir()
     configmap_volume(volume, v1, "2026_11_27_01_00_00.1")
     with serve(volume, "--reload-interval", "0.2") as server:
-        with Load(server.url) as load:
+        with clients(server.url) as load:
             load.wait_for(d1)
             configmap_volume(volume, v2, "2026_11_27_01_05_00.2")
             load.wait_for(d2)
-        load.check(versions.expected)
+        load.check(versions.oracles)
         check_after_swap(server, d2, "v2")
 
 
@@ -325,11 +254,11 @@ def test_zip_overwritten(versions: Versions, serve: Callable[..., Any], tmp_path
     live = tmp_path / "model.zip"
     shutil.copy(z1, live)
     with serve(live, "--reload-interval", "0.2") as server:
-        with Load(server.url) as load:
+        with clients(server.url) as load:
             load.wait_for(d1)
             os.replace(z2, live)
             load.wait_for(d2)
-        load.check(versions.expected)
+        load.check(versions.oracles)
         check_after_swap(server, d2, "v2")
 
 
@@ -342,16 +271,14 @@ def test_sighup_with_polling_off(versions: Versions, serve: Callable[..., Any], 
     current = tmp_path / "current"
     current.symlink_to(v1)
     with serve(current, "--reload-interval", "0") as server:
-        tmp_link = tmp_path / "current.tmp"
-        tmp_link.symlink_to(v2)
-        os.replace(tmp_link, current)
-        with Load(server.url) as load:
+        move_link(current, v2)
+        with clients(server.url) as load:
             load.wait_for(d1)
             time.sleep(0.5)  # no polling: still v1
             assert load.digests() == {d1}
             server.proc.send_signal(signal.SIGHUP)
             load.wait_for(d2)
-        load.check(versions.expected)
+        load.check(versions.oracles)
         check_after_swap(server, d2, "v2")
         reload = get_json(server, "/metadata")["reload"]
         assert reload["interval_s"] == 0 and reload["last_attempt"]["trigger"] == "sighup"
@@ -371,10 +298,8 @@ def test_admin_reload(versions: Versions, serve: Callable[..., Any], workers: in
         assert requests.post(server.url + "/admin/reload", timeout=10).status_code == 401
         wrong = requests.post(server.url + "/admin/reload", headers={"Authorization": "Bearer nope"}, timeout=10)
         assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
-        tmp_link = tmp_path / "current.tmp"
-        tmp_link.symlink_to(v2)
-        os.replace(tmp_link, current)
-        with Load(server.url, headers=auth) as load:
+        move_link(current, v2)
+        with clients(server.url, headers=auth) as load:
             load.wait_for(d1)
             r = requests.post(server.url + "/admin/reload", headers=auth, timeout=60)
             if workers == 1:
@@ -383,7 +308,7 @@ def test_admin_reload(versions: Versions, serve: Callable[..., Any], workers: in
             else:
                 assert r.status_code == 202 and r.json() == {"result": "requested"}
             load.wait_for(d2)
-        load.check(versions.expected)
+        load.check(versions.oracles)
         check_after_swap(server, d2, "v2", auth)
         assert get_json(server, "/metadata", **auth)["reload"]["last_attempt"]["trigger"] == "admin"
         if workers == 1:
@@ -410,16 +335,14 @@ def test_broken_version_rejected(versions: Versions, serve: Callable[..., Any], 
     current = tmp_path / "current"
     current.symlink_to(v1)
     with serve(current, "--reload-interval", "0.2") as server:
-        with Load(server.url) as load:
+        with clients(server.url) as load:
             load.wait_for(d1)
-            tmp_link = tmp_path / "current.tmp"
-            tmp_link.symlink_to(bad)
-            os.replace(tmp_link, current)
+            move_link(current, bad)
             wait_until(lambda: get_json(server, "/metadata")["reload"]["attempts"].get("rejected", 0) >= 1,
                        what="a rejected attempt")
             assert requests.get(server.url + "/ready", timeout=10).status_code == 200
             time.sleep(0.5)
-        load.check(versions.expected)
+        load.check(versions.oracles)
         assert load.digests() == {d1}
         meta = get_json(server, "/metadata")
         assert meta["digest"] == d1 and meta["model_version"] == "v1"
@@ -444,9 +367,7 @@ def test_admin_reload_rejected_names_the_cause(versions: Versions, tmp_path: Pat
     current.symlink_to(v1)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with run_server(current, "--reload-interval", "0", env={"SCORER_AUTH_TOKEN": TOKEN}, log_dir=tmp_path) as server:
-        tmp_link = tmp_path / "current.tmp"
-        tmp_link.symlink_to(versions.make("v2", "raise-in-load"))
-        os.replace(tmp_link, current)
+        move_link(current, versions.make("v2", "raise-in-load"))
         r = requests.post(server.url + "/admin/reload", headers=auth, timeout=60)
         assert r.status_code == 409, r.text
         assert r.json()["error"] == "reload_rejected" and "load() raised RuntimeError" in r.json()["message"]
@@ -524,9 +445,7 @@ def test_stop_during_a_reload(versions: Versions, serve: Callable[..., Any], tmp
     current = tmp_path / "current"
     current.symlink_to(v1)
     with serve(current, "--reload-interval", "0") as server:
-        tmp_link = tmp_path / "current.tmp"
-        tmp_link.symlink_to(v2)
-        os.replace(tmp_link, current)
+        move_link(current, v2)
         server.proc.send_signal(signal.SIGHUP)
         wait_until(marker.exists, what="the new version's load to start")
         assert requests.get(server.url + "/ready", timeout=10).status_code == 200
