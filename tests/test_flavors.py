@@ -299,3 +299,39 @@ def test_scorer_batch_scores_jvm_bundles_like_any_other(bundle: Path, rows: pd.D
     expected = spark_scorer.score(rows) if bundle == SPARK_BUNDLE else mojo_scorers["genmodel"].score(rows)
     pd.testing.assert_frame_equal(out[OUTPUT], expected, check_exact=True, check_dtype=False)
     assert (tmp_path / "out" / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("bundle", [SPARK_BUNDLE, H2O_BUNDLE], ids=["spark", "h2o"])
+def test_jvm_bundle_reloads_in_process(bundle: Path, rows: pd.DataFrame, tmp_path: Path, live_server,  # type: ignore[no-untyped-def]
+                                       spark_scorer: Scorer, mojo_scorers: dict[str, Scorer]) -> None:
+    """A JVM bundle (served by one process even with --workers 2) follows a moved ``current`` link: the new
+    version loads in the same JVM beside the old one and is swapped in; answers name it and stay exact."""
+    expected = spark_scorer.score(rows.head(20)) if bundle == SPARK_BUNDLE else mojo_scorers["genmodel"].score(rows.head(20))
+    versions = {}
+    for label in ("1.0.0", "2.0.0"):
+        folder = shutil.copytree(bundle, tmp_path / label)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "version": label}))
+        versions[label] = f"sha256:{open_bundle(folder).digest}"
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "1.0.0")
+    body = rows.head(20).to_json(orient="split", index=False)
+
+    def ask(server) -> requests.Response:  # type: ignore[no-untyped-def]
+        r = requests.post(server.url + "/predict", data=body, timeout=120, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        pd.testing.assert_frame_equal(pd.DataFrame(r.json()["predictions"]), expected, check_exact=True, check_dtype=False)
+        return r
+
+    with live_server(current, "--workers", "2", "--reload-interval", "0.5") as server:
+        assert ask(server).headers["X-Model-Digest"] == versions["1.0.0"]
+        link = tmp_path / "current.tmp"
+        link.symlink_to(tmp_path / "2.0.0")
+        link.replace(current)
+        deadline = time.monotonic() + 120
+        while (r := ask(server)).headers["X-Model-Digest"] != versions["2.0.0"]:
+            assert time.monotonic() < deadline, f"still {r.headers['X-Model-Digest']}\n{server.log()}"
+            time.sleep(0.2)
+        assert r.headers["X-Model-Version"] == "2.0.0"
+        assert requests.get(server.url + "/ready", timeout=10).status_code == 200
+        assert "serving with one process" in server.log()
