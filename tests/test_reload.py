@@ -453,3 +453,18 @@ def test_stop_during_a_reload(versions: Versions, serve: Callable[..., Any], tmp
         server.proc.terminate()
         assert server.proc.wait(timeout=25) == 0, server.log()
         assert time.monotonic() - started < 20  # not waiting for the 30 s load
+
+
+@pytest.mark.fast
+def test_version_header_is_one_printable_line(tmp_path: Path) -> None:
+    """A manifest version with a line break (or any non-printable character) cannot split the response's
+    headers: X-Model-Version carries "?" in its place."""
+    from scorer.serving.coalescer import Coalescer, CoalescingPolicy
+    from scorer.serving.state import Version
+
+    root = write_version(tmp_path / "odd-version", "1.0\r\nX-Injected: yes\u00e9", "0")
+    scorer = Scorer.load(root)
+    version = Version(scorer, Coalescer(scorer.predict, CoalescingPolicy()))
+    headers = dict(version.headers)
+    assert headers[b"x-model-version"] == b"1.0??X-Injected: yes?"
+    assert all(32 <= b <= 126 for value in headers.values() for b in value)

@@ -37,7 +37,10 @@ class Version:
 
     def __post_init__(self) -> None:
         if not self.headers:
-            self.headers = [(b"x-model-version", self.scorer.version_label.encode("ascii", "replace")),
+            # A header value is printable ASCII: a manifest's version with anything else (a line break
+            # would split the response's headers) is sent with "?" in its place.
+            label = "".join(c if " " <= c <= "~" else "?" for c in self.scorer.version_label)
+            self.headers = [(b"x-model-version", label.encode("ascii")),
                             (b"x-model-digest", f"sha256:{self.scorer.bundle.digest}".encode())]
 
     def release(self) -> None:
