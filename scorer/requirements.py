@@ -113,13 +113,28 @@ def bundle_requirements(bundle: Bundle, req_file: Path) -> list[Requirement]:
     """The bundle's requirements that apply to how it is loaded: for an MLflow model loaded natively,
     all but MLflow's own distributions (the one exception to checking every line)."""
     reqs = read_requirements(req_file)
-    if bundle.mlflow is None or not bundle.mlflow.native:
+    if bundle.mlflow is None:
         return reqs
+    if not bundle.mlflow.native:
+        return [_met_by_skinny(r) for r in reqs]
     skipped = [str(r) for r in reqs if canonicalize_name(r.name) in MLFLOW_DISTRIBUTIONS]
     if skipped:
         log.debug("%s: not checked (the %s flavor loads without MLflow): %s", req_file, bundle.mlflow.loader,
                   ", ".join(skipped))
     return [r for r in reqs if canonicalize_name(r.name) not in MLFLOW_DISTRIBUTIONS]
+
+
+def _met_by_skinny(req: Requirement) -> Requirement:
+    """MLflow writes a pin on ``mlflow`` into every model's requirements; scorer[mlflow] installs
+    ``mlflow-skinny``, the same ``mlflow`` package without the server and UI. Without ``mlflow`` itself,
+    the pin is checked against ``mlflow-skinny`` (same version specifier)."""
+    if canonicalize_name(req.name) != "mlflow":
+        return req
+    try:
+        metadata.version("mlflow")
+        return req
+    except metadata.PackageNotFoundError:
+        return Requirement(f"mlflow-skinny{req.specifier}")
 
 
 def check_requirements(bundle: Bundle) -> None:

@@ -15,7 +15,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,11 @@ import pytest
 import requests
 
 from conftest import free_port
+
+
+#: The tracking server runs from a venv of its own (scripts/test makes it from tests/mlflow-server.txt): full
+#: MLflow caps pyarrow below the version scorer uses; the tests' own process has MLflow's client (mlflow-skinny).
+SERVER_PYTHON = Path(__file__).resolve().parent.parent / ".venv-mlflow" / "bin" / "python"
 
 
 class MlflowServer:
@@ -127,12 +131,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def start_mlflow_server(root: Path, timeout: float = 90) -> Iterator[MlflowServer]:
     """``mlflow server`` on 127.0.0.1 at a free port with its store under ``root``; stopped afterwards.
     Call :meth:`stop` early (an outage) with ``server.proc``: ``stop_mlflow_server(server)``."""
+    if not SERVER_PYTHON.exists():
+        raise AssertionError(f"no MLflow tracking server to start: {SERVER_PYTHON} is missing; ./scripts/test installs "
+                             "it (python3 -m venv .venv-mlflow && .venv-mlflow/bin/pip install -r tests/mlflow-server.txt)")
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        [str(SERVER_PYTHON), "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True,
