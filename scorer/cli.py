@@ -48,7 +48,7 @@ def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
 _BATCH_ONLY = ("input", "output", "output_format", "chunk_rows", "max_inflight_mb", "keep_columns",
                "bad_rows", "max_rejected_rows", "overwrite", "engine", "spark_master")
 _LOADING = ("bundle", "extra_columns", "echo_bad_values", "check_requirements", "install_requirements",
-            "requirements_cache", "mojo_backend",
+            "requirements_cache", "mojo_backend", "spark_scoring",
             "bundle_digest", "log_level", "log_format")
 SERVE_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in _BATCH_ONLY)
 BATCH_SETTINGS = (*_LOADING, "workers", *_BATCH_ONLY)

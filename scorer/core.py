@@ -153,6 +153,7 @@ class Scorer:
             "load_seconds": round(self.load_seconds, 3),
             "model_version": self.version_label,
             "source": {"uri": self.origin.uri, **self.origin.info} if self.origin is not None else None,
+            "scoring": getattr(self.model, "scoring", None),
             "mlflow": ({"flavor": self.bundle.mlflow.loader, **self.bundle.mlflow.info}
                        if self.bundle.mlflow is not None else None),
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from scorer.settings import ExtraColumns, MojoBackend, Settings
+from scorer.settings import ExtraColumns, MojoBackend, Settings, SparkScoring
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,7 +20,8 @@ class LoadOptions:
     install_requirements: bool = False
     requirements_cache: str = ""
     extra_columns: ExtraColumns = "drop"  # input columns not in the schema: drop or reject
-    mojo_backend: MojoBackend = "genmodel"  # H2O MOJO bundles: genmodel or spark
+    mojo_backend: MojoBackend = "genmodel"  # H2O MOJO bundles on the JVM: genmodel or spark
+    spark_scoring: SparkScoring = "auto"  # Spark pipelines and MOJOs: native, spark (the JVM) or auto
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoadOptions:

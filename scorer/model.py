@@ -8,13 +8,13 @@ modules from ``sys.modules`` and its folders from ``sys.path``, so same-named he
 bundles never mix. Objects already loaded keep working.
 
 Default (no custom code): exactly one model (:meth:`Bundle.default_model`): a pickle/joblib file
-(loaded with joblib, which also reads plain pickles), a saved Spark ML pipeline
-(:mod:`scorer.spark_ml`) or an H2O MOJO (:mod:`scorer.h2o_mojo`). Whatever the flavor, classifiers
+(loaded with joblib, which also reads plain pickles), a saved Spark ML pipeline or an H2O MOJO
+(scored natively or on the JVM: :mod:`scorer.native_scoring` chooses). Whatever the flavor, classifiers
 give ``prediction`` plus ``probability_<class>`` per class; regressors give ``prediction``.
 
 MLflow model directories (:mod:`scorer.mlflow_model`): the ``sklearn`` flavor's estimator is
 deserialized as MLflow does and then scores as :class:`DefaultModel`; the ``spark`` flavor's pipeline is
-a :class:`~scorer.spark_ml.SparkPipelineModel`; a custom ``python_function`` model is called through
+scored as a default Spark pipeline is; a custom ``python_function`` model is called through
 MLflow's ``pyfunc`` (:class:`~scorer.mlflow_model.PyfuncModel`). The flavor's ``code`` folder, if any,
 is made importable the way custom code is.
 """
@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from scorer import _source_only
+from scorer import _source_only, native_scoring
 from scorer.bundle import CUSTOM_MODULE, Bundle
 from scorer.errors import BundleCodeError, BundleError, BundleLayoutError, ModelOutputError
 from scorer.load_options import LoadOptions
@@ -70,7 +70,7 @@ def load_model(bundle: Bundle, options: LoadOptions | None = None) -> CustomPrep
     """Instantiate and ``load`` the bundle's model; every failure names the file at fault."""
     code = None if bundle.mlflow is not None else bundle.custom_code()
     if bundle.mlflow is not None:
-        model = mlflow_model(bundle, bundle.mlflow)
+        model = mlflow_model(bundle, bundle.mlflow, options or LoadOptions())
     elif code is None:
         model = default_model(bundle, options or LoadOptions())
     else:
@@ -95,17 +95,17 @@ def default_model(bundle: Bundle, options: LoadOptions) -> CustomPreprocessor:
     """The model for a bundle without custom code, by flavor (Spark and H2O are imported only when used)."""
     flavor, path = bundle.default_model()
     if flavor == "spark":
-        from scorer.spark_ml import SparkPipelineModel
-
-        return SparkPipelineModel(path)
+        return native_scoring.spark_pipeline(path, options.spark_scoring, _sample(bundle))
     if flavor == "h2o":
-        from scorer.h2o_mojo import MojoModel
-
-        return MojoModel(path, backend=options.mojo_backend)
+        return native_scoring.h2o_mojo(path, options.spark_scoring, options.mojo_backend, _sample(bundle))
     return DefaultModel(path)
 
 
-def mlflow_model(bundle: Bundle, mlflow: MLflowModel) -> CustomPreprocessor:
+def _sample(bundle: Bundle) -> native_scoring.Sample:
+    return native_scoring.Sample(bundle.manifest.sample_input, bundle.manifest.input_schema)
+
+
+def mlflow_model(bundle: Bundle, mlflow: MLflowModel, options: LoadOptions) -> CustomPreprocessor:
     """The model of an MLflow model directory, by the flavor its MLmodel says loads it."""
     code = mlflow.code_dir()
     if code is not None:  # MLflow's code_paths: importable as MLflow makes them (first on sys.path)
@@ -113,9 +113,7 @@ def mlflow_model(bundle: Bundle, mlflow: MLflowModel) -> CustomPreprocessor:
     if mlflow.loader == "sklearn":
         return DefaultModel(mlflow.artifact(), loader=lambda: load_sklearn(mlflow))
     if mlflow.loader == "spark":
-        from scorer.spark_ml import SparkPipelineModel
-
-        return SparkPipelineModel(mlflow.artifact())
+        return native_scoring.spark_pipeline(mlflow.artifact(), options.spark_scoring, _sample(bundle))
     return PyfuncModel(mlflow)
 
 

@@ -20,6 +20,7 @@ ExtraColumns = Literal["drop", "reject"]
 OutputFormat = Literal["same", "csv", "csv.gz", "parquet", "jsonl", "arrow"]
 BadRows = Literal["fail", "reject"]
 MojoBackend = Literal["genmodel", "spark"]
+SparkScoring = Literal["auto", "native", "spark"]
 Engine = Literal["local", "spark"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
@@ -122,6 +123,12 @@ class Settings:
     mojo_backend: MojoBackend = _setting(
         "genmodel", "H2O MOJO bundles: genmodel (the MOJO's Java predictor on the whole batch, lowest latency) "
         "or spark (pysparkling's H2OMOJOModel on a Spark DataFrame).", choices=MojoBackend,
+    )
+    spark_scoring: SparkScoring = _setting(
+        "auto", "Spark ML pipelines and H2O MOJOs: native (numpy, no JVM; the load fails naming what native "
+        "scoring lacks), spark (the JVM: a local SparkSession for pipelines, --mojo-backend for MOJOs) or auto "
+        "(native when every stage is supported and, where the JVM path is installed, the bundle's sample scores "
+        "the same on both; else the JVM, and the log and /metadata say why).", choices=SparkScoring,
     )
     engine: Engine = _setting(
         "local", "batch: local (this machine, a process per core) or spark (a Spark cluster; writes a Spark dataset).",

@@ -1,10 +1,8 @@
 """Spark ML bundles: a saved ``PipelineModel`` scored in the process's local SparkSession.
 
-The pipeline is read once; its stages tell the input schema (a ``StringIndexer``'s input is a
-string column, anything else a model reads is numeric; columns a stage produces are not inputs,
-nor is the label a label indexer reads). Output has the scikit-learn shape: a classifier gives
-``prediction`` (the class label, taken from the ``StringIndexer`` that made its label column, or
-an ``IndexToString`` of its prediction) and ``probability_<class>``; a regressor ``prediction``.
+The pipeline is read once; its saved stages tell the input schema and the output columns
+(:mod:`scorer.spark_native.interface`, the same reading the native path uses). Output has the
+scikit-learn shape: ``prediction`` (a classifier's class label) and ``probability_<class>``.
 
 Spark's cost per call is fixed (plan, job, collect: tens of ms), so the server's micro-batcher
 feeds it whole coalesced batches. :meth:`SparkPipelineModel.transform_spark` is the same scoring
@@ -19,9 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scorer.errors import BundleCodeError, BundleLayoutError
+from scorer.errors import BundleCodeError
 from scorer.jvm import spark_session
 from scorer.preprocessor import CustomPreprocessor
+from scorer.spark_native.interface import analyse
+from scorer.spark_native.layout import read_pipeline
 from scorer.table import frame_from_arrays
 
 SPARK_TYPES = {"float": "double", "int": "bigint", "bool": "boolean", "string": "string"}  # schema type -> Spark
@@ -47,17 +47,6 @@ def spark_frame(session: Any, df: pd.DataFrame, types: dict[str, str]) -> Any:
         kind = types.get(c) or ("float" if pd.api.types.is_numeric_dtype(df[c]) else "string")
         ddl.append(f"{quote(c)} {SPARK_TYPES.get(kind, 'string')}")
     return session.createDataFrame(df, schema=", ".join(ddl))
-
-
-def _param(stage: Any, name: str) -> Any:
-    if stage.hasParam(name) and stage.isDefined(stage.getParam(name)):
-        return stage.getOrDefault(stage.getParam(name))
-    return None
-
-
-def _columns(stage: Any, single: str, many: str) -> list[str]:
-    one, several = _param(stage, single), _param(stage, many)
-    return ([one] if one else []) + list(several or [])
 
 
 class SparkPipelineModel(CustomPreprocessor):
@@ -86,45 +75,15 @@ class SparkPipelineModel(CustomPreprocessor):
             self.pipeline = PipelineModel.load(self.path.resolve().as_uri())
         except Exception as exc:
             raise BundleCodeError(f"{self.path}: not a loadable Spark PipelineModel: {type(exc).__name__}: {exc}") from exc
-        self._analyse(self.pipeline.stages)
+        self._analyse()
 
-    def _analyse(self, stages: list[Any]) -> None:
-        predictors = [s for s in stages if s.hasParam("predictionCol") and s.hasParam("featuresCol")]
-        if not predictors:
-            raise BundleLayoutError(f"{self.path}: the pipeline has no prediction stage (a classifier or regressor)")
-        final = predictors[-1]
-        label_col = _param(final, "labelCol")
-        self.prediction_col = _param(final, "predictionCol") or "prediction"
-        self.probability_col: str = _param(final, "probabilityCol") or ""  # "": a regressor
-        produced: set[str] = set()
-        inputs: dict[str, str] = {}
-        labels: list[str] | None = None
-        for stage in stages:
-            name = type(stage).__name__
-            outputs = _columns(stage, "outputCol", "outputCols")
-            if name == "StringIndexerModel" and label_col in outputs:
-                labels = list(stage.labelsArray[outputs.index(label_col)])  # the label indexer: not an input
-            elif name == "IndexToString" and _param(stage, "inputCol") == self.prediction_col:
-                labels = labels or list(_param(stage, "labels") or [])
-            else:
-                reads = _columns(stage, "inputCol", "inputCols")
-                if stage.hasParam("featuresCol"):
-                    reads.append(_param(stage, "featuresCol"))
-                kind = "string" if name == "StringIndexerModel" else "float"
-                for column in reads:
-                    if column and column not in produced and column not in inputs:
-                        inputs[column] = kind
-            produced.update(outputs)
-            for out in ("predictionCol", "probabilityCol", "rawPredictionCol"):
-                if stage.hasParam(out) and _param(stage, out):
-                    produced.add(_param(stage, out))
-        self.input_schema = inputs
-        if self.probability_col:
-            n = int(final.numClasses)
-            self.classes = labels if labels and len(labels) == n else list(range(n))
-            self.output_columns = ["prediction", *(f"probability_{c}" for c in self.classes)]
-        else:
-            self.output_columns = ["prediction"]
+    def _analyse(self) -> None:
+        iface = analyse(self.path, read_pipeline(self.path))
+        self.input_schema = iface.input_schema
+        self.prediction_col = iface.prediction_col
+        self.probability_col = iface.probability_col
+        self.classes = iface.classes
+        self.output_columns = iface.output_columns
 
     def transform_spark(self, sdf: Any) -> Any:
         """``sdf`` with the output columns appended (Spark's own ``transform``, then the sklearn shape)."""

@@ -261,6 +261,9 @@ def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
                          "source": {"type": "object", "nullable": True, "description": "what the source "
                                     "named was resolved to: uri, kind, and for a registry name, version, alias or "
                                     "stage, run_id, source"},
+                         "scoring": {"type": "object", "nullable": True, "description": "a Spark pipeline "
+                                     "or H2O MOJO: the path scoring it (native or jvm), why, and what the sample "
+                                     "verification compared (rows, difference, or why it was skipped)"},
                          "mlflow": {"type": "object", "nullable": True, "description": "an MLflow model: "
                                     "the flavor it is loaded by, run_id, model_id, mlflow_version"},
                          "reload": {"type": "object", "nullable": True, "description": "reload attempts: "
