@@ -52,12 +52,30 @@ def rows(build_module) -> pd.DataFrame:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def spark_scorer() -> Scorer:
-    return Scorer.load(SPARK_BUNDLE)
+    """The Spark path (a local SparkSession): the reference the native path is compared with."""
+    return Scorer.load(SPARK_BUNDLE, LoadOptions(spark_scoring="spark"))
 
 
 @pytest.fixture(scope="module")
 def mojo_scorers() -> dict[str, Scorer]:
-    return {b: Scorer.load(H2O_BUNDLE, LoadOptions(mojo_backend=b)) for b in ("genmodel", "spark")}
+    return {b: Scorer.load(H2O_BUNDLE, LoadOptions(mojo_backend=b, spark_scoring="spark")) for b in ("genmodel", "spark")}
+
+
+def _jvm_answer(bundle: Path, rows: pd.DataFrame, spark_scorer: Scorer, mojo_scorers: dict[str, Scorer]) -> pd.DataFrame:
+    return spark_scorer.score(rows) if bundle == SPARK_BUNDLE else mojo_scorers["genmodel"].score(rows)
+
+
+def _assert_same(got: pd.DataFrame, expected: pd.DataFrame, scoring: str) -> None:
+    """The JVM path's answers exactly; the native path's within the contract (labels equal, 1e-9 relative)."""
+    if scoring == "jvm":
+        pd.testing.assert_frame_equal(got, expected, check_exact=True, check_dtype=False)
+    else:
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, atol=1e-12, check_dtype=False)
+
+
+SCORING = [(SPARK_BUNDLE, "jvm"), (H2O_BUNDLE, "jvm"), (SPARK_BUNDLE, "native"), (H2O_BUNDLE, "native")]
+SCORING_IDS = ["spark-jvm", "h2o-jvm", "spark-native", "h2o-native"]
+FLAG = {"jvm": "spark", "native": "native"}
 
 
 # --- detection ---------------------------------------------------------------------------------
@@ -245,14 +263,15 @@ def _metric(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
 
 
-@pytest.mark.parametrize("bundle", [SPARK_BUNDLE, H2O_BUNDLE], ids=["spark", "h2o"])
-def test_served_online_coalesced_and_equal_to_in_process(bundle: Path, rows: pd.DataFrame, live_server,  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("bundle", "scoring"), SCORING, ids=SCORING_IDS)
+def test_served_online_coalesced_and_equal_to_in_process(bundle: Path, scoring: str, rows: pd.DataFrame,
+                                                         live_server,  # type: ignore[no-untyped-def]
                                                          spark_scorer: Scorer, mojo_scorers: dict[str, Scorer]) -> None:
-    """A real server: /ready is never 200 before the model is loaded; 64 concurrent one-row requests are
-    coalesced into fewer Spark/JVM calls and each answer equals the in-process one; --workers 2 serves with
-    one process (a JVM cannot be forked)."""
-    expected = spark_scorer.score(rows) if bundle == SPARK_BUNDLE else mojo_scorers["genmodel"].score(rows)
-    with live_server(bundle, "--workers", "2", wait=False) as server:
+    """A real server: /ready is never 200 before the model is loaded; each of 64 concurrent one-row requests
+    equals the in-process JVM answer. On the JVM they are coalesced into fewer calls and --workers 2 serves
+    with one process (a JVM cannot be forked); natively there is no JVM, so the two workers are forked."""
+    expected = _jvm_answer(bundle, rows, spark_scorer, mojo_scorers)
+    with live_server(bundle, "--workers", "2", "--spark-scoring", FLAG[scoring], wait=False) as server:
         statuses = _ready_statuses(server)
         assert statuses[-1] == 200 and 503 in statuses, statuses
         assert requests.get(server.url + "/health", timeout=5).status_code == 200
@@ -272,32 +291,36 @@ def test_served_online_coalesced_and_equal_to_in_process(bundle: Path, rows: pd.
         for i in range(64):
             answer = answers[i]
             got = pd.DataFrame(answer["predictions"])
-            pd.testing.assert_frame_equal(got, expected.iloc[[i]].reset_index(drop=True), check_exact=True,
-                                          check_dtype=False)
-        metrics = requests.get(server.url + "/metrics", timeout=10).text
-        calls = _metric(metrics, "scorer_batch_requests_count")
-        assert _metric(metrics, "scorer_batch_requests_sum") == 64
-        assert calls < 64, metrics
-        assert "serving with one process" in server.log()
+            _assert_same(got, expected.iloc[[i]].reset_index(drop=True), scoring)
+        metadata = requests.get(server.url + "/metadata", timeout=10).json()
+        assert metadata["scoring"]["path"] == scoring, metadata["scoring"]
+        if scoring == "jvm":
+            metrics = requests.get(server.url + "/metrics", timeout=10).text
+            assert _metric(metrics, "scorer_batch_requests_sum") == 64
+            assert _metric(metrics, "scorer_batch_requests_count") < 64, metrics
+            assert "serving with one process" in server.log()
+        else:
+            assert "started 2 workers" in server.log(), server.log()
 
 
-@pytest.mark.parametrize("bundle", [SPARK_BUNDLE, H2O_BUNDLE], ids=["spark", "h2o"])
-def test_scorer_batch_scores_jvm_bundles_like_any_other(bundle: Path, rows: pd.DataFrame, tmp_path: Path,
+@pytest.mark.parametrize(("bundle", "scoring"), SCORING, ids=SCORING_IDS)
+def test_scorer_batch_scores_jvm_bundles_like_any_other(bundle: Path, scoring: str, rows: pd.DataFrame, tmp_path: Path,
                                                         spark_scorer: Scorer, mojo_scorers: dict[str, Scorer]) -> None:
-    """``scorer batch`` (engine local, --workers 2) over a CSV: ids kept, predictions equal to in-process."""
+    """``scorer batch`` (engine local, --workers 2) over a CSV: ids kept, predictions equal to the JVM's
+    in-process answers, on either path."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     rows.assign(id=range(len(rows))).to_csv(inputs / "part.csv", index=False)
     result = subprocess.run(
         [sys.executable, "-m", "scorer.cli", "batch", str(bundle), "--input", str(inputs), "--output",
-         str(tmp_path / "out"), "--output-format", "parquet", "--workers", "2", "--chunk-rows", "100"],
+         str(tmp_path / "out"), "--output-format", "parquet", "--workers", "2", "--chunk-rows", "100",
+         "--spark-scoring", FLAG[scoring]],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = pd.read_parquet(tmp_path / "out" / "part.parquet")
     assert list(out["id"]) == [str(i) for i in range(len(rows))]  # CSV columns are read as text
-    expected = spark_scorer.score(rows) if bundle == SPARK_BUNDLE else mojo_scorers["genmodel"].score(rows)
-    pd.testing.assert_frame_equal(out[OUTPUT], expected, check_exact=True, check_dtype=False)
+    _assert_same(out[OUTPUT], _jvm_answer(bundle, rows, spark_scorer, mojo_scorers), scoring)
     assert (tmp_path / "out" / "_SUCCESS").exists()
 
 
@@ -323,7 +346,7 @@ def test_jvm_bundle_reloads_in_process(bundle: Path, rows: pd.DataFrame, tmp_pat
         pd.testing.assert_frame_equal(pd.DataFrame(r.json()["predictions"]), expected, check_exact=True, check_dtype=False)
         return r
 
-    with live_server(current, "--workers", "2", "--reload-interval", "0.5") as server:
+    with live_server(current, "--workers", "2", "--reload-interval", "0.5", "--spark-scoring", "spark") as server:
         assert ask(server).headers["X-Model-Digest"] == versions["1.0.0"]
         link = tmp_path / "current.tmp"
         link.symlink_to(tmp_path / "2.0.0")

@@ -284,19 +284,26 @@ def test_bundle_loads_once_per_python_worker(spark_cluster: StandaloneCluster, b
     assert len(batches) > len(loads) + 10  # many batches per load
 
 
-@pytest.mark.parametrize(("bundle", "source"), [("spark", "jvm_pq"), ("h2o", "jvm_csv")])
-def test_native_bundles_on_cluster_equal_local_engine(spark_cluster: StandaloneCluster,  # noqa: F811
-                                                      data: dict[str, Path], local_output: Callable[..., Path],
-                                                      tmp_path: Path, bundle: str, source: str) -> None:
-    """A Spark ML pipeline and an H2O MOJO score natively on the cluster (no Python worker: the
-    model's own Spark transform) and give the local engine's rows exactly, missing values and unseen
-    levels included; CSV text columns are cast to the bundle's input schema, ids keep their text."""
+@pytest.mark.parametrize(("bundle", "source", "scoring"),
+                         [("spark", "jvm_pq", "spark"), ("h2o", "jvm_csv", "spark"), ("spark", "jvm_pq", "native")])
+def test_jvm_bundles_on_cluster_equal_local_engine(spark_cluster: StandaloneCluster,  # noqa: F811
+                                                   data: dict[str, Path], local_output: Callable[..., Path],
+                                                   tmp_path: Path, bundle: str, source: str, scoring: str) -> None:
+    """A Spark ML pipeline and an H2O MOJO scored on the JVM (no Python worker: the model's own Spark
+    transform) give the local engine's rows exactly, missing values and unseen levels included; CSV text
+    columns are cast to the bundle's input schema, ids keep their text. Scored natively, the pipeline runs
+    in Python workers like any bundle and equals the local engine's native rows exactly, and the JVM's
+    within the native contract (1e-9 relative)."""
     out = tmp_path / "out"
     result = ok(run_batch(REPO / "bundles" / bundle, "--engine", "spark", "--spark-master", spark_cluster.url,
-                          "--input", data[source], "--output", out, env=spark_cluster.env()))
-    assert result.lines("native path"), result.stderr[-3000:]
+                          "--input", data[source], "--output", out, "--spark-scoring", scoring, env=spark_cluster.env()))
+    path = "the model's Spark transform" if scoring == "spark" else "Python workers"
+    assert result.lines(path), result.stderr[-3000:]
     assert (out / "_SUCCESS").is_file()
-    assert_same_rows(out, local_output(bundle, data[source]))
+    assert_same_rows(out, local_output(bundle, data[source], "--spark-scoring", scoring))
+    if scoring == "native":
+        jvm = read_dataset(local_output(bundle, data[source], "--spark-scoring", "spark"))
+        pd.testing.assert_frame_equal(read_dataset(out), jvm, check_exact=False, rtol=1e-9, atol=1e-12)
 
 
 # --- on local[2] -------------------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
 import hashlib
 import logging
 import multiprocessing
@@ -258,7 +257,7 @@ class BatchRun:
         ctx = multiprocessing.get_context("spawn")
         # the workers load this process's local copy (a registry download included), pinned by its digest
         local = str(self.scorer.bundle.source)
-        pinned = dataclasses.replace(self.settings, bundle=local, bundle_digest=self.scorer.bundle.digest)
+        pinned = worker.pinned(self.settings, self.scorer, local)
         with concurrent.futures.ProcessPoolExecutor(helpers, mp_context=ctx, initializer=worker.init_pool_worker,
                                                     initargs=(local, pinned)) as pool:
             pending: collections.deque[_Slot] = collections.deque()

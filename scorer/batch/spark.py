@@ -14,12 +14,15 @@ Two ways to score:
   local engine runs on every chunk. So rows, types, coercions and bad-row reasons are the local
   engine's. Arrow rather than pandas batches: kept columns (ids) then pass through untouched,
   exactly like the local engine's, with no int-to-float detour for columns holding nulls.
-* **Spark ML and H2O MOJO bundles** without custom code: natively, ``model.transform_spark(df)``.
+* **Spark ML and H2O MOJO bundles** without custom code, when they score on the JVM
+  (``--spark-scoring spark``, or ``auto`` when native scoring lacks a stage): the model's own Spark
+  transform, ``model.transform_spark(df)``. Scored natively (:mod:`scorer.native_scoring`) they are
+  Python bundles like any other: ``mapInArrow``, the executors pinned to the path the driver chose.
 
 CSV columns are read as text (no ``inferSchema``): the scoring core converts the model's columns
 exactly as the local engine does (and names the rows it cannot convert), other columns pass
 through as written ("007" stays "007"), and no extra pass over the data is needed to infer types.
-The native path casts the model's columns to the bundle's input schema in Spark.
+The Spark-transform path casts the model's columns to the bundle's input schema in Spark.
 
 What is particular to this engine is how chunks are scheduled (Spark's tasks) and written (one
 dataset, by Spark's commit protocol). The input walk, the planning checks, chunk scoring, the
@@ -31,7 +34,6 @@ Exit codes are the local engine's: 0 ok, 2 usage (nothing written), 3 bundle fai
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import re
@@ -327,12 +329,12 @@ def _python_scored(spark: Any, sdf: Any, scorer: Scorer, settings: Settings, job
     sample = pa.Table.from_batches(batches) if batches else to_arrow_schema(sdf.schema).empty_table()
     spark_schema = from_arrow_schema(_output_schema(scorer, sample, settings.keep_columns))
     rejects = spark.sparkContext.accumulator([], _ListParam()) if settings.bad_rows == "reject" else None
-    worker_settings = dataclasses.replace(settings, bundle=bundle.name, bundle_digest=scorer.bundle.digest)
+    worker_settings = worker.pinned(settings, scorer, bundle.name)
     plan = WorkerPlan(bundle.name, worker_settings, job.root, to_arrow_schema(spark_schema), rejects)
     return with_file.mapInArrow(functools.partial(score_batches, plan=plan), spark_schema), rejects
 
 
-# --- Spark ML and H2O bundles: natively ----------------------------------------------------------------
+# --- Spark ML and H2O bundles on the JVM: their Spark transform ----------------------------------------------------------------
 
 
 class SparkNative(Protocol):
@@ -449,8 +451,9 @@ def _run(spark: Any, settings: Settings, scorer: Scorer, job: Job | None, workdi
         raise BatchFailed(_error_line(exc)) from None
     observation = Observation()
     scored = scored.observe(observation, F.count(F.lit(1)).alias("rows"))
-    log.info("scoring %d input file(s) (%s) on Spark %s (%s), %s path -> %s (%s)", len(job.files), job.in_fmt,
-             spark.version, spark.sparkContext.master, "native" if native is not None else "Python",
+    log.info("scoring %d input file(s) (%s) on Spark %s (%s) with %s -> %s (%s)", len(job.files), job.in_fmt,
+             spark.version, spark.sparkContext.master,
+             "the model's Spark transform" if native is not None else "Python workers",
              job.output_name, job.out_fmt)
     job_started = time.perf_counter()
     try:

@@ -11,6 +11,7 @@ names it in messages).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from scorer._memory import return_freed_memory
@@ -38,6 +39,15 @@ def load_once(bundle: str, settings: Settings) -> Scorer:
         use(Scorer.load(bundle, LoadOptions.from_settings(settings)), echo=settings.echo_bad_values, key=key)  # checks a pinned digest
     assert _scorer is not None
     return _scorer
+
+
+def pinned(settings: Settings, scorer: Scorer, bundle: str) -> Settings:
+    """The settings another process loads this job's bundle with: ``bundle`` (the local copy) pinned by
+    the digest this process loaded, and the scoring path this process chose (``--spark-scoring auto``
+    verifies once, here, not in every worker)."""
+    scoring = getattr(scorer.model, "scoring", None)
+    path = {"spark_scoring": "native" if scoring["path"] == "native" else "spark"} if scoring else {}
+    return dataclasses.replace(settings, bundle=bundle, bundle_digest=scorer.bundle.digest, **path)
 
 
 def init_pool_worker(bundle: str, settings: Settings) -> None:
