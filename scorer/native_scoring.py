@@ -147,14 +147,18 @@ def _verified(kind: str, path: Path, native: Any, sample: Sample | None, mojo_ba
     return {"rows": len(frame), "difference": compare(answer, jvm)}
 
 
+class NativeUnsupported(Exception):
+    """The model has a stage or algorithm native scoring lacks (the message names it)."""
+
+
 def _choose(kind: str, path: Path, mode: str, native_factory: Any, jvm_factory: Any,
-            sample: Sample | None, mojo_backend: str, unsupported: type[Exception]) -> CustomPreprocessor:
+            sample: Sample | None, mojo_backend: str) -> CustomPreprocessor:
     what = "Spark pipeline" if kind == "spark" else "H2O MOJO"
     if mode == "spark":
         return _report(jvm_factory(), "jvm", "--spark-scoring spark")
     try:
         native = native_factory()
-    except unsupported as exc:
+    except NativeUnsupported as exc:
         if mode == "native":
             raise BundleLayoutError(f"{path}: --spark-scoring native: {exc}") from exc
         log.warning("%s %s scores on the JVM: %s", what, path, exc)
@@ -178,25 +182,35 @@ def _report(model: Any, path: str, reason: str, verified: dict[str, Any] | None 
 
 def spark_pipeline(path: Path, mode: str, sample: Sample | None = None) -> CustomPreprocessor:
     """The model for a saved Spark ``PipelineModel`` directory, by ``--spark-scoring``."""
-    from scorer.spark_native.base import Unsupported
-    from scorer.spark_native.model import NativePipelineModel
+
+    def native() -> CustomPreprocessor:
+        from scorer.spark_native.base import Unsupported
+        from scorer.spark_native.model import NativePipelineModel
+
+        try:
+            return NativePipelineModel(path).compile()
+        except Unsupported as exc:
+            raise NativeUnsupported(str(exc)) from exc
 
     def jvm() -> CustomPreprocessor:
         from scorer.spark_ml import SparkPipelineModel
 
         return SparkPipelineModel(path)
 
-    return _choose("spark", path, mode, lambda: NativePipelineModel(path).compile(), jvm, sample, "genmodel",
-                   Unsupported)
+    return _choose("spark", path, mode, native, jvm, sample, "genmodel")
 
 
 def h2o_mojo(path: Path, mode: str, mojo_backend: str, sample: Sample | None = None) -> CustomPreprocessor:
     """The model for an H2O MOJO zip, by ``--spark-scoring`` (the JVM path: ``--mojo-backend``)."""
-    from scorer.h2o_native import NativeMojo, Unsupported
 
     def native() -> CustomPreprocessor:
+        from scorer.h2o_native import NativeMojo, Unsupported
+
         model = NativeMojo(path)
-        model.load(path.parent)
+        try:
+            model.load(path.parent)
+        except Unsupported as exc:
+            raise NativeUnsupported(str(exc)) from exc
         return model
 
     def jvm() -> CustomPreprocessor:
@@ -204,7 +218,7 @@ def h2o_mojo(path: Path, mode: str, mojo_backend: str, sample: Sample | None = N
 
         return MojoModel(path, backend=mojo_backend)
 
-    return _choose("h2o", path, mode, native, jvm, sample, mojo_backend, Unsupported)
+    return _choose("h2o", path, mode, native, jvm, sample, mojo_backend)
 
 
 def _main() -> None:
