@@ -116,11 +116,14 @@ class StringIndexerStage(_Base):
     mode: str = "error"
 
     def __post_init__(self) -> None:
-        self.index = [{label: float(i) for i, label in enumerate(labels)} for labels in self.labels]
+        # numLabels counts every saved entry, nulls included (labelsArray(i).length)
+        self.index = [{label: float(i) for i, label in enumerate(labels) if label is not None} for labels in self.labels]
         self.ambiguous: list[set[float]] = []
         for labels in self.labels:
             values: set[float] = set()
             for label in labels:
+                if label is None:  # pyspark's from_arrays_of_labels pads short lists with null
+                    continue
                 if label in ("true", "false"):  # a boolean column cast to string; booleans arrive as 0/1
                     values.update((0.0, 1.0))
                 try:
@@ -267,10 +270,10 @@ class VectorAssemblerStage(_Base):
             if col.dtype == object:
                 raise InvalidData(f"stage {self.uid}: column {name!r} is not numeric")
             part = col.astype(np.float64, copy=False).reshape(len(col), -1)
-            missing = np.isnan(part).all(axis=1) if part.shape[1] else np.zeros(len(part), dtype=bool)
+            missing = np.asarray(np.isnan(part).all(axis=1)) if part.shape[1] else np.zeros(len(part), dtype=bool)
             if self.mode == "error" and missing.any():
                 raise InvalidData(f"stage {self.uid}: column {name!r}: a null or NaN value (handleInvalid='error')")
-            bad = missing if bad is None else bad | missing
+            bad = missing if bad is None else np.logical_or(bad, missing)
             parts.append(part)
         n = len(next(iter(cols.values()))) if cols else 0
         cols[self.outputs[0]] = np.hstack(parts) if parts else np.zeros((n, 0))
@@ -351,11 +354,11 @@ def compile_standard_scaler(stage: StageFiles) -> Stage:
 
     def fn(m: np.ndarray) -> np.ndarray:
         if with_mean and with_std:
-            return (m - mean) * scale
+            return np.asarray((m - mean) * scale)
         if with_mean:
-            return m - mean
+            return np.asarray(m - mean)
         if with_std:
-            return m * scale
+            return np.asarray(m * scale)
         return m.copy()
 
     return VectorMapStage(stage.uid, ins, outs, len(std), fn)
