@@ -538,7 +538,7 @@ class ProjectionStage(_Base):
                 found = [k for k in cols if k == src] or [k for k in cols if k.lower() == src.lower()]
                 if len(found) != 1:
                     raise InvalidData(f"stage {self.uid}: column {src!r} is missing or ambiguous")
-                new = {alias or found[0]: cols[found[0]]}
+                new = {alias or src: cols[found[0]]}  # Spark names the column as the statement spells it
             clash = [k for k in new if k.lower() in {r.lower() for r in result}]
             if clash:
                 raise InvalidData(f"stage {self.uid}: the projection yields column {clash[0]!r} twice")
@@ -555,6 +555,8 @@ def compile_sql_transformer(stage: StageFiles) -> Stage:
         raise Unsupported("the statement is not SELECT <columns> FROM __THIS__")
     items: list[tuple[str | None, str | None]] = []
     for part in _split_items(match.group("items")):
+        if "__THIS__" in part:  # Spark replaces every __THIS__ in the statement with the view's name
+            raise Unsupported("__THIS__ inside the select list")
         if part.strip() == "*":
             items.append((None, None))
             continue
