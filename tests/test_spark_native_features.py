@@ -10,7 +10,6 @@ plus the edge cases of each stage (nulls, unseen labels, values on split points,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,16 +26,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    """The process's session; these frames are tiny, so fits shuffle into 2 partitions, not 200
-    (restored afterwards: the session is shared with other test modules)."""
+def spark() -> Any:
     from scorer.jvm import spark_session
 
-    session = spark_session()
-    before = session.conf.get("spark.sql.shuffle.partitions")
-    session.conf.set("spark.sql.shuffle.partitions", "2")
-    yield session
-    session.conf.set("spark.sql.shuffle.partitions", before)
+    return spark_session()
 
 
 def _columns(df: pd.DataFrame) -> Columns:
