@@ -6,10 +6,15 @@ numeric-only and with categoricals (one of 150 levels, so large bitsets), NAs in
 distributions, DRF with and without binomial_double_trees, balance_classes, a DRF whose tied class
 probabilities go through genmodel's tie-break. Each is scored on random rows (fixed seeds) with
 NaN, None, unseen levels, non-numbers, values exactly on (and just below) the trees' thresholds and
-extreme magnitudes, natively and by genmodel in the JVM of this process: through
-``scorer.h2o_mojo.MojoModel`` (genmodel's ``PredictCsv`` over ``EasyPredictModelWrapper``), and
-through ``score0`` on the raw rows for ±inf (the CSV path reads those as missing). Labels must be
-equal, probabilities and regression values within 1e-12 relative.
+extreme magnitudes, natively and by genmodel in the JVM of this process (``scorer.jvm``): through
+genmodel's batch scorer ``PredictCsv`` (each row read by ``EasyPredictModelWrapper``, unseen
+levels as NA) on a CSV this file writes, and through ``score0`` on the raw rows for ±inf (which a
+CSV cannot carry to Java). Labels must be equal, probabilities and regression values within 1e-12
+relative.
+
+(The CSV is written here rather than by ``scorer.h2o_mojo.MojoModel``: its writer quotes a
+missing number as ``""``, which PredictCsv misreads when such a field starts a row after the
+first, failing the batch.)
 """
 
 from __future__ import annotations
@@ -97,15 +102,14 @@ def jvm() -> Any:
     return spark_session().sparkContext._jvm
 
 
-def _csv_field(value: Any, numeric: bool) -> str:
-    """One field as genmodel's PredictCsv (opencsv, backslash escapes) reads it: missing is an empty
-    field, a number its shortest repr, a string quoted with backslash-escaped quotes/backslashes."""
+def _csv_column(values: pd.Series, numeric: bool) -> list[str]:
+    """A column's fields as genmodel's PredictCsv (opencsv, backslash escapes) reads them: missing is
+    an empty field, a number its shortest repr, a string quoted with backslash-escaped quotes and
+    backslashes. Non-numbers in a numeric column are missing (genmodel's invalid numbers as NA)."""
     if numeric:
-        number = pd.to_numeric(pd.Series([value], dtype=object), errors="coerce").iloc[0]
-        return "" if pd.isna(number) else repr(float(number))
-    if value is None:
-        return ""
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        return ["" if np.isnan(v) else repr(float(v)) for v in numbers]
+    return ["" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
 
 
 def genmodel_predict(jvm: Any, path: Path, frame: pd.DataFrame, tmp: Path, classes: list[str] | None) -> pd.DataFrame:
@@ -118,8 +122,8 @@ def genmodel_predict(jvm: Any, path: Path, frame: pd.DataFrame, tmp: Path, class
     names = list(model.getNames())[: model.getNumCols()]
     numeric = [model.getDomainValues(i) is None for i in range(len(names))]
     source, target = tmp / f"{path.stem}.csv", tmp / f"{path.stem}.out.csv"
-    lines = [",".join(names)] + [",".join(_csv_field(v, numeric[i]) for i, v in enumerate(row))
-                                 for row in frame[names].itertuples(index=False)]
+    fields = [_csv_column(frame[name], numeric[i]) for i, name in enumerate(names)]
+    lines = [",".join(names)] + [",".join(row) for row in zip(*fields)]
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     args = ["--mojo", str(path), "--input", str(source), "--output", str(target), "--decimal"]
     array = gateway.new_array(gateway.jvm.java.lang.String, len(args))

@@ -21,7 +21,8 @@ _MULTIPLIER = 0x5DEECE66D
 def java_exp(x: np.ndarray) -> np.ndarray:
     """``GbmMojoModel.exp``: ``Math.min(1e19, Math.exp(x))``."""
     with np.errstate(over="ignore"):
-        return np.minimum(1e19, np.exp(x))
+        result: np.ndarray = np.minimum(1e19, np.exp(x))
+    return result
 
 
 def link_inverse(link: str, f: np.ndarray) -> np.ndarray:
@@ -123,13 +124,14 @@ def labels(probs: np.ndarray, prior: np.ndarray | None, threshold: float, x: np.
     """``GenModel.getPrediction``: class index per row of (n, k) probabilities. Binomial: class 1
     when ``p1 >= threshold``; else the most probable class, ties broken as genmodel does."""
     if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).astype(np.int64)
-    best = np.argmax(probs, axis=1)
+        binomial: np.ndarray = (probs[:, 1] >= threshold).astype(np.int64)
+        return binomial
+    best: np.ndarray = np.argmax(probs, axis=1).astype(np.int64)
     top = probs[np.arange(probs.shape[0]), best]
     tied = np.flatnonzero((probs == top[:, None]).sum(axis=1) > 1)
     for i in tied:
         best[i] = _break_tie(probs[i], prior, x[i])
-    return best.astype(np.int64)
+    return best
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,8 @@ def build_forest(trees: list[bytes], where: str) -> Forest:
 def java_d2i(values: np.ndarray) -> np.ndarray:
     """Java's ``(int) d``: toward zero, saturating at the int range, NaN to 0."""
     clean = np.where(np.isnan(values), 0.0, values)
-    return np.trunc(np.clip(clean, INT_MIN, INT_MAX)).astype(np.int64)
+    result: np.ndarray = np.trunc(np.clip(clean, INT_MIN, INT_MAX)).astype(np.int64)
+    return result
 
 
 def leaf_values(forest: Forest, x: np.ndarray, domain_sizes: np.ndarray) -> np.ndarray:
