@@ -194,6 +194,7 @@ def test_example_bundle_equals_h2o_and_genmodel(jvm: Any, tmp_path: Path) -> Non
     assert_same(model.predict(frame), genmodel_predict(jvm, EXAMPLE, frame, tmp_path, model.classes), True)
 
 
+@pytest.mark.fast
 def test_tie_break_is_exercised() -> None:
     """The ties fixture really has rows whose best class probability is tied (so genmodel's
     prior-weighted tie-break is what the comparison with genmodel checks), and not every tied row

@@ -111,7 +111,12 @@ class NativeMojo(CustomPreprocessor):
             if name not in df.columns:
                 x[:, j] = np.nan
             elif levels is None:
-                x[:, j] = pd.to_numeric(df[name], errors="coerce").astype("float64").to_numpy()
+                column = df[name]
+                values = column.to_numpy()
+                if values.dtype.kind in "fiub":  # numpy numbers: as they are (the common case, no parsing)
+                    x[:, j] = values
+                else:
+                    x[:, j] = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             else:
                 x[:, j] = [_level(levels, name, v) for v in df[name].tolist()]
         return x
