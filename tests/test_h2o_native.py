@@ -262,3 +262,18 @@ def test_interface_matches_the_genmodel_backend() -> None:
     assert regression.classes is None and regression.output_columns == ["prediction"]
     assert regression.input_schema == {"x0": "float", "x1": "float", "x2": "float", "x3": "float",
                                        "c_lo": "string", "c_hi": "string"}
+
+
+@pytest.mark.fast
+def test_a_file_that_is_no_mojo_is_a_bundle_error(tmp_path: Path) -> None:
+    """Not a zip, or a zip without model.ini: a load failure of the bundle (exit 3), not Unsupported."""
+    from scorer.errors import BundleCodeError
+
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(BundleCodeError, match="not a loadable H2O MOJO"):
+        native(junk)
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as z:
+        z.writestr("other.txt", "x")
+    with pytest.raises(BundleCodeError, match="no model.ini"):
+        native(tmp_path / "empty.zip")

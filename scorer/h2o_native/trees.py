@@ -75,6 +75,8 @@ class _Builder:
             return self._node(tree, 0, 0, where)
         except (struct.error, IndexError) as exc:
             raise Unsupported(f"{where}: tree bytes not in the known layout ({exc})") from exc
+        except RecursionError as exc:  # decoded depth-first: a tree deeper than Python's stack
+            raise Unsupported(f"{where}: tree too deep to decode") from exc
 
     def _node(self, tree: bytes, pos: int, depth: int, where: str) -> int:
         node_type = tree[pos]
