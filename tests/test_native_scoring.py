@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from scorer.core import Scorer
-from scorer.load_options import LoadOptions
 from scorer.native_scoring import compare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +46,6 @@ def test_native_scoring_never_starts_a_jvm(bundle: Path) -> None:
     code = f"""
 import json, sys
 from scorer.core import Scorer
-from scorer.load_options import LoadOptions
 scorer = Scorer.load({str(bundle)!r}, LoadOptions(spark_scoring="native"))
 jvm = sorted(m for m in sys.modules if m.split(".")[0] in ("pyspark", "py4j", "jpype"))
 print(json.dumps({{"scoring": scorer.metadata()["scoring"], "jvm_modules": jvm}}))

@@ -45,9 +45,11 @@ def pinned(settings: Settings, scorer: Scorer, bundle: str) -> Settings:
     """The settings another process loads this job's bundle with: ``bundle`` (the local copy) pinned by
     the digest this process loaded, and the scoring path this process chose (``--spark-scoring auto``
     verifies once, here, not in every worker)."""
+    pinned = dataclasses.replace(settings, bundle=bundle, bundle_digest=scorer.bundle.digest)
     scoring = getattr(scorer.model, "scoring", None)
-    path = {"spark_scoring": "native" if scoring["path"] == "native" else "spark"} if scoring else {}
-    return dataclasses.replace(settings, bundle=bundle, bundle_digest=scorer.bundle.digest, **path)
+    if scoring:
+        pinned = dataclasses.replace(pinned, spark_scoring="native" if scoring["path"] == "native" else "spark")
+    return pinned
 
 
 def init_pool_worker(bundle: str, settings: Settings) -> None:
