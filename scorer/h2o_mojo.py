@@ -120,7 +120,7 @@ class MojoModel(CustomPreprocessor):
 
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
         if self._rows is not None:
-            return self._rows.predict(df.reindex(columns=self.features))
+            return self._rows.predict(df if list(df.columns) == self.features else df.reindex(columns=self.features))
         sdf = spark_frame(self.session, df.reindex(columns=self.features), self.input_schema or {})
         frame: pd.DataFrame = self.transform_spark(sdf).select(*(quote(c) for c in self.output_columns)).toPandas()
         return frame
@@ -166,6 +166,21 @@ def _levels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     return present, [v if isinstance(v, str) else str(v) for v in values.to_numpy(dtype=object)[present]]
 
 
+def _level_codes(values: np.ndarray, codes: dict[str, int]) -> np.ndarray:
+    """Each value's level index, NaN for a missing value or an unseen level (a plain loop: faster than
+    pandas on the small batches online scoring sends, and linear on large ones)."""
+    nan = np.nan
+    out = np.empty(len(values))
+    for k, v in enumerate(values):
+        if type(v) is str:
+            out[k] = codes.get(v, nan)
+        elif v is None or pd.isna(v):
+            out[k] = nan
+        else:
+            out[k] = codes.get(str(v), nan)
+    return out
+
+
 def _outputs(labels: list[str], probabilities: np.ndarray | None, classes: list[str] | None) -> pd.DataFrame:
     if classes is None or probabilities is None:
         return pd.DataFrame({"prediction": np.asarray(labels, dtype=np.float64)})
@@ -208,12 +223,16 @@ class ArrayRows:
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
         """The batch as ``score0`` reads it: one float64 row per input row."""
         matrix = np.full((len(frame), self.width), np.nan)
-        for i, (name, codes) in enumerate(zip(self.features, self.codes)):
-            if codes is None:
-                matrix[:, i] = _numbers(frame[name])
-            else:
-                present, texts = _levels(frame[name])
-                matrix[present, i] = pd.Series(texts, dtype=object).map(codes).to_numpy(dtype=np.float64, na_value=np.nan)
+        numeric = [i for i, codes in enumerate(self.codes) if codes is None]
+        block = frame.iloc[:, numeric]
+        if all(pd.api.types.is_float_dtype(t) or pd.api.types.is_integer_dtype(t) for t in block.dtypes):
+            matrix[:, numeric] = block.to_numpy(dtype=np.float64, na_value=np.nan)  # one copy for all of them
+        else:
+            for i in numeric:
+                matrix[:, i] = _numbers(frame.iloc[:, i])
+        for i, codes in enumerate(self.codes):
+            if codes is not None:
+                matrix[:, i] = _level_codes(frame.iloc[:, i].to_numpy(dtype=object), codes)
         return matrix
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -224,8 +243,7 @@ class ArrayRows:
             score0 = self.model.score0
             for i in range(len(matrix)):
                 row[:] = matrix[i]
-                score0(row, out)
-                preds[i] = np.asarray(out)
+                preds[i] = score0(row, out)  # two JNI calls a row; the arrays cross as buffers
         if self.classes is None:
             return pd.DataFrame({"prediction": preds[:, 0]})
         labels = [self.classes[int(k)] for k in preds[:, 0]]
