@@ -126,7 +126,8 @@ def genmodel_jvm() -> Any:
         import jpype
     except ImportError as exc:
         raise BundleCodeError(
-            "H2O MOJOs need JPype1 and the Sparkling Water scoring jar: install scorer[spark] (Java 17) or use the Spark image"
+            "H2O MOJOs need JPype1 and the Sparkling Water scoring jar: install scorer[spark] (Java 17) "
+            "or use the Spark image"
         ) from exc
     with _genmodel_lock:
         if jpype.isJVMStarted():
@@ -141,7 +142,8 @@ def genmodel_jvm() -> Any:
         except (OSError, RuntimeError, ValueError) as exc:  # ValueError: JPype finds no JVM
             raise BundleCodeError(f"cannot start a Java runtime for H2O MOJOs (Java 17 needed): {exc}") from exc
         _quiet_slf4j(jpype)
-        log.info("started an in-process JVM (%s) for H2O genmodel", jpype.getJVMVersion())
+        version = ".".join(map(str, jpype.getJVMVersion()))
+        log.info("started an in-process JVM (Java %s) for H2O genmodel", version)
     return jpype
 
 
