@@ -5,8 +5,8 @@ Two backends, same answers:
 * ``genmodel`` (default): H2O's ``hex.genmodel`` predictor (shipped in the Sparkling Water scoring
   jar) in an in-process JVM started through JPype (:func:`scorer.jvm.genmodel_jvm`): no SparkSession,
   no file, no ``PredictCsv`` (whose argument errors call ``System.exit``). The batch goes to the JVM as
-  primitive ``double[]`` rows and comes back the same way; a call costs well under a millisecond plus
-  about 15 us a row. JPype1 (in the ``spark`` extra) is the maintained Python-Java bridge over JNI; the
+  primitive ``double[]`` rows and comes back the same way; a call costs about a millisecond of CPU
+  (mostly pandas) plus 10-15 us a row, where the CSV handoff cost about 7 ms plus 20 us a row. JPype1 (in the ``spark`` extra) is the maintained Python-Java bridge over JNI; the
   alternative, py4j to the SparkSession's JVM, has no call taking a batch of rows without Java source
   of our own, and would keep a SparkSession (seconds of cold start) for every MOJO.
 * ``spark``: pysparkling's ``H2OMOJOModel`` on a Spark DataFrame, which is also what the Spark
@@ -246,7 +246,7 @@ class ArrayRows:
                 preds[i] = score0(row, out)  # two JNI calls a row; the arrays cross as buffers
         if self.classes is None:
             return pd.DataFrame({"prediction": preds[:, 0]})
-        labels = [self.classes[int(k)] for k in preds[:, 0]]
+        labels = [self.classes[int(k) if k == k else 0] for k in preds[:, 0]]  # Java's (int) NaN is 0
         return _outputs(labels, preds[:, 1:1 + len(self.classes)], self.classes)
 
 
