@@ -6,9 +6,10 @@ Two backends, same answers:
   jar) in an in-process JVM started through JPype (:func:`scorer.jvm.genmodel_jvm`): no SparkSession,
   no file, no ``PredictCsv`` (whose argument errors call ``System.exit``). The batch goes to the JVM as
   primitive ``double[]`` rows and comes back the same way; a call costs about a millisecond of CPU
-  (mostly pandas) plus 10-15 us a row, where the CSV handoff cost about 7 ms plus 20 us a row. JPype1 (in the ``spark`` extra) is the maintained Python-Java bridge over JNI; the
-  alternative, py4j to the SparkSession's JVM, has no call taking a batch of rows without Java source
-  of our own, and would keep a SparkSession (seconds of cold start) for every MOJO.
+  (mostly pandas) plus 10-15 us a row, where the CSV handoff cost about 7 ms plus 20 us a row.
+  JPype1 (in the ``spark`` extra) is the maintained Python-Java bridge over JNI; the alternative,
+  py4j to the SparkSession's JVM, has no call taking a batch of rows without Java source of our
+  own, and would keep a SparkSession (seconds of cold start) for every MOJO.
 * ``spark``: pysparkling's ``H2OMOJOModel`` on a Spark DataFrame, which is also what the Spark
   engine runs natively on datasets of any size (:meth:`MojoModel.transform_spark`).
 
@@ -20,7 +21,8 @@ is NaN). For MOJOs trained with the default categorical encoding that mapping is
 (:class:`ArrayRows`, copied from genmodel's ``EnumEncoder``); for the other encodings (one-hot
 explicit, binary, eigen, label, enum-limited) genmodel's own wrapper converts each row
 (:class:`RowDataRows`). The label is the one ``score0`` returns, as genmodel's wrapper reads it
-(``preds[0]``: for binomial models the model's default threshold applied by ``GenModel.getPrediction``).
+(``preds[0]``; for a binomial model ``GenModel.getPrediction``: class 1 when ``preds[2] >= threshold``,
+the MOJO's default threshold).
 
 The schema comes from the MOJO: columns with a domain are strings, the others numbers. Output has
 the scikit-learn shape: ``prediction`` (the class label) plus ``probability_<class>`` per class for
