@@ -8,6 +8,8 @@ One SparkSession serves every in-process test (the process's session, :func:`sco
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -218,8 +220,75 @@ def test_mojo_strings_with_quotes_commas_and_backslashes(mojo_scorers: dict[str,
                                   check_dtype=False)
 
 
+def test_mojo_rows_encoded_in_numpy_equal_genmodels_own_conversion(mojo_scorers: dict[str, Scorer],
+                                                                   rows: pd.DataFrame) -> None:
+    """The genmodel backend's numpy encoding of a batch (level -> domain index, unseen level or text that is
+    not a number -> NaN) scores exactly as H2O's EasyPredictModelWrapper converting each row itself
+    (convertUnknownCategoricalLevelsToNa, convertInvalidNumbersToNa): the path MOJOs with other
+    categorical encodings take."""
+    from scorer.h2o_mojo import ArrayRows, RowDataRows
+    from scorer.jvm import genmodel_jvm
+
+    model = mojo_scorers["genmodel"].model
+    assert isinstance(model._rows, ArrayRows)  # type: ignore[attr-defined]
+    strings = [c for c in rows.columns if rows[c].dtype == object]
+    numbers = [c for c in rows.columns if c not in strings]
+    hostile = rows.astype({numbers[0]: object})
+    hostile.loc[::5, numbers[0]] = "not a number"
+    hostile.loc[1::5, numbers[0]] = " 2.5 "
+    hostile.loc[::3, strings[0]] = f"{strings[0]}.{rows[strings[0]].iloc[0]}"  # not a level: genmodel tries <column>.<level>
+    hostile.loc[2::7, strings[1]] = 3  # a number in a categorical column is looked up as text
+    hostile.loc[4::9, strings[1]] = np.nan
+    domains = [None if model.input_schema[c] == "float" else  # type: ignore[attr-defined]
+               [str(v) for v in model.genmodel.getDomainValues(i)] for i, c in enumerate(model.features)]  # type: ignore[attr-defined]
+    rowdata = RowDataRows(genmodel_jvm(), model.genmodel, model.features, domains, model.classes)  # type: ignore[attr-defined]
+    for frame in (rows, hostile):
+        pd.testing.assert_frame_equal(model.predict(frame), rowdata.predict(frame.reindex(columns=model.features)),
+                                      check_exact=True)
+
+
+def test_mojo_genmodel_scores_in_memory_without_spark(mojo_scorers: dict[str, Scorer], rows: pd.DataFrame,
+                                                      tmp_path: Path) -> None:
+    """In a fresh process a MOJO loads and scores with no SparkSession (pyspark is not even imported) and no
+    file written: the JVM is in-process, the rows go to it as arrays. The process counts as having a JVM
+    (it must not fork server workers). Its answers are pysparkling's."""
+    script = textwrap.dedent(f"""
+        import os, pickle, sys
+        from scorer.core import Scorer
+        from scorer.jvm import jvm_started
+
+        scorer = Scorer.load({str(H2O_BUNDLE)!r})
+        rows = pickle.load(sys.stdin.buffer)
+        written = []
+
+        def audit(event, args):
+            if event == "open" and (any(m in str(args[1] or "") for m in "wax+")
+                                    or (args[2] or 0) & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
+                written.append(str(args[0]))
+            elif event in ("os.mkdir", "os.rename", "os.remove"):
+                written.append(str(args[0]))
+
+        sys.addaudithook(audit)
+        scored = [scorer.score(rows.iloc[i:i + n]) for i, n in ((0, 1), (1, 299), (0, 300))]
+        assert not written, written
+        assert "pyspark" not in sys.modules, "pyspark was imported"
+        assert jvm_started()
+        sys.stdout.buffer.write(pickle.dumps(scored[-1]))
+    """)
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    result = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(rows), capture_output=True,
+                            timeout=300, env=env)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 0, stderr[-3000:]
+    assert "SLF4J" not in stderr, stderr
+    assert not list((tmp_path / "tmp").iterdir())
+    pd.testing.assert_frame_equal(pickle.loads(result.stdout), mojo_scorers["spark"].score(rows), check_exact=True,
+                                  check_dtype=False)
+
+
 def test_mojo_concurrent_calls_do_not_mix(mojo_scorers: dict[str, Scorer], rows: pd.DataFrame) -> None:
-    """The genmodel backend reuses one pair of files per model: calls from several threads stay separate."""
+    """Calls from several threads into one genmodel model stay separate."""
     scorer = mojo_scorers["genmodel"]
     expected = {i: scorer.score(rows.iloc[i * 10:(i + 1) * 10]) for i in range(8)}
     got: dict[int, pd.DataFrame] = {}
