@@ -326,25 +326,29 @@ def render(results: dict[str, Any]) -> str:
 
 
 def figures(results: dict[str, Any]) -> dict[str, Any]:
-    """Flat figures (benchmarks/render.py shows them as a table), per case; then the images'."""
-    out: dict[str, Any] = {}
+    """What the README quotes (benchmarks/render.py's jvm block), rounded as quoted."""
+    cases = []
     for label, r in results["cases"].items():
         i, s = r["inprocess"], r["served"]
-        for n in SIZES:
-            out[f"{label}: in-process limit {n} rows, ms"] = round(i[f"limit_{n}"]["median_ms"], 2)
-            out[f"{label}: HTTP {n} rows p50, ms"] = round(s[f"http_{n}_ms"], 2)
-        out[f"{label}: 64 conns x 1 row, rows/s"] = round(s["c64"]["rows_s"])
-        out[f"{label}: served cold start, s"] = round(s["cold_start_s"], 2)
-        out[f"{label}: served peak RSS, MiB"] = round(s["peak_rss_mib"])
-    for label, diff in results["native_vs_jvm"].items():
-        out[f"{label}: largest relative difference"] = float(f"{diff:.3g}")
+        cases.append({
+            "case": label, "path": s["scoring"]["path"], "pinned_cpus": s["pinned_cpus"] or "none",
+            **{f"http_{n}_ms": round(s[f"http_{n}_ms"], 2) for n in SIZES},
+            **{f"limit_{n}_ms": round(i[f"limit_{n}"]["median_ms"], 2) for n in SIZES},
+            "c64_rows_s": round(s["c64"]["rows_s"]), "c64_p50_ms": round(s["c64"]["p50_ms"], 1),
+            "cold_start_s": round(s["cold_start_s"], 2), "peak_rss_mib": round(s["peak_rss_mib"]),
+        })
+    out: dict[str, Any] = {
+        "sizes": list(SIZES), "connections": 64,
+        "cases": cases,
+        # Strings: how the README writes them (a float like 2.2e-16 would be quoted as two numbers).
+        "native_vs_jvm": [{"pair": k, "max_rel_diff": f"{v:.2g}"} for k, v in results["native_vs_jvm"].items()],
+        "contract_rtol": f"{RTOL:g}",
+    }
     img = results.get("images")
     if img:
-        for label, r in img["runs"].items():
-            out[f"{label}: docker run to /ready, s"] = round(r["cold_start_s"], 2)
-            out[f"{label}: peak RSS, MiB"] = round(r["peak_rss_mib"])
-        for tag, i in img["images"].items():
-            out[f"{tag.split(':')[0]} image size, MB"] = i["size_mb"]
+        out["docker_run"] = [{"run": label, "cold_start_s": round(r["cold_start_s"], 2),
+                              "peak_rss_mib": round(r["peak_rss_mib"]), "image_mb": img["images"][r["image"]]["size_mb"]}
+                             for label, r in img["runs"].items()]
     return out
 
 
