@@ -102,22 +102,22 @@ def publish(src: Path, dest: Path) -> Path:
     return dest
 
 
-class _RssSampler(threading.Thread):
-    """Samples the RSS of a process tree every 50 ms until stopped; ``peak_mib`` is the largest sum seen."""
+class PeakRss(threading.Thread):
+    """The largest RSS (MiB) of a process tree, sampled every 50 ms from construction until ``stop()``."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak_mib, self._stop = pid, 0.0, threading.Event()
+        self.pid, self.peak_mib, self._done = pid, 0.0, threading.Event()
+        self.start()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             self.peak_mib = max(self.peak_mib, h.tree_rss_mib(self.pid) or 0.0)
-            self._stop.wait(0.05)
+            self._done.wait(0.05)
 
     def stop(self) -> float:
-        self._stop.set()
+        self._done.set()
         self.join()
-        self.peak_mib = max(self.peak_mib, h.tree_rss_mib(self.pid) or 0.0)
         return self.peak_mib
 
 
@@ -134,11 +134,8 @@ class Container:
         self.started = time.perf_counter()
         self.id = _docker(*cmd, tag, "serve")
         RUNNING.append(self.id)
-        self.sampler: _RssSampler | None = None
         pid = int(_docker("inspect", "-f", "{{.State.Pid}}", self.id, check=False) or 0)
-        if pid:
-            self.sampler = _RssSampler(pid)
-            self.sampler.start()
+        self.sampler = PeakRss(pid) if pid else None
 
     def wait_ready(self, timeout: float) -> float:
         """Seconds from ``docker run`` to the first 200 on /ready."""

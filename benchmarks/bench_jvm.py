@@ -47,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h  # noqa: E402
+import _images  # noqa: E402
 
 SIZES = (1, 100, 10_000)
 RTOL = 1e-9  # native vs JVM: the issue's exactness contract (scorer.native_scoring.RTOL)
@@ -133,25 +133,6 @@ print("RESULT " + json.dumps(out))
     return out
 
 
-class PeakRss(threading.Thread):
-    """The largest RSS of a process tree, sampled every 50 ms until ``stop()``."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.peak_mib, self._done = pid, 0.0, threading.Event()
-        self.start()
-
-    def run(self) -> None:
-        while not self._done.is_set():
-            self.peak_mib = max(self.peak_mib, h.tree_rss_mib(self.pid) or 0.0)
-            self._done.wait(0.05)
-
-    def stop(self) -> float:
-        self._done.set()
-        self.join()
-        return self.peak_mib
-
-
 def sequential_p50(port: int, body: bytes, quick: bool, rows: int, warmup: int) -> float:
     """Median latency (ms) of one POST /predict at a time, after ``warmup`` untimed requests."""
     for _ in range(warmup):
@@ -174,7 +155,7 @@ def served(case: Case, bundle: Path, build: Any, tmp: Path, quick: bool, expecte
            "--spark-scoring", case.scoring, "--mojo-backend", case.backend]
     server = h.ServerProcess(case.label.replace(" ", "-"), cmd, port, "/ready", tmp / "logs", pin=cpus is not None,
                              cpus=cpus)
-    peak = PeakRss(server.pid)
+    peak = _images.PeakRss(server.pid)
     try:
         out: dict[str, Any] = {"cold_start_s": server.wait_ready(timeout=300), "pinned_cpus": cpus}
         out["rss_mib_ready"] = server.rss_mib()
@@ -247,8 +228,6 @@ def native_vs_jvm(native: dict[str, Any], jvm: dict[str, Any], label: str) -> fl
 
 def images(tmp: Path, quick: bool, expected: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Build both images, then time ``docker run`` to /ready: main image natively vs Spark image on the JVM."""
-    import _images
-
     _images.ensure_engine()
     out: dict[str, Any] = {"images": {}, "runs": {}}
     for dockerfile, tag in (("Dockerfile", MAIN_IMAGE), ("Dockerfile.spark", SPARK_IMAGE)):
