@@ -343,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                         "file then lacks the others)")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if not args.cases or c.label in args.cases.split(",")]
+    unknown = set(args.cases.split(",")) - {c.label for c in CASES} if args.cases else set()
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}: choose from {[c.label for c in CASES]}")
     h.install_cleanup()
     build = h.load_build_module()
     started = time.perf_counter()
