@@ -130,7 +130,27 @@ def jvm_block(results: dict[str, dict[str, Any]]) -> str:
     data = results.get("jvm")
     if not data:
         return missing("the Spark ML and H2O MOJO bundles", "benchmarks/bench_jvm.py")
-    return generic_block("jvm", data)
+    f = data["figures"]
+    if "cases" not in f:  # a results file from before native scoring: its flat figures
+        return generic_block("jvm", data)
+    L = [f"| case | server on cores | HTTP p50, 1 / 100 / 10,000 rows (ms) | {f['connections']} conns × 1 row: rows/s "
+         "| p50 under load (ms) | CPU % server / others | `scorer serve` cold start (s) | peak RSS (MiB) |",
+         "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for c in f["cases"]:
+        L.append(f"| {c['case']} | {c['pinned_cpus']} | {c['http_1_ms']:.2f} / {c['http_100_ms']:.2f} / "
+                 f"{c['http_10000_ms']:.2f} | {c['c64_rows_s']:,} | {c['c64_p50_ms']:.1f} | {c['c64_server_cpu_pct']} / "
+                 f"{c['c64_foreign_cpu_pct']} | {c['cold_start_s']:.2f} | {c['peak_rss_mib']:,} |")
+    if f.get("docker_run"):
+        L += ["", "| `docker run` → first 200 on /ready | cold start (s) | peak RSS (MiB) | image size (MB) |",
+              "|---|---:|---:|---:|"]
+        L += [f"| {r['run']} | {r['cold_start_s']:.2f} | {r['peak_rss_mib']:,} | {r['image_mb']:,} |" for r in f["docker_run"]]
+    L += ["", "CPU %: during the 64-connection run, the server process tree's and every other process's (100 = one "
+          "core; the load generator excluded)."]
+    L += ["", "Native answers vs the JVM path's on the same rows (1, 100 and 10,000 rows; predictions equal, the "
+          f"contract is {f['contract_rtol']} relative): largest relative difference "
+          + ", ".join(f"{d['max_rel_diff']} ({d['pair']})" for d in f["native_vs_jvm"]) + "."]
+    L += ["", f"- {run_line('jvm', data['run'])}"]
+    return "\n".join(L)
 
 
 def spark_engine_block(results: dict[str, dict[str, Any]]) -> str:

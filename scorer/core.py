@@ -59,9 +59,9 @@ class Scorer:
     def _load(cls, origin: Resolved, options: LoadOptions) -> Scorer:
         bundle = open_bundle(origin.path, expected_digest=options.bundle_digest)
         if options.install_requirements:
-            ensure_requirements(bundle, options.requirements_cache)
+            ensure_requirements(bundle, options.requirements_cache, options.spark_scoring)
         elif options.check_requirements:
-            check_requirements(bundle)
+            check_requirements(bundle, options.spark_scoring)
         model = load_model(bundle, options)
         columns = bundle.manifest.input_schema or getattr(model, "input_schema", None)
         schema = Schema(columns, extra_columns=options.extra_columns) if columns else None

@@ -25,7 +25,10 @@ What is imported from the cache is what pip installed for this bundle, and nothi
 
 An MLflow model directory's ``requirements.txt`` (MLflow writes one) is checked the same way, except
 its ``mlflow``, ``mlflow-skinny`` and ``mlflow-tracing`` pins when the model loads natively (the
-sklearn and spark flavors import no MLflow): :func:`bundle_requirements`.
+sklearn and spark flavors import no MLflow): :func:`bundle_requirements`. Likewise a Spark ML
+pipeline's or H2O MOJO's pins on the JVM path's packages (pyspark, py4j, Sparkling Water) when
+pyspark is not installed and ``spark_scoring`` is not ``spark``: such a bundle then scores natively
+(:mod:`scorer.native_scoring`), as in the main image, which has no Java and no pyspark.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from importlib import metadata
+from importlib import metadata, util
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -52,7 +55,7 @@ from packaging.utils import canonicalize_name
 
 from scorer import _source_only
 from scorer.bundle import Bundle
-from scorer.errors import RequirementsError
+from scorer.errors import BundleLayoutError, RequirementsError
 from scorer.mlflow_model import MLFLOW_DISTRIBUTIONS
 from scorer.private_dir import UnsafeDirectory, private_dir
 from scorer.record import dist_infos, installed_path, verify_install
@@ -109,10 +112,32 @@ def _listing(req_file: Path, missing: list[tuple[Requirement, str]]) -> str:
                   + "; ".join(f"{req} ({why})" for req, why in missing))
 
 
-def bundle_requirements(bundle: Bundle, req_file: Path) -> list[Requirement]:
+def _jvm_distribution(req: Requirement) -> bool:
+    """pyspark, py4j and Sparkling Water (``h2o-pysparkling*``): what only the JVM path imports."""
+    name = canonicalize_name(req.name)
+    return name in ("pyspark", "py4j") or name.startswith("h2o-pysparkling")
+
+
+def _jvm_flavor(bundle: Bundle) -> bool:
+    """Whether the bundle's model is a Spark ML pipeline or an H2O MOJO (not custom code)."""
+    if bundle.mlflow is not None:
+        return bundle.mlflow.loader == "spark"
+    try:
+        return bundle.custom_code() is None and bundle.default_model()[0] in ("spark", "h2o")
+    except BundleLayoutError:
+        return False  # reported when the model loads
+
+
+def bundle_requirements(bundle: Bundle, req_file: Path, spark_scoring: str = "auto") -> list[Requirement]:
     """The bundle's requirements that apply to how it is loaded: for an MLflow model loaded natively,
-    all but MLflow's own distributions (the one exception to checking every line)."""
+    all but MLflow's own distributions; for a Spark ML pipeline or H2O MOJO scored natively (pyspark not
+    installed, ``spark_scoring`` not ``spark``), all but the JVM path's packages. Every other line counts."""
     reqs = read_requirements(req_file)
+    if spark_scoring != "spark" and util.find_spec("pyspark") is None and _jvm_flavor(bundle):
+        skipped = [str(r) for r in reqs if _jvm_distribution(r)]
+        if skipped:
+            log.info("%s: not checked (no pyspark here: the model scores natively): %s", req_file, ", ".join(skipped))
+        reqs = [r for r in reqs if not _jvm_distribution(r)]
     if bundle.mlflow is None:
         return reqs
     if not bundle.mlflow.native:
@@ -137,10 +162,10 @@ def _met_by_skinny(req: Requirement) -> Requirement:
         return Requirement(f"mlflow-skinny{req.specifier}")
 
 
-def check_requirements(bundle: Bundle) -> None:
+def check_requirements(bundle: Bundle, spark_scoring: str = "auto") -> None:
     """Every pin in requirements.txt must be met by the running environment; list all that are not."""
     req_file = bundle.root / "requirements.txt"
-    if req_file.is_file() and (missing := unmet(bundle_requirements(bundle, req_file))):
+    if req_file.is_file() and (missing := unmet(bundle_requirements(bundle, req_file, spark_scoring))):
         raise RequirementsError(_listing(req_file, missing))
 
 
@@ -159,13 +184,13 @@ def install_key(bundle_digest: str, wanted: list[str], constraints: list[str]) -
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def ensure_requirements(bundle: Bundle, cache_dir: str | Path = "") -> None:
+def ensure_requirements(bundle: Bundle, cache_dir: str | Path = "", spark_scoring: str = "auto") -> None:
     """Install the bundle's unmet requirements into the private ``cache_dir`` (reused across restarts
     when it is a volume, once every file checks out against its RECORD) and put them first on
     ``sys.path``; raise with one line when the directory is unsafe or with pip's own error when the
     install fails. Its modules are compiled from source, never from bytecode (:mod:`scorer._source_only`)."""
     req_file = bundle.root / "requirements.txt"
-    if not req_file.is_file() or not (missing := unmet(bundle_requirements(bundle, req_file))):
+    if not req_file.is_file() or not (missing := unmet(bundle_requirements(bundle, req_file, spark_scoring))):
         return
     loaded = _loaded_distributions()
     clash = [f"{req} (installed {why.removeprefix('installed ')}, already imported by the scorer)"

@@ -1,5 +1,6 @@
 """The scorer image against a real Docker engine: serve (mounted bundle, embedded example, the
-SageMaker paths), batch over mounted directories, the hardened runtime, fail-fast requirements."""
+SageMaker paths), batch over mounted directories, the hardened runtime, fail-fast requirements; the
+Spark ML and H2O MOJO example bundles served natively (no Java, no pyspark in this image)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import requests
 from testcontainers.core.container import DockerContainer
 
-from .conftest import DOCKER, assert_base_recorded, build_with_lock, lock_entry, publish, wrong_hash
+from .conftest import DOCKER, REPO, assert_base_recorded, build_with_lock, lock_entry, publish, wrong_hash
 
 SPAM_ROW = {"feature1": 1.0, "feature2": "this is spam", "feature3": 2.0}
 
@@ -454,3 +456,71 @@ def test_install_requirements_kept_in_a_named_volume(image: dict[str, object], b
         assert "requirements_cache /tmp/scorer-requirements-10001 is owned by uid 0, not by this process's uid 10001" in text
     finally:
         subprocess.run([DOCKER, "volume", "rm", "-f", volume], capture_output=True, check=False)
+
+
+# --- Spark ML and H2O MOJO bundles, natively (issue 15) --------------------------------------------
+
+REFERENCE_ROWS = REPO / "bundles" / "_reference" / "h2o_predictions.csv"  # H2O's own predictions, 200 rows
+FEATURES = ["f0", "f1", "f2", "f3", "f4", "f5", "c1", "c2"]  # the input schema of bundles/spark and bundles/h2o
+
+
+def reference_answers(flavor: str) -> tuple[pd.DataFrame, list[dict[str, object]]]:
+    """The 200 reference rows and what the real thing answers for them: for h2o, H2O's predictions
+    committed with the bundle; for spark, the Spark path (a local SparkSession in this process)."""
+    reference = pd.read_csv(REFERENCE_ROWS)
+    rows = reference[FEATURES]
+    if flavor == "h2o":
+        return rows, [{"prediction": p, "probability_no": n, "probability_yes": y}
+                      for p, n, y in zip(reference["predict"], reference["no"], reference["yes"], strict=True)]
+    from scorer import codecs
+    from scorer.core import Scorer
+    from scorer.load_options import LoadOptions
+
+    scorer = Scorer.load(REPO / "bundles" / flavor, LoadOptions(spark_scoring="spark"))
+    assert scorer.model.scoring["path"] == "jvm"  # type: ignore[attr-defined]
+    return rows, json.loads(codecs.json_predictions(scorer.score(rows)))["predictions"]
+
+
+def assert_same_answers(got: list[dict[str, object]], want: list[dict[str, object]], rtol: float) -> None:
+    """Labels equal, probabilities within ``rtol`` relative, row by row."""
+    import numpy as np
+
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert list(g) == list(w), (i, g, w)
+        assert g["prediction"] == w["prediction"], (i, g, w)
+        for key in ("probability_no", "probability_yes"):
+            assert np.isclose(float(g[key]), float(w[key]), rtol=rtol, atol=0.0), (i, key, g, w)  # type: ignore[arg-type]
+
+
+def test_main_image_has_no_jvm(image: dict[str, object]) -> None:
+    """The main image has no Java and no pyspark: what it serves of Spark and H2O bundles is native."""
+    def run(script: str) -> int:
+        return subprocess.run([DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "sh", str(image["name"]),
+                               "-c", script], capture_output=True, check=False).returncode
+
+    assert run("true") == 0
+    assert run("command -v java") != 0
+    assert run("python3 -c 'import pyspark'") != 0
+
+
+@pytest.mark.parametrize("flavor", ["spark", "h2o"])
+def test_main_image_serves_spark_and_h2o_bundles_natively(image: dict[str, object], public_dir: Path,
+                                                          flavor: str) -> None:
+    """The example Spark ML pipeline and H2O MOJO bundles, mounted at /model of the main image with its
+    default settings, are served natively: /metadata says ``scoring.path == "native"``, and /predict
+    answers the 200 reference rows as the real thing does (labels equal, probabilities within 1e-9
+    relative): H2O's committed predictions, and the Spark path's answers computed in this process."""
+    rows, want = reference_answers(flavor)
+    bundle = publish(REPO / "bundles" / flavor, public_dir / flavor)
+    port = free_port()
+    with serving(str(image["name"]), port).with_volume_mapping(str(bundle), "/model", "ro") as container:
+        url = f"http://127.0.0.1:{port}"
+        seconds = wait_ready(container, url)
+        print(f"{flavor}: main image cold start to /ready {seconds:.2f}s")
+        scoring = requests.get(url + "/metadata").json()["scoring"]
+        assert scoring["path"] == "native", (scoring, logs(container))
+        response = requests.post(url + "/predict", data=rows.to_json(orient="split", index=False),
+                                 headers={"Content-Type": "application/json"})
+        assert response.status_code == 200, response.text
+        assert_same_answers(response.json()["predictions"], want, rtol=1e-9)
