@@ -74,9 +74,10 @@ def matrix(m: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
 
 def dot(x: np.ndarray, coef: np.ndarray, support: np.ndarray) -> np.ndarray:
     """``BLAS.dot(features, coefficients)`` per row, over the coefficients' stored entries."""
-    if support.all():
-        return np.asarray(x @ coef, dtype=np.float64)
-    return np.asarray(x[:, support] @ coef[support], dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, as in Spark; no warning
+        if support.all():
+            return np.asarray(x @ coef, dtype=np.float64)
+        return np.asarray(x[:, support] @ coef[support], dtype=np.float64)
 
 
 def sequential_sum(a: np.ndarray) -> np.ndarray:
@@ -100,8 +101,9 @@ def first_argmax(a: np.ndarray) -> np.ndarray:
 
 
 def softmax(raw: np.ndarray) -> np.ndarray:
-    """``org.apache.spark.ml.impl.Utils.softmax`` per row: the first +inf takes probability 1; otherwise
-    ``exp(v - max)`` (max over values greater than ``Double.MinValue``) scaled by ``1 / sum``."""
+    """``org.apache.spark.ml.impl.Utils.softmax`` per row: at the first +inf the row is scaled by 0 and that
+    entry set to 1; otherwise ``exp(v - max)`` (max over values greater than ``Double.MinValue``) scaled by
+    ``1 / sum``."""
     out = np.empty_like(raw)
     biggest = np.full(raw.shape[0], DOUBLE_MIN)
     for j in range(raw.shape[1]):
@@ -115,8 +117,10 @@ def softmax(raw: np.ndarray) -> np.ndarray:
     posinf = np.isposinf(raw)
     hit = posinf.any(axis=1)
     if hit.any():
+        # BLAS dscal(0.0) over the row, then 1.0 at the first +inf: an infinite or NaN value times 0 is NaN.
         first = np.argmax(posinf[hit], axis=1)
-        out[hit] = 0.0
+        with np.errstate(invalid="ignore"):
+            out[hit] = raw[hit] * 0.0
         out[np.flatnonzero(hit), first] = 1.0
     return out
 
