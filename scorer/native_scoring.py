@@ -161,6 +161,9 @@ def _choose(kind: str, path: Path, mode: str, native_factory: Any, jvm_factory: 
     except NativeUnsupported as exc:
         if mode == "native":
             raise BundleLayoutError(f"{path}: --spark-scoring native: {exc}") from exc
+        if importlib.util.find_spec("pyspark") is None:
+            raise BundleLayoutError(f"{path}: native scoring lacks {exc}, and the JVM path is not installed here "
+                                    "(pip install 'scorer[spark]' and Java 17, or the Spark image)") from exc
         log.warning("%s %s scores on the JVM: %s", what, path, exc)
         return _report(jvm_factory(), "jvm", f"native scoring lacks {exc}")
     if mode == "native":

@@ -100,8 +100,8 @@ def read_pipeline(path: Path) -> list[StageFiles]:
         raise BundleCodeError(f"{path}: stages/ holds {len(found)} stage folders, metadata lists {len(uids)}")
     stages: list[StageFiles] = []
     for i, uid in enumerate(uids):
-        stage = read_pipeline(found[i])
-        if len(stage) == 1 and stage[0].uid != uid:
-            raise BundleCodeError(f"{found[i]}: stage uid {stage[0].uid!r}, pipeline metadata says {uid!r}")
-        stages.extend(stage)
+        saved = read_metadata(found[i]).get("uid")
+        if saved != uid:
+            raise BundleCodeError(f"{found[i]}: stage uid {saved!r}, pipeline metadata says {uid!r}")
+        stages.extend(read_pipeline(found[i]))
     return stages
