@@ -257,7 +257,8 @@ def test_mojo_genmodel_scores_in_memory_without_spark(mojo_scorers: dict[str, Sc
         from scorer.core import Scorer
         from scorer.jvm import jvm_started
 
-        scorer = Scorer.load({str(H2O_BUNDLE)!r})
+        from scorer.load_options import LoadOptions
+        scorer = Scorer.load({str(H2O_BUNDLE)!r}, LoadOptions(spark_scoring="spark"))
         rows = pickle.load(sys.stdin.buffer)
         written = []
 
@@ -342,7 +343,7 @@ def test_served_online_coalesced_and_equal_to_in_process(bundle: Path, scoring: 
     expected = _jvm_answer(bundle, rows, spark_scorer, mojo_scorers)
     with live_server(bundle, "--workers", "2", "--spark-scoring", FLAG[scoring], wait=False) as server:
         statuses = _ready_statuses(server)
-        assert statuses[-1] == 200 and 503 in statuses, statuses
+        assert statuses[-1] == 200 and (503 in statuses or scoring == "native"), statuses  # native loads in ~1 s
         assert requests.get(server.url + "/health", timeout=5).status_code == 200
         one = rows.head(64)
         answers: dict[int, dict] = {}

@@ -46,6 +46,7 @@ def test_native_scoring_never_starts_a_jvm(bundle: Path) -> None:
     code = f"""
 import json, sys
 from scorer.core import Scorer
+from scorer.load_options import LoadOptions
 scorer = Scorer.load({str(bundle)!r}, LoadOptions(spark_scoring="native"))
 jvm = sorted(m for m in sys.modules if m.split(".")[0] in ("pyspark", "py4j", "jpype"))
 print(json.dumps({{"scoring": scorer.metadata()["scoring"], "jvm_modules": jvm}}))
