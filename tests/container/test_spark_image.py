@@ -33,13 +33,14 @@ def hardened(container: DockerContainer, network: str = "host") -> DockerContain
 
 
 @functools.cache
-def in_process(flavor: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+def in_process(flavor: str, scoring: str = "auto") -> tuple[pd.DataFrame, dict[str, Any]]:
     """The bundle's sample rows and what scoring them in this process (host Java, local Spark) answers,
-    encoded as the server encodes it."""
+    encoded as the server encodes it; ``scoring``: the --spark-scoring path."""
     from scorer import codecs
     from scorer.core import Scorer
+    from scorer.load_options import LoadOptions
 
-    scorer = Scorer.load(REPO / "bundles" / flavor)
+    scorer = Scorer.load(REPO / "bundles" / flavor, LoadOptions(spark_scoring=scoring))  # type: ignore[arg-type]
     sample = scorer.bundle.manifest.sample_input
     assert sample is not None, f"bundles/{flavor} has no sample_input"
     frame = pd.DataFrame(sample["data"], columns=sample["columns"])
@@ -117,9 +118,10 @@ def test_spark_lock_entry_without_hash_fails_the_build(spark_image: dict[str, ob
 @pytest.mark.parametrize("flavor", JVM_FLAVORS)
 def test_serve_jvm_bundle_hardened(spark_image: dict[str, object], public_dir: Path, flavor: str) -> None:
     """A Spark ML / H2O MOJO bundle mounted read-only at /model is served by uid 10001 under --read-only
-    with a noexec tmpfs at /tmp: /ready answers 503 (or the port is not open yet) while the SparkSession
-    starts and the bundle loads, never 200 before; then /predict and /invocations answer exactly what
-    the same bundle answers in-process on the host; docker stop then ends it with exit 0 within seconds."""
+    with a noexec tmpfs at /tmp, with the default --spark-scoring auto: /ready answers 503 (or the port is
+    not open yet) while the sample is scored on the JVM and natively, never 200 before; /metadata says
+    native, verified on the sample's rows with no difference; then /predict and /invocations answer exactly
+    what the same bundle answers in-process on the host; docker stop then ends it with exit 0 within seconds."""
     frame, expected = in_process(flavor)
     bundle = publish(REPO / "bundles" / flavor, public_dir / flavor)
     port = free_port()
@@ -129,6 +131,9 @@ def test_serve_jvm_bundle_hardened(spark_image: dict[str, object], public_dir: P
         url = f"http://127.0.0.1:{port}"
         cold, seen = poll_ready(container, url, probe=frame.to_json(orient="split"))
         assert "503" in seen and set(seen) <= {"refused", "503"}, seen
+        scoring = requests.get(url + "/metadata", timeout=10).json()["scoring"]
+        assert scoring["path"] == "native" and scoring["verified"]["difference"] is None, scoring
+        assert scoring["verified"]["rows"] == len(frame), scoring
         started = time.monotonic()
         first = requests.post(url + "/predict", data=frame.to_json(orient="split"),
                               headers={"Content-Type": "application/json"}, timeout=60)
@@ -152,9 +157,10 @@ def test_serve_jvm_bundle_hardened(spark_image: dict[str, object], public_dir: P
 
 
 def test_batch_spark_bundle(spark_image: dict[str, object], public_dir: Path) -> None:
-    """`scorer batch` with the Spark ML bundle over a mounted directory of CSV files (hardened, no
-    network): exit 0, one output per input plus _SUCCESS, the same predictions as in-process."""
-    frame, expected = in_process("spark")
+    """`scorer batch --spark-scoring spark` (the JVM path) with the Spark ML bundle over a mounted directory
+    of CSV files (hardened, no network): exit 0, one output per input plus _SUCCESS, the same predictions
+    as the JVM path in-process."""
+    frame, expected = in_process("spark", "spark")
     bundle = publish(REPO / "bundles" / "spark", public_dir / "spark")
     inp = public_dir / "in"
     (inp / "part").mkdir(parents=True)
@@ -168,7 +174,8 @@ def test_batch_spark_bundle(spark_image: dict[str, object], public_dir: Path) ->
     out.chmod(0o777)
     container = hardened(DockerContainer(str(spark_image["name"])), network="none").with_volume_mapping(
         str(bundle), "/model", "ro").with_volume_mapping(str(inp), "/in", "ro").with_volume_mapping(
-        str(out), "/out", "rw").with_command("batch --input /in --output /out --output-format parquet")
+        str(out), "/out", "rw").with_command(
+        "batch --input /in --output /out --output-format parquet --spark-scoring spark")
     started = time.monotonic()
     container.start()
     try:
