@@ -506,7 +506,9 @@ def spark_outcome(path: Any, frame: pd.DataFrame) -> tuple[pd.DataFrame | None, 
     out = loaded.transform(sdf)
     added = [f.name for f in out.schema.fields if f.name not in frame.columns]
     vectors = {f.name for f in out.schema.fields if isinstance(f.dataType, VectorUDT)}
-    select = [F.col("rid")] + [vector_to_array(F.col(c)).alias(c) if c in vectors else F.col(c) for c in added]
+    # A null vector (a stage's null output, e.g. OneHotEncoder of a null bucket) comes back as None.
+    select = [F.col("rid")] + [F.when(F.col(c).isNull(), None).otherwise(vector_to_array(F.col(c))).alias(c)
+                               if c in vectors else F.col(c) for c in added]
     try:
         got = out.select(*select).toPandas()
     except Exception as exc:  # the data error Spark's transform raises (a Py4J / captured Java exception)
@@ -545,7 +547,10 @@ def compare(spark: pd.DataFrame, added: list[str], vectors: set[str], native: di
         got = np.asarray(native[c])
         try:
             if c in vectors:
-                w = np.array([np.asarray(x, dtype=float) for x in want]) if len(want) else np.zeros((0, got.shape[-1] if got.ndim == 2 else 0))
+                width = next((len(x) for x in want if x is not None), got.shape[-1] if got.ndim == 2 else 0)
+                # a null vector compares as a row of NaN (the native convention has no null vector)
+                w = np.array([np.full(width, np.nan) if x is None else np.asarray(x, dtype=float) for x in want])
+                w = w.reshape(len(want), width)
                 if got.shape != w.shape:
                     problems.append(f"{c}: native shape {got.shape}, spark {w.shape}")
                     continue
@@ -581,11 +586,12 @@ def _text(value: Any) -> str | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    for line in text:
-        if "Exception" in line or "Error" in line:
-            return line.strip()[:240]
-    return (text[0] if text else type(exc).__name__)[:240]
+    """The root cause of a (Java) exception in one line: the last ``Caused by:``, else the first line
+    naming an exception."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by:")]
+    named = [line for line in lines if "Exception" in line or "Error" in line]
+    return (causes or named or lines or [type(exc).__name__])[-1 if causes else 0][:240]
 
 
 def run_case(seed: int, workdir: Path | None = None, load: bool = True) -> Result:
