@@ -25,7 +25,7 @@ import pytest
 
 from scorer.spark_native.base import InvalidData, Unsupported
 from scorer.spark_native.layout import read_pipeline
-from scorer.spark_native.pipeline import compile_pipeline
+from scorer.spark_native.pipeline import compile_pipeline, compile_stage
 from scorer.spark_native.predictor import Classifier
 
 CONT = ["x0", "x1", "x2", "x3"]
@@ -133,21 +133,47 @@ def _as_array(values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype=np.float64)
 
 
-def _compare(spark: Any, models: list[Any], folder: Path, score: Any | None = None) -> list[Any]:
-    """Save each of ``models`` as a one-stage PipelineModel (copies of one model share its uid, which a
-    single pipeline does not allow), score with Spark (the saved pipelines loaded back, chained, one
-    collect) and natively (each compiled with compile_pipeline, chained), and assert every output column
-    of every stage matches. Returns the compiled pipelines."""
+def _set_params(model: Any) -> dict[str, Any]:
+    """The params set on a model, as Spark's writer saves them in ``paramMap``."""
+    return {p.name: v for p, v in model.extractParamMap().items() if model.isSet(p)}
+
+
+def _compare(spark: Any, models: list[Any], folder: Path) -> list[Any]:
+    """Save ``models`` and compare native with Spark on them, row by row (see :func:`_check`).
+
+    A model's first occurrence is saved by Spark in one PipelineModel; a later copy of it that differs
+    only in params (thresholds, output columns, link, modelType) is saved as that stage's folder with
+    its own ``paramMap``: saving and loading each stage costs Spark seconds on a loaded machine. Spark
+    scores the in-memory models; :func:`test_spark_2_0_logistic_layout` checks a Spark-loaded one."""
     from pyspark.ml import PipelineModel
 
-    paths = []
-    for i, model in enumerate(models):
-        paths.append(folder / f"{i}_{model.uid}")
-        PipelineModel(stages=[model]).write().overwrite().save(str(paths[-1]))
-    return _check(spark, paths, score)
+    bases: list[Any] = []
+    for m in models:
+        if m.uid not in {b.uid for b in bases}:
+            bases.append(m)
+    path = folder / "pipeline"
+    PipelineModel(stages=bases).write().overwrite().save(str(path))
+    stage_dirs = {d.name.split("_", 1)[1]: d for d in (path / "stages").iterdir()}
+    paths = [path]
+    for i, m in enumerate(models):
+        if any(m is b for b in bases):
+            continue
+        variant = folder / f"variant{i}"
+        shutil.copytree(stage_dirs[m.uid], variant)
+        meta_file = variant / "metadata" / "part-00000"
+        meta = json.loads(meta_file.read_text().splitlines()[0])
+        meta["paramMap"] = _set_params(m)
+        meta_file.write_text(json.dumps(meta) + "\n")
+        (meta_file.parent / ".part-00000.crc").unlink(missing_ok=True)
+        paths.append(variant)
+    natives = _check(spark, paths, spark_models=bases + [m for m in models if not any(m is b for b in bases)])
+    assert sum(len(n.stages) for n in natives) == len(models)
+    return natives
 
 
-def _check(spark: Any, paths: list[Path], score: Any | None = None) -> list[Any]:
+def _check(spark: Any, paths: list[Path], score: Any | None = None, spark_models: list[Any] | None = None) -> list[Any]:
+    """Compile each saved path natively, score the same rows with Spark (``spark_models``, else the paths
+    loaded by Spark), and assert every output column of every stage matches."""
     from pyspark.ml import PipelineModel
 
     natives = [compile_pipeline(p) for p in paths]
@@ -157,8 +183,11 @@ def _check(spark: Any, paths: list[Path], score: Any | None = None) -> list[Any]
             for f, values in _thresholds(p).items():
                 found.setdefault(f, []).extend(values)
         score = _score_frame(spark, found)
-    for p in paths:
-        score = PipelineModel.load(str(p)).transform(score)
+    if spark_models is not None:
+        score = PipelineModel(stages=spark_models).transform(score)
+    else:
+        for p in paths:
+            score = PipelineModel.load(str(p)).transform(score)
     out = score.toPandas()
     inputs = {c: _as_array(out[c]) for c in ("features", "counts", "binary") if c in out}
     got = dict(inputs)
@@ -199,22 +228,18 @@ def test_tree_models_match_spark(spark: Any, train: Any, tmp_path: Path) -> None
     from pyspark.ml.regression import DecisionTreeRegressor, GBTRegressor, RandomForestRegressor
 
     dt3 = DecisionTreeClassifier(labelCol="y3", maxDepth=6, seed=1).fit(train)
-    rf3 = RandomForestClassifier(labelCol="y3", numTrees=12, maxDepth=5, seed=2).fit(train)
-    gbt = GBTClassifier(labelCol="y2", maxIter=8, maxDepth=3, seed=3).fit(train)
-    dtr = DecisionTreeRegressor(labelCol="yr", maxDepth=6, seed=4).fit(train)
-    rfr = RandomForestRegressor(labelCol="yr", numTrees=8, maxDepth=5, seed=5).fit(train)
-    gbtr = GBTRegressor(labelCol="yr", maxIter=8, maxDepth=3, seed=6).fit(train)
+    rf3 = RandomForestClassifier(labelCol="y3", numTrees=5, maxDepth=4, seed=2).fit(train)
+    gbt = GBTClassifier(labelCol="y2", maxIter=2, maxDepth=3, seed=3).fit(train)
+    dtr = DecisionTreeRegressor(labelCol="yr", maxDepth=4, seed=4).fit(train)
+    rfr = RandomForestRegressor(labelCol="yr", numTrees=3, maxDepth=3, seed=5).fit(train)
+    gbtr = GBTRegressor(labelCol="yr", maxIter=2, maxDepth=3, seed=6).fit(train)
     models = [
         _named(dt3, "dt3"),
-        _named(dt3.copy(), "dt3p", raw=False),
         _named(dt3.copy(), "dt3n", raw=False, probability=False).setThresholds([0.5, 0.2, 0.3]),
-        _named(rf3, "rf3"),
-        _named(rf3.copy(), "rf3t").setThresholds([0.2, 0.5, 0.0]),
+        _named(rf3, "rf3").setThresholds([0.2, 0.5, 0.0]),
         _named(rf3.copy(), "rf3tp", raw=False).setThresholds([0.3, 0.3, 0.4]),
-        _named(gbt, "gbt"),
+        _named(gbt, "gbt").setThresholds([0.6, 0.4]),
         _named(gbt.copy(), "gbtn", raw=False, probability=False),
-        _named(gbt.copy(), "gbtt", raw=False, probability=False).setThresholds([0.3, 0.7]),
-        _named(gbt.copy(), "gbtt2").setThresholds([0.6, 0.4]),
         _named(dtr, "dtr"),
         _named(rfr, "rfr"),
         _named(gbtr, "gbtr"),
@@ -222,7 +247,7 @@ def test_tree_models_match_spark(spark: Any, train: Any, tmp_path: Path) -> None
     _compare(spark, models, tmp_path)
     # The data did exercise both categorical split forms and continuous ones.
     forms = set()
-    for stage in (s for p in tmp_path.iterdir() for s in read_pipeline(p)):
+    for stage in read_pipeline(tmp_path / "pipeline"):
         for row in stage.rows("data"):
             split = row.get("nodeData", row)["split"]
             if row.get("nodeData", row)["leftChild"] >= 0:
@@ -233,41 +258,41 @@ def test_tree_models_match_spark(spark: Any, train: Any, tmp_path: Path) -> None
 
 def test_linear_models_match_spark(spark: Any, train: Any, tmp_path: Path) -> None:
     """Logistic regression (binary with threshold/thresholds incl. 0 and 1, multinomial with thresholds and
-    a zero threshold, multinomial family on two classes, L1-sparse coefficients), linear regression and
-    GLR families/links equal Spark's transform."""
-    from pyspark.ml.classification import LogisticRegression
+    a zero threshold, multinomial family on two classes, L1-sparse coefficients), linear regression, GLR
+    families/links and naive Bayes (multinomial, complement and bernoulli on count/0-1 features, gaussian
+    on the mixed ones) equal Spark's transform; a negative count fails natively as in Spark."""
+    from pyspark.ml.classification import LogisticRegression, NaiveBayes
+    from pyspark.ml.feature import Binarizer
     from pyspark.ml.regression import GeneralizedLinearRegression, LinearRegression
 
-    lr2 = LogisticRegression(labelCol="y2", regParam=0.01).fit(train)
-    lr3 = LogisticRegression(labelCol="y3", regParam=0.01).fit(train)
-    lrm2 = LogisticRegression(labelCol="y2", family="multinomial", regParam=0.05).fit(train)
-    lr_l1 = LogisticRegression(labelCol="y3", regParam=0.08, elasticNetParam=1.0).fit(train)
-    linr = LinearRegression(labelCol="yr", regParam=0.1).fit(train)
+    lr2 = LogisticRegression(labelCol="y2", regParam=0.01, maxIter=6).fit(train)
+    lr3 = LogisticRegression(labelCol="y3", regParam=0.01, maxIter=6).fit(train)
+    lrm2 = LogisticRegression(labelCol="y2", family="multinomial", regParam=0.05, maxIter=5).fit(train)
+    lr_l1 = LogisticRegression(labelCol="y3", regParam=0.08, elasticNetParam=1.0, maxIter=8).fit(train)
+    linr = LinearRegression(labelCol="yr", regParam=0.1, solver="normal").fit(train)
 
     def glr(label: str, **params: Any) -> Any:
-        return GeneralizedLinearRegression(labelCol=label, maxIter=25, regParam=0.01, **params).fit(train)
+        return GeneralizedLinearRegression(labelCol=label, maxIter=3, regParam=0.01, **params).fit(train)
 
-    glrs = [
-        glr("yr", family="gaussian"),
-        glr("y2", family="binomial"),
-        glr("y2", family="binomial", link="cloglog"),
-        glr("ycount", family="poisson"),
-        glr("ypos", family="gamma", link="log"),
-        glr("ypos", family="gamma"),
-        glr("ypos", family="tweedie", variancePower=1.5),
-        glr("ypos", family="tweedie", variancePower=1.5, linkPower=0.0),
-        glr("ypos", family="tweedie", variancePower=0.0, linkPower=0.5),
+    binomial, positive = glr("y2", family="binomial", link="cloglog"), glr("ypos", family="gamma")
+    glrs = [  # other families and links on the same coefficients: Spark scores them as saved
+        binomial,
+        binomial.copy({binomial.link: "logit"}),
+        positive,
+        positive.copy({positive.family: "poisson", positive.link: "log"}),
+        positive.copy({positive.family: "tweedie", positive.variancePower: 1.5}),
+        positive.copy({positive.family: "tweedie", positive.variancePower: 0.0, positive.linkPower: 0.5}),
+        positive.copy({positive.family: "tweedie", positive.variancePower: 1.2, positive.linkPower: -0.7}),
+        positive.copy({positive.family: "gaussian", positive.link: "identity"}),
     ]
     assert np.count_nonzero(lr_l1.coefficientMatrix.toArray() == 0) > 0
     models = [
         _named(lr2, "lr2"),
-        _named(lr2.copy(), "lr2t").setThreshold(0.3),
         _named(lr2.copy(), "lr2t0").setThreshold(0.0),
         _named(lr2.copy(), "lr2t1", raw=False).setThreshold(1.0),
         _named(lr2.copy(), "lr2ts").setThresholds([0.7, 0.3]),
-        _named(lr2.copy(), "lr2n", raw=False, probability=False).setThreshold(0.7),
-        _named(lr3, "lr3"),
-        _named(lr3.copy(), "lr3t").setThresholds([0.5, 0.2, 0.3]),
+        _named(lr2.copy(), "lr2n", raw=False, probability=False).setThreshold(0.3),
+        _named(lr3, "lr3").setThresholds([0.5, 0.2, 0.3]),
         _named(lr3.copy(), "lr3z", raw=False).setThresholds([0.4, 0.0, 0.6]),
         _named(lrm2, "lrm2"),
         _named(lr_l1, "lrl1"),
@@ -276,28 +301,22 @@ def test_linear_models_match_spark(spark: Any, train: Any, tmp_path: Path) -> No
     for i, m in enumerate(glrs):
         models.append(_named(m, f"glr{i}"))
     models[-1].setLinkPredictionCol("glr_link")
-    _compare(spark, models, tmp_path)
-
-
-def test_naive_bayes_matches_spark(spark: Any, train: Any, tmp_path: Path) -> None:
-    """Naive Bayes: multinomial, complement and bernoulli on count/0-1 features, gaussian on the mixed
-    ones (NaN and infinities included), with thresholds, equal Spark's transform."""
-    from pyspark.ml.classification import NaiveBayes
-    from pyspark.ml.feature import Binarizer
-
+    models.append(_named(glrs[0].copy(), "glr_linkonly").setLinkPredictionCol("glr_link2").setPredictionCol(""))
     binary = Binarizer(threshold=1.0, inputCol="counts", outputCol="binary").transform(train)
-    models = [
-        _named(NaiveBayes(labelCol="y3", featuresCol="counts", smoothing=0.5).fit(train), "nbm"),
-        _named(NaiveBayes(labelCol="y3", featuresCol="counts", modelType="complement").fit(train), "nbc"),
-        _named(NaiveBayes(labelCol="y2", featuresCol="binary", modelType="bernoulli").fit(binary), "nbb"),
+    nbb = NaiveBayes(labelCol="y2", featuresCol="binary", modelType="bernoulli").fit(binary)
+    nbm = NaiveBayes(labelCol="y3", featuresCol="counts", smoothing=0.5).fit(train)
+    models += [
+        _named(nbm, "nbm"),
+        _named(nbm.copy(), "nbmt").setThresholds([0.2, 0.5, 0.3]),
+        _named(nbb, "nbb"),
+        _named(nbb.copy({nbb.modelType: "complement", nbb.featuresCol: "counts"}), "nbc"),
         _named(NaiveBayes(labelCol="y3", modelType="gaussian").fit(train), "nbg"),
     ]
-    models.append(_named(models[0].copy(), "nbmt").setThresholds([0.2, 0.5, 0.3]))
     natives = _compare(spark, models, tmp_path)
     # Spark's require: a negative count fails the batch; natively too (InvalidData, no value in the message).
     bad = {"counts": np.array([[1.0, -2.5, 0.0, 1.0]]), "features": np.zeros((1, 5)), "binary": np.zeros((1, 4))}
     with pytest.raises(InvalidData, match="counts") as err:
-        natives[0].transform(bad)
+        natives[-1].transform(bad)
     assert "-2.5" not in str(err.value)
 
 
@@ -308,48 +327,52 @@ def test_unsupported_params_fall_back(spark: Any, train: Any, tmp_path: Path) ->
     from pyspark.ml.classification import DecisionTreeClassifier
     from pyspark.ml.regression import DecisionTreeRegressor, GeneralizedLinearRegression
 
-    dt = DecisionTreeClassifier(labelCol="y2", maxDepth=2).fit(train).setLeafCol("leaf")
-    dtr = DecisionTreeRegressor(labelCol="yr", maxDepth=2, varianceCol="var").fit(train)
-    probit = GeneralizedLinearRegression(labelCol="y2", family="binomial", link="probit", maxIter=5).fit(train)
-    offset = GeneralizedLinearRegression(labelCol="yr", offsetCol="x3", maxIter=5).fit(train)
-    for model, why in ((dt, "leafCol"), (dtr, "varianceCol"), (probit, "probit"), (offset, "offsetCol")):
-        path = tmp_path / why
-        PipelineModel(stages=[model]).write().overwrite().save(str(path))
+    dt = DecisionTreeClassifier(labelCol="y2", maxDepth=1).fit(train)
+    dtr = DecisionTreeRegressor(labelCol="yr", maxDepth=1).fit(train)
+    glr = GeneralizedLinearRegression(labelCol="y2", family="binomial", maxIter=1).fit(train)
+    cases = [
+        (dt.copy().setLeafCol("leaf"), "leafCol"),
+        (dtr.copy({dtr.varianceCol: "var"}), "varianceCol"),
+        (glr.copy({glr.link: "probit"}), "probit"),
+        (glr.copy({glr.offsetCol: "x3"}), "offsetCol"),
+    ]
+    path = tmp_path / "pipeline"
+    PipelineModel(stages=[m for m, _ in cases]).write().overwrite().save(str(path))
+    files = read_pipeline(path)
+    for stage, (model, why) in zip(files, cases):
         with pytest.raises(Unsupported, match=why) as err:
-            compile_pipeline(path)
+            compile_stage(stage)
         assert model.uid in str(err.value)
+    with pytest.raises(Unsupported, match="leafCol"):
+        compile_pipeline(path)
 
 
-def test_spark_2_0_logistic_layout(spark: Any, train: Any, tmp_path: Path) -> None:
-    """A binary logistic regression saved in Spark 2.0's layout (``coefficients``/``intercept`` instead of
-    ``coefficientMatrix``/``interceptVector``), rewritten from a fitted one: Spark 3.5 loads it (its
-    reader's 2.0 branch) and the native reader scores it the same."""
-    from pyspark.ml import PipelineModel
-    from pyspark.ml.classification import LogisticRegression
+def test_spark_2_0_logistic_layout(spark: Any, tmp_path: Path) -> None:
+    """A binary logistic regression in Spark 2.0's layout (``coefficients``/``intercept`` instead of
+    ``coefficientMatrix``/``interceptVector``, metadata without ``defaultParamMap``): Spark 3.5 loads it
+    (its reader's 2.0 branch) and scores it as the native reader does."""
+    from pyspark.ml.classification import LogisticRegressionModel
     from pyspark.mllib.linalg import Vectors as OldVectors
-
-    model = _named(LogisticRegression(labelCol="y2", regParam=0.01).fit(train), "old").setThreshold(0.4)
-    path = tmp_path / "old"
-    PipelineModel(stages=[model]).write().overwrite().save(str(path))
-    (stage_dir,) = (path / "stages").iterdir()
-    meta_file = stage_dir / "metadata" / "part-00000"
-    meta = json.loads(meta_file.read_text().splitlines()[0])
-    meta["sparkVersion"] = "2.0.2"
-    meta.pop("defaultParamMap", None)  # Spark 2.0 saved none
-    meta["paramMap"].update({"featuresCol": "features", "probabilityCol": "old_prob", "rawPredictionCol": "old_raw"})
-    meta_file.write_text(json.dumps(meta) + "\n")
-    shutil.rmtree(stage_dir / "data")
     from pyspark.mllib.linalg import VectorUDT as OldVectorUDT
     from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
+    path = tmp_path / "old"
+    (path / "metadata").mkdir(parents=True)
+    params = {
+        "featuresCol": "features", "labelCol": "label", "predictionCol": "old_pred", "probabilityCol": "old_prob",
+        "rawPredictionCol": "old_raw", "threshold": 0.4, "fitIntercept": True, "regParam": 0.01,
+        "elasticNetParam": 0.0, "maxIter": 100, "tol": 1e-6, "standardization": True,
+    }
+    meta = {"class": "org.apache.spark.ml.classification.LogisticRegressionModel", "timestamp": 1480000000000,
+            "sparkVersion": "2.0.2", "uid": "logreg_2a0c0ffee000", "paramMap": params}
+    (path / "metadata" / "part-00000").write_text(json.dumps(meta) + "\n")
+    coefficients = np.random.default_rng(3).normal(size=5)
     schema = StructType([
         StructField("numClasses", IntegerType()),
         StructField("numFeatures", IntegerType()),
         StructField("intercept", DoubleType()),
         StructField("coefficients", OldVectorUDT()),
     ])
-    spark.createDataFrame(
-        [(2, len(model.coefficients), float(model.intercept), OldVectors.dense(model.coefficients.toArray()))], schema
-    ).write.parquet(str(stage_dir / "data"))
+    spark.createDataFrame([(2, 5, 0.25, OldVectors.dense(coefficients))], schema).write.parquet(str(path / "data"))
     assert "coefficients" in read_pipeline(path)[0].rows("data")[0]
-    _check(spark, [path])
+    _check(spark, [path], spark_models=[LogisticRegressionModel.load(str(path))])

@@ -9,6 +9,10 @@ Nulls: a scalar numeric column carries Spark's null as NaN (scorer hands pandas 
 null), so a NaN here behaves as Spark's null does: a Scala UDF over a primitive ``Double`` returns
 null for a null input (Bucketizer, OneHotEncoder, IndexToString), ``na.drop`` drops it. A null
 vector is a row of NaN: :class:`VectorAssembler` treats an all-NaN row of a vector input as null.
+
+One check happens at transform time: a StringIndexer fed a *numeric* column raises
+:class:`~.base.Unsupported` for a double whose Java string (Spark's cast) might equal a label but
+cannot be proven to (see :class:`StringIndexerStage`).
 """
 
 from __future__ import annotations

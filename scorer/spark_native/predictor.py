@@ -74,9 +74,10 @@ def matrix(m: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
 
 def dot(x: np.ndarray, coef: np.ndarray, support: np.ndarray) -> np.ndarray:
     """``BLAS.dot(features, coefficients)`` per row, over the coefficients' stored entries."""
-    if support.all():
-        return np.asarray(x @ coef, dtype=np.float64)
-    return np.asarray(x[:, support] @ coef[support], dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, as in Spark; no warning
+        if support.all():
+            return np.asarray(x @ coef, dtype=np.float64)
+        return np.asarray(x[:, support] @ coef[support], dtype=np.float64)
 
 
 def sequential_sum(a: np.ndarray) -> np.ndarray:
