@@ -677,7 +677,7 @@ def summary(results: list[Result]) -> str:
 
 def report(result: Result) -> str:
     stages = "\n    ".join(result.describe)
-    return f"seed {result.seed}: {result.status}: {result.detail}\n    {stages}"
+    return f"seed {result.seed}: {result.status} ({result.seconds:.1f} s): {result.detail}\n    {stages}"
 
 
 def main(argv: list[str] | None = None) -> int:
