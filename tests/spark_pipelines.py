@@ -169,8 +169,8 @@ def make_case(seed: int) -> Case:
                 f"{cols}, numBuckets={nb}, handleInvalid={invalid}")
         buckets = outs
         exact.update(outs)
-        if invalid == "error":
-            clean += [identity[c] for c in cols]
+        if invalid == "error":  # raw inputs must be NaN-free at training time (imputed ones are already)
+            clean += [c for c in cols if c in numeric]
 
     # StringIndexer(s) over the string columns, then maybe OneHotEncoder.
     indexed: list[str] = []
@@ -404,6 +404,9 @@ def _prepare_stages(case: Case) -> None:
                 stage.setThreshold(float(t[0] / (t[0] + t[1])))
             else:
                 stage.setThresholds([float(v) for v in t])
+        if type(stage).__name__ == "LogisticRegression" and stage.getFamily() == "binomial" and case.label \
+                and case.train[case.label].nunique() > 2:
+            stage.setFamily("multinomial")  # binomial fits two classes only
         if getattr(stage, "_binary_label", False):
             case.train["label"] = (case.train["label"] > case.train["label"].median()).astype(float)
 
