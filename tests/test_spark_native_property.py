@@ -25,7 +25,9 @@ import pytest
 import spark_pipelines as sp
 
 #: The CI set: fixed seeds, so a failure names a seed that reproduces it (scripts/spark-native-soak --seed N).
-SEEDS = range(200)
+#: Each pipeline costs about 4 s of Spark work (fit, save, load, transform) on 2 cores, so CI runs 40 and
+#: scripts/spark-native-soak runs any number (seeds 0-251 were compared with no mismatch when this was written).
+SEEDS = range(40)
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "spark-legacy"
 LEGACY_NAMES = sorted(p.stem for p in LEGACY.glob("*.json"))
 RESULTS: dict[int, sp.Result] = {}
@@ -62,8 +64,8 @@ def test_the_random_set_covers_what_it_claims(spark: Any) -> None:
     print(sp.summary(results))
     fitted = [r for r in results if r.status != "fit-failed"]
     assert len(fitted) >= 0.95 * len(results), [sp.report(r) for r in results if r.status == "fit-failed"]
-    assert sum(r.both_raised for r in fitted) >= 5
-    assert sum(r.rows_dropped > 0 for r in fitted) >= 5
+    assert sum(r.both_raised for r in fitted) >= 0.05 * len(fitted)
+    assert sum(r.rows_dropped > 0 for r in fitted) >= 0.05 * len(fitted)
     last = {r.describe[-1].split("(")[0] if not r.describe[-1].startswith("IndexToString") else r.describe[-2].split("(")[0]
             for r in fitted}
     expected = {"LogisticRegression", "LinearRegression", "GeneralizedLinearRegression", "DecisionTreeClassifier",
