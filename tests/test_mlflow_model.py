@@ -26,6 +26,7 @@ import requests
 from scorer.bundle import open_bundle
 from scorer.core import Scorer
 from scorer.errors import BundleCodeError, BundleLayoutError, RequirementsError
+from scorer.load_options import LoadOptions
 from scorer.requirements import check_requirements
 
 REPO = Path(__file__).resolve().parent.parent
@@ -399,9 +400,11 @@ def test_spark_flavor_equals_spark_transform(tmp_path: Path, build_module: Any) 
     mlflow.spark.save_model(pipeline, str(target), signature=infer_signature(df), pip_requirements=["pyspark"])
     assert (target / "sparkml" / "metadata").is_dir()
 
-    scorer = Scorer.load(target)
+    scorer = Scorer.load(target)  # auto: natively (no input example saved, so nothing to verify it on)
     assert scorer.bundle.mlflow is not None and scorer.bundle.mlflow.loader == "spark"
+    assert scorer.metadata()["scoring"]["path"] == "native", scorer.metadata()["scoring"]
     got = scorer.score(df)
+    on_spark = Scorer.load(target, LoadOptions(spark_scoring="spark")).score(df)
 
     labels = next(s.labelsArray[0] for s in pipeline.stages if type(s).__name__ == "StringIndexerModel"
                   and s.getOutputCol() == pipeline.stages[-1].getLabelCol())
@@ -410,7 +413,8 @@ def test_spark_flavor_equals_spark_transform(tmp_path: Path, build_module: Any) 
     ref = own.select(F.col("prediction"), vector_to_array("probability").alias("p")).toPandas()
     expected = pd.DataFrame({"prediction": [labels[int(i)] for i in ref["prediction"]],
                              **{f"probability_{c}": [p[i] for p in ref["p"]] for i, c in enumerate(labels)}})
-    pd.testing.assert_frame_equal(got, expected, check_exact=True, check_dtype=False)
+    pd.testing.assert_frame_equal(on_spark, expected, check_exact=True, check_dtype=False)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, atol=1e-12, check_dtype=False)
 
 
 # --- served ---------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def test_cluster_equals_local_engine(cluster_runs: dict[str, tuple[Result, Path]
     the dataset is committed by Spark (_SUCCESS) in several part files, and both workers ran executors."""
     result, out = cluster_runs[bundle]
     ok(result)
-    assert result.lines(f"({spark_cluster.url}), Python path"), result.stderr[-3000:]  # the cluster, not local
+    assert result.lines(f"({spark_cluster.url}) with Python workers"), result.stderr[-3000:]  # the cluster, not local
     assert (out / "_SUCCESS").is_file()
     assert len(list(out.glob("part-*"))) >= 2
     rows = TABULAR_ROWS if bundle == "tabular" else SPAM_ROWS
