@@ -156,6 +156,16 @@ def _no_leaf_col(stage: StageFiles) -> None:
         raise Unsupported("leafCol (leaf indices) is not implemented")
 
 
+def _tree_sum(forest: Forest, leaves: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The trees' leaf predictions added in tree order (each times its weight when given): Spark's
+    sequential sum (RandomForestRegressionModel) and ``ddot`` with the tree weights (GBTRegressionModel)."""
+    total = np.zeros(leaves.shape[0])
+    for t in range(leaves.shape[1]):
+        values = forest.prediction[leaves[:, t]]
+        total = total + (values if weights is None else values * weights[t])
+    return total
+
+
 def _leaves(forest: Forest, x: np.ndarray, uid: str, column: str) -> np.ndarray:
     try:
         return forest.leaves(x)
@@ -249,11 +259,7 @@ class GBTClassifier(Classifier):
         super().__init__(stage, 2)
 
     def margin(self, x: np.ndarray) -> np.ndarray:
-        leaves = _leaves(self.forest, x, self.uid, self.features_col)
-        m = np.zeros(x.shape[0])
-        for t in range(leaves.shape[1]):
-            m = m + self.forest.prediction[leaves[:, t]] * self.weights[t]
-        return m
+        return _tree_sum(self.forest, _leaves(self.forest, x, self.uid, self.features_col), self.weights)
 
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
         m = self.margin(x)
@@ -295,11 +301,7 @@ class RandomForestRegressor(Regressor):
         self.num_trees = len(trees)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        leaves = _leaves(self.forest, x, self.uid, self.features_col)
-        total = np.zeros(x.shape[0])
-        for t in range(leaves.shape[1]):
-            total = total + self.forest.prediction[leaves[:, t]]
-        return total / self.num_trees
+        return _tree_sum(self.forest, _leaves(self.forest, x, self.uid, self.features_col)) / self.num_trees
 
 
 class GBTRegressor(Regressor):
@@ -313,11 +315,7 @@ class GBTRegressor(Regressor):
         self.weights = _weights(stage, len(trees))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        leaves = _leaves(self.forest, x, self.uid, self.features_col)
-        m = np.zeros(x.shape[0])
-        for t in range(leaves.shape[1]):
-            m = m + self.forest.prediction[leaves[:, t]] * self.weights[t]
-        return m
+        return _tree_sum(self.forest, _leaves(self.forest, x, self.uid, self.features_col), self.weights)
 
 
 COMPILERS: dict[str, Compiler] = {
