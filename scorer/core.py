@@ -24,7 +24,7 @@ from scorer.preprocessor import CustomPreprocessor
 from scorer.requirements import check_requirements, ensure_requirements
 from scorer.schema import Schema
 from scorer.sources import Resolved, resolve
-from scorer.table import Table
+from scorer.table import ColumnarModel, Table
 
 log = logging.getLogger("scorer.core")
 
@@ -134,6 +134,26 @@ class Scorer:
         if len(out) != len(df):
             raise ModelError(f"postprocess returned {len(out)} rows for {len(df)} input rows")
         return out
+
+    def predict_table(self, data: Table) -> Table:
+        """:meth:`predict` for the server's model thread, Table in and Table out. A model that scores
+        columns (:class:`~scorer.table.ColumnarModel`) and keeps the default pre/postprocess hooks gets
+        the Table's arrays directly; any other model goes through :meth:`predict`."""
+        model = self.model
+        if (data.n_rows == 0 or not isinstance(model, ColumnarModel)
+                or type(model).preprocess is not CustomPreprocessor.preprocess
+                or type(model).postprocess is not CustomPreprocessor.postprocess):
+            return Table.from_output(self.predict(data))
+        try:
+            columns = model.predict_columns({name: data[name] for name in data.columns}, data.n_rows)
+        except ScorerError:
+            raise
+        except Exception as exc:
+            raise ModelError.wrap(exc) from exc
+        wrong = [name for name, values in columns.items() if len(values) != data.n_rows]
+        if wrong:
+            raise ModelError(f"model returned {len(columns[wrong[0]])} rows for {data.n_rows} input rows")
+        return Table(columns, data.n_rows)
 
     def score(self, df: pd.DataFrame) -> pd.DataFrame:
         """The whole scoring function on a table: schema check, then the model."""

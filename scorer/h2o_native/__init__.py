@@ -24,11 +24,13 @@ predictions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from scorer.h2o_native.mojo import Mojo, Unsupported, read_mojo
 from scorer.h2o_native.outputs import Unify, labels
@@ -101,41 +103,52 @@ class NativeMojo(CustomPreprocessor):
     def mojo(self) -> Mojo:
         return self._mojo
 
-    def rows(self, df: pd.DataFrame) -> np.ndarray:
-        """The (n, features) doubles genmodel scores for ``df``: numbers as they are (NaN for a
-        missing or unparseable one), categorical levels as their index in the domain (NaN when
-        missing or unseen)."""
-        x = np.empty((len(df), len(self.features)), dtype=np.float64)
+    def rows(self, data: pd.DataFrame | Mapping[str, Any], n_rows: int | None = None) -> np.ndarray:
+        """The (n, features) doubles genmodel scores for a batch (a DataFrame, or a Table's numpy
+        columns and their length): numbers as they are (NaN for a missing or unparseable one),
+        categorical levels as their index in the domain (NaN when missing or unseen)."""
+        n = len(data) if isinstance(data, pd.DataFrame) else n_rows
+        assert n is not None, "n_rows is required for columns"
+        x = np.empty((n, len(self.features)), dtype=np.float64)
         for j, name in enumerate(self.features):
             levels = self._levels[j]
-            if name not in df.columns:
+            if name not in data:
                 x[:, j] = np.nan
-            elif levels is None:
-                column = df[name]
-                values = column.to_numpy()
+                continue
+            column = data[name]
+            values = column.to_numpy() if isinstance(column, pd.Series) else np.asarray(column)
+            if levels is None:
                 if values.dtype.kind in "fiub":  # numpy numbers: as they are (the common case, no parsing)
                     x[:, j] = values
                 else:
-                    x[:, j] = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                    series = column if isinstance(column, pd.Series) else pd.Series(values, dtype=object)
+                    x[:, j] = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             else:
-                x[:, j] = [_level(levels, name, v) for v in df[name].tolist()]
+                x[:, j] = [_level(levels, name, v) for v in (column.tolist() if isinstance(column, pd.Series)
+                                                               else values.tolist())]
         return x
 
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
-        x = self.rows(df)
+        return pd.DataFrame(self._outputs(self.rows(df)))
+
+    def predict_columns(self, columns: Mapping[str, NDArray[Any]], n_rows: int) -> dict[str, NDArray[Any]]:
+        """:meth:`predict` on a Table's columns, without DataFrames (:class:`scorer.table.ColumnarModel`)."""
+        return self._outputs(self.rows(columns, n_rows))
+
+    def _outputs(self, x: np.ndarray) -> dict[str, NDArray[Any]]:
         values = leaf_values(self._forest, x, self._domain_sizes)
-        sums = np.zeros((len(df), len(self._class_trees)), dtype=np.float64)
+        sums = np.zeros((len(x), len(self._class_trees)), dtype=np.float64)
         for k, indices in enumerate(self._class_trees):
             for t in indices:
                 sums[:, k] += values[:, t]
         if self.classes is None:
-            return pd.DataFrame({"prediction": self._unify.regression(sums[:, 0])})
+            return {"prediction": self._unify.regression(sums[:, 0])}
         probs = self._unify.probabilities(sums)
         best = labels(probs, self._unify.prior, self._unify.threshold, x)
-        out: dict[str, Any] = {"prediction": np.asarray(self.classes, dtype=object)[best]}
+        out: dict[str, NDArray[Any]] = {"prediction": np.asarray(self.classes, dtype=object)[best]}
         for i, c in enumerate(self.classes):
             out[f"probability_{c}"] = probs[:, i].astype(np.float64)
-        return pd.DataFrame(out)
+        return out
 
 
 def _level(levels: dict[str, int], column: str, value: Any) -> float:

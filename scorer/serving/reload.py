@@ -62,7 +62,7 @@ async def in_daemon_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
 
 def start_version(scorer: Scorer, state: ServerState, policy: CoalescingPolicy) -> Version:
     """``scorer`` with a coalescer of its own, started (on the running loop)."""
-    coalescer = Coalescer(scorer.predict, policy, state.metrics.observe_batch, state.metrics.observe_retries)
+    coalescer = Coalescer(scorer.predict_table, policy, state.metrics.observe_batch, state.metrics.observe_retries)
     coalescer.start()
     return Version(scorer, coalescer)
 

@@ -10,11 +10,13 @@ are read back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from scorer.preprocessor import CustomPreprocessor
 from scorer.spark_native.base import Columns
@@ -24,19 +26,29 @@ from scorer.spark_native.pipeline import NativePipeline, compile_pipeline
 from scorer.table import frame_from_arrays
 
 
-def columns_of(df: pd.DataFrame, schema: dict[str, str]) -> Columns:
-    """The schema's columns of a batch in the native form (missing: NaN for numbers, None for strings)."""
+def columns_of(data: pd.DataFrame | Mapping[str, Any], schema: dict[str, str]) -> Columns:
+    """The schema's columns of a batch (a DataFrame, or a Table's numpy columns) in the native form
+    (missing: NaN for numbers, None for strings)."""
     cols: Columns = {}
     for name, kind in schema.items():
-        if name not in df.columns:
+        if name not in data:
             continue
-        series = df[name]
+        values = data[name]
         if kind == "string":
-            values = series.to_numpy(dtype=object)
-            cols[name] = np.array([None if v is None or v is pd.NA or v != v else str(v) for v in values], dtype=object)
+            objects = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else np.asarray(values, dtype=object)
+            cols[name] = np.array([None if v is None or v is pd.NA or v != v else str(v) for v in objects], dtype=object)
         else:
-            cols[name] = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            cols[name] = numbers(values)
     return cols
+
+
+def numbers(values: pd.Series | NDArray[Any]) -> NDArray[np.float64]:
+    """A column as float64 with NaN for missing or unparseable values, as ``pd.to_numeric(...,
+    errors="coerce")`` makes it; numpy numbers and booleans are converted without pandas."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return values.astype(np.float64)
+    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
 class NativePipelineModel(CustomPreprocessor):
@@ -71,13 +83,22 @@ class NativePipelineModel(CustomPreprocessor):
         return [f.cls for f in self.pipeline.files] if self.pipeline is not None else []
 
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        columns = self._outputs(columns_of(df, self.input_schema))
+        arrays = list(columns.values())
+        return frame_from_arrays(list(columns), arrays, len(arrays[0]))  # fewer rows if Spark would drop some
+
+    def predict_columns(self, columns: Mapping[str, NDArray[Any]], n_rows: int) -> dict[str, NDArray[Any]]:
+        """:meth:`predict` on a Table's columns, without DataFrames (:class:`scorer.table.ColumnarModel`)."""
+        return self._outputs(columns_of(columns, self.input_schema))
+
+    def _outputs(self, cols: Columns) -> dict[str, NDArray[Any]]:
         assert self.pipeline is not None, "load() first"
-        out = self.pipeline.transform(columns_of(df, self.input_schema))
+        out = self.pipeline.transform(cols)
         prediction = np.asarray(out[self.prediction_col], dtype="float64")
         n = len(prediction)
         if self.classes is None:
-            return pd.DataFrame({"prediction": prediction})
+            return {"prediction": prediction}
         proba = np.asarray(out[self.probability_col], dtype="float64").reshape(n, len(self.classes))
         labels = np.asarray(self.classes, dtype=object)[prediction.astype(np.int64)]
-        columns = [labels, *(np.ascontiguousarray(proba[:, i]) for i in range(len(self.classes)))]
-        return frame_from_arrays(self.output_columns, columns, n)
+        return dict(zip(self.output_columns,
+                        [labels, *(np.ascontiguousarray(proba[:, i]) for i in range(len(self.classes)))], strict=True))
