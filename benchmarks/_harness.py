@@ -557,9 +557,16 @@ def time_call(fn: Callable[[], Any], *, min_repeats: int, budget_s: float, max_r
 
 
 def model_call(scorer: Any, frame: Any) -> Callable[[], Any]:
-    """The in-process limit's call: ``scorer.model``'s preprocess + predict on ``frame`` after the schema check."""
-    prepared = scorer.prepare(frame).to_frame()
+    """The in-process limit's call: ``scorer.model``'s preprocess + predict on ``frame`` after the schema check
+    (a columnar model's ``predict_columns`` on the checked columns: the call the server makes)."""
+    from scorer.table import ColumnarModel
+
+    table = scorer.prepare(frame)
     model = scorer.model
+    if isinstance(model, ColumnarModel):  # what the server calls for it (Scorer.predict_table): no DataFrames
+        columns = {name: table[name] for name in table.columns}
+        return lambda: model.predict_columns(columns, table.n_rows)
+    prepared = table.to_frame()
     return lambda: model.predict(model.preprocess(prepared))
 
 
@@ -570,7 +577,8 @@ def baseline(scorer: Any, frame: Any, quick: bool = False,
     res = (timer or time_call)(model_call(scorer, frame), min_repeats=reps, budget_s=budget)
     res["rows"] = len(frame)
     res["rows_s"] = len(frame) / (res["median_ms"] / 1e3)
-    res["definition"] = "Scorer.model.predict(Scorer.model.preprocess(Scorer.prepare(rows))), median"
+    res["definition"] = ("Scorer.model.predict(Scorer.model.preprocess(Scorer.prepare(rows))), or predict_columns "
+                         "for a columnar model, median")
     return res
 
 

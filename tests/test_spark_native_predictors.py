@@ -278,6 +278,7 @@ def test_linear_models_match_spark(spark: Any, train: Any, tmp_path: Path) -> No
     glrs = [  # other families and links on the same coefficients: Spark scores them as saved
         binomial,
         binomial.copy({binomial.link: "logit"}),
+        binomial.copy({binomial.link: "probit"}),
         positive,
         positive.copy({positive.family: "poisson", positive.link: "log"}),
         positive.copy({positive.family: "tweedie", positive.variancePower: 1.5}),
@@ -322,7 +323,7 @@ def test_linear_models_match_spark(spark: Any, train: Any, tmp_path: Path) -> No
 
 def test_unsupported_params_fall_back(spark: Any, train: Any, tmp_path: Path) -> None:
     """A param combination without an exact native implementation is Unsupported at compile time, naming
-    the stage: a tree's leafCol, a GLR offset column or probit link, a tree regressor's varianceCol."""
+    the stage: a tree's leafCol, a GLR offset column, a tree regressor's varianceCol."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.classification import DecisionTreeClassifier
     from pyspark.ml.regression import DecisionTreeRegressor, GeneralizedLinearRegression
@@ -333,7 +334,6 @@ def test_unsupported_params_fall_back(spark: Any, train: Any, tmp_path: Path) ->
     cases = [
         (dt.copy().setLeafCol("leaf"), "leafCol"),
         (dtr.copy({dtr.varianceCol: "var"}), "varianceCol"),
-        (glr.copy({glr.link: "probit"}), "probit"),
         (glr.copy({glr.offsetCol: "x3"}), "offsetCol"),
     ]
     path = tmp_path / "pipeline"
@@ -345,6 +345,29 @@ def test_unsupported_params_fall_back(spark: Any, train: Any, tmp_path: Path) ->
         assert model.uid in str(err.value)
     with pytest.raises(Unsupported, match="leafCol"):
         compile_pipeline(path)
+
+
+def test_probit_is_spark_s_own_normal_cdf(spark: Any) -> None:
+    """The probit link's CDF is commons-math's erf as the JVM computes it: within 1 ulp of the JVM's
+    ``Erf.erf`` on a grid across both the series and the continued-fraction branch and the tails, and
+    ``Probit.unlink`` (breeze's Gaussian cdf) within 2e-14 relative. (libm's erf misses both bounds:
+    3 ulps, 6e-14.)"""
+    import math
+
+    from scorer.spark_native.special import commons_erf, probit_unlink
+
+    erf = spark._jvm.org.apache.commons.math3.special.Erf.erf
+    x = np.concatenate([np.linspace(-7.0, 7.0, 1401), [0.0, -0.0, 1e-300, math.sqrt(1.5), -math.sqrt(1.5),
+                                                       np.nextafter(math.sqrt(1.5), 0.0), 39.5, -40.5, 1e308]])
+    jvm = np.array([erf(float(v)) for v in x])
+    assert np.max(np.abs(commons_erf(x) - jvm)) <= np.finfo(float).eps
+    eta = x * math.sqrt(2.0)
+    cdf = np.array([0.5 * (1 + erf(float(v) / math.sqrt(2.0))) for v in eta])
+    mine = probit_unlink(eta)
+    tiny = cdf == 0.0
+    assert np.array_equal(mine[tiny], cdf[tiny]) and tiny.sum() > 10  # the far tail: 0, exactly, both
+    np.testing.assert_allclose(mine[~tiny], cdf[~tiny], rtol=2e-14, atol=0)
+    assert np.isnan(commons_erf(np.array([np.nan]))[0])
 
 
 def test_spark_2_0_logistic_layout(spark: Any, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.spark_native.base",
             "scorer.spark_native.features",
             "scorer.spark_native.predictor",
+            "scorer.spark_native.special",
             "scorer.spark_native.linear",
             "scorer.spark_native.trees",
             "scorer.spark_native.pipeline",

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from scorer.spark_native.base import Compiler, InvalidData, Unsupported
+from scorer.spark_native.special import probit_unlink
 from scorer.spark_native.layout import StageFiles
 from scorer.spark_native.predictor import (
     Classifier,
@@ -154,7 +155,7 @@ def _power(p: float) -> Callable[[np.ndarray], np.ndarray]:
     return lambda eta: np.power(eta, 1.0 / p)
 
 
-# Link.unlink of each named link (probit is breeze's Gaussian cdf: not copied, so unsupported).
+# Link.unlink of each named link (probit: breeze's Gaussian cdf over commons-math's erf, in special.py).
 _LINKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda eta: eta,
     "logit": lambda eta: 1.0 / (1.0 + np.exp(-1.0 * eta)),
@@ -162,6 +163,7 @@ _LINKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "inverse": lambda eta: 1.0 / eta,
     "cloglog": lambda eta: 1.0 - np.exp(-1.0 * np.exp(eta)),
     "sqrt": lambda eta: eta * eta,
+    "probit": probit_unlink,
 }
 _DEFAULT_LINKS = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "gamma": "inverse"}
 
