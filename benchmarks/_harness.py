@@ -648,11 +648,12 @@ def _baseline_child(bundle: str, src: str, out: str, quick: bool) -> int:
     import pickle
 
     from scorer.core import Scorer
+    from scorer.load_options import LoadOptions
     from scorer.settings import Settings
 
     job = pickle.loads(Path(src).read_bytes())
     t0 = time.perf_counter()
-    scorer = Scorer.load(bundle, Settings(**job["settings"]) if job["settings"] else None)
+    scorer = Scorer.load(bundle, LoadOptions.from_settings(Settings(**job["settings"])) if job["settings"] else None)
     load_s = time.perf_counter() - t0
     res: dict[str, Any] = {"load_seconds": load_s, "by_rows": {}, "expected": {},
                            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}

@@ -19,10 +19,12 @@ Shared by ``tests/test_spark_native_property.py`` (a fixed-seed CI set) and
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -597,13 +599,12 @@ def _first_line(exc: BaseException) -> str:
     return (causes or named or lines or [type(exc).__name__])[-1 if causes else 0][:240]
 
 
-def run_case(seed: int, workdir: Path | None = None, load: bool = True) -> Result:
+def run_case(seed: int, workdir: Path | None = None, load: bool = True, keep: Path | None = None) -> Result:
     """Build, fit, save, score both ways and compare the pipeline of ``seed``. ``load=False`` scores
-    Spark's side with the fitted model rather than the one loaded back from its directory."""
+    Spark's side with the fitted model rather than the one loaded back from its directory; ``keep``: a
+    folder to :func:`freeze` the case into (for the committed set)."""
     from pyspark.ml import Pipeline
 
-    from scorer.spark_native.base import InvalidData, Unsupported
-    from scorer.spark_native.pipeline import compile_pipeline
     from scorer.spark_ml import spark_frame
 
     start = time.monotonic()
@@ -635,32 +636,136 @@ def run_case(seed: int, workdir: Path | None = None, load: bool = True) -> Resul
             return result("fit-failed", _first_line(exc))
         frame = scoring_frame(case, model, path)
         lap("frame")
-        spark_df, added, vectors, spark_error = spark_outcome(path if load else model, frame)
+        answer = SparkAnswer(*spark_outcome(path if load else model, frame))
         lap("spark")
-        try:
-            native_pipe = compile_pipeline(path)
-            native = native_pipe.transform(native_input(frame))
-            native_error = ""
-        except Unsupported as exc:
-            return result("unsupported", str(exc))
-        except InvalidData as exc:
-            native, native_error = None, f"InvalidData: {exc}"
-        except Exception as exc:
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            return result("mismatch", f"native raised {type(exc).__name__}: {exc} (at {Path(tb.filename).name}:"
-                          f"{tb.lineno})" + (f"; spark raised: {spark_error}" if spark_error else ""))
-        lap("native")
-        if spark_error and native is None:
-            return result("match", f"both raise: spark {spark_error}; native {native_error}", both_raised=True)
-        if spark_error:
-            return result("mismatch", f"spark raised ({spark_error}), native did not")
-        if native is None or spark_df is None:
-            return result("mismatch", f"native raised ({native_error}), spark did not")
-        problems = compare(spark_df, added, vectors, native, case.exact, set(frame.columns))
-        return result("mismatch" if problems else "match", "; ".join(problems),
-                      rows_dropped=len(frame) - len(spark_df))
+        if keep is not None:
+            freeze(keep, case, path, frame, answer)
+        return judge(path, frame, answer, case.exact, result, lap)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def run_cases(seeds: list[int] | range, threads: int = 1, workdir: Path | None = None) -> dict[int, Result]:
+    """:func:`run_case` for every seed, from ``threads`` Python threads sharing the one SparkSession: a
+    tiny frame's Spark jobs are mostly driver and scheduling latency, so several pipelines fitted at once
+    keep two cores busier than one after another. Each case depends only on its seed (fixed estimator
+    seeds, one partition), so the results are the same whatever the thread count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _spark()
+    if threads <= 1:
+        return {seed: run_case(seed, workdir) for seed in seeds}
+    with ThreadPoolExecutor(threads, thread_name_prefix="spark-case") as pool:
+        return dict(zip(seeds, pool.map(lambda seed: run_case(seed, workdir), seeds), strict=True))
+
+
+@dataclass
+class SparkAnswer:
+    """What Spark's transform gave for a scoring frame (:func:`spark_outcome`)."""
+
+    outcome: pd.DataFrame | None  # rid + the added columns, None when the transform raised
+    added: list[str]
+    vectors: set[str]
+    error: str
+
+
+def judge(path: Path, frame: pd.DataFrame, answer: SparkAnswer, exact: set[str],
+          result: Callable[..., Result], lap: Callable[[str], None] = lambda _: None) -> Result:
+    """Score ``frame`` natively with the pipeline saved at ``path`` and hold it against Spark's answer."""
+    from scorer.spark_native.base import InvalidData, Unsupported
+    from scorer.spark_native.pipeline import compile_pipeline
+
+    spark_df, added, vectors, spark_error = answer.outcome, answer.added, answer.vectors, answer.error
+    try:
+        native_pipe = compile_pipeline(path)
+        native = native_pipe.transform(native_input(frame))
+        native_error = ""
+    except Unsupported as exc:
+        return result("unsupported", str(exc))
+    except InvalidData as exc:
+        native, native_error = None, f"InvalidData: {exc}"
+    except Exception as exc:
+        tb = traceback.extract_tb(exc.__traceback__)[-1]
+        return result("mismatch", f"native raised {type(exc).__name__}: {exc} (at {Path(tb.filename).name}:"
+                      f"{tb.lineno})" + (f"; spark raised: {spark_error}" if spark_error else ""))
+    lap("native")
+    if spark_error and native is None:
+        return result("match", f"both raise: spark {spark_error}; native {native_error}", both_raised=True)
+    if spark_error:
+        return result("mismatch", f"spark raised ({spark_error}), native did not")
+    if native is None or spark_df is None:
+        return result("mismatch", f"native raised ({native_error}), spark did not")
+    problems = compare(spark_df, added, vectors, native, exact, set(frame.columns))
+    return result("mismatch" if problems else "match", "; ".join(problems), rows_dropped=len(frame) - len(spark_df))
+
+
+# --- the committed set: cases Spark fitted and answered, replayed without Spark -------------------
+
+
+def freeze(folder: Path, case: Case, path: Path, frame: pd.DataFrame, answer: SparkAnswer) -> None:
+    """Write one case to ``folder/s<seed>/``: the saved pipeline (without Hadoop's .crc and _SUCCESS
+    files), the scoring frame, Spark's answer and ``case.json`` (what :func:`replay` needs)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pyspark
+
+    out = folder / f"s{case.seed:04d}"
+    shutil.copytree(path, out / "pipeline", ignore=shutil.ignore_patterns("*.crc", "_SUCCESS"))
+
+    def table(df: pd.DataFrame, lists: set[str]) -> Any:
+        # from_pandas=False: NaN stays NaN (pandas' default would make it null); None is null.
+        return pa.table({c: pa.array([None if v is None else [float(x) for x in v] for v in df[c]],
+                                     type=pa.list_(pa.float64())) if c in lists
+                         else pa.array([_text(v) for v in df[c]], type=pa.string()) if not pd.api.types.is_numeric_dtype(df[c])
+                         else pa.array(df[c].to_numpy(), from_pandas=False) for c in df.columns})
+
+    pq.write_table(table(frame, set()), out / "frame.parquet")
+    if answer.outcome is not None:
+        pq.write_table(table(answer.outcome, answer.vectors), out / "spark.parquet")
+    meta = {"seed": case.seed, "describe": case.describe, "exact": sorted(case.exact), "added": answer.added,
+            "vectors": sorted(answer.vectors), "error": answer.error, "spark_version": pyspark.__version__}
+    (out / "case.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def pack(folder: Path, archive: Path) -> None:
+    """The frozen cases as one reproducible .tar.xz (sorted names, no owners or times)."""
+    import tarfile
+
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        return info
+
+    with tarfile.open(archive, "w:xz") as tar:
+        for item in sorted(folder.rglob("*")):
+            tar.add(item, arcname=str(item.relative_to(folder)), recursive=False, filter=clean)
+
+
+def unpack(archive: Path, into: Path) -> list[Path]:
+    """The case folders of an archive :func:`pack` wrote, extracted under ``into``."""
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return sorted(p for p in into.iterdir() if (p / "case.json").exists())
+
+
+def replay(case_dir: Path) -> Result:
+    """:func:`judge` for a frozen case: native scoring against the answer Spark gave when it was made."""
+    import pyarrow.parquet as pq
+
+    start = time.monotonic()
+    meta = json.loads((case_dir / "case.json").read_text())
+    frame = pq.read_table(case_dir / "frame.parquet").to_pandas()
+    spark_file = case_dir / "spark.parquet"
+    outcome = pq.read_table(spark_file).to_pandas() if spark_file.exists() else None
+    answer = SparkAnswer(outcome, meta["added"], set(meta["vectors"]), meta["error"])
+
+    def result(status: str, detail: str = "", **kw: Any) -> Result:
+        return Result(meta["seed"], status, meta["describe"], detail, seconds=time.monotonic() - start, **kw)
+
+    return judge(case_dir / "pipeline", frame, answer, set(meta["exact"]), result)
 
 
 def summary(results: list[Result]) -> str:
@@ -688,19 +793,30 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="spark-native-soak", description=main.__doc__)
-    parser.add_argument("--seed", type=int, default=1000, help="first seed (default 1000: past the CI set 0-199)")
+    parser.add_argument("--seed", type=int, default=1000, help="first seed (default 1000: past the CI sets, live 0-19 and frozen 20-224)")
     parser.add_argument("--count", type=int, default=500, help="how many pipelines (seeds seed..seed+count-1)")
+    parser.add_argument("--threads", type=int, default=3, help="pipelines fitted at once (default 3)")
     parser.add_argument("--verbose", action="store_true", help="print every pipeline, not only mismatches")
+    parser.add_argument("--freeze", type=Path, metavar="ARCHIVE.tar.xz",
+                        help="also write every fitted case (pipeline, scoring frame, Spark's answer) into this archive: "
+                             "how tests/fixtures/spark-random.tar.xz is made")
     args = parser.parse_args(argv)
+    from concurrent.futures import ThreadPoolExecutor
+
     _spark()
     small_data_conf()
     results = []
-    for seed in range(args.seed, args.seed + args.count):
-        result = run_case(seed)
-        results.append(result)
-        if result.status in ("mismatch", "unsupported", "fit-failed") or args.verbose:
-            print(report(result), flush=True)
+    keep = Path(tempfile.mkdtemp(prefix="spark-freeze-")) if args.freeze else None
+    with ThreadPoolExecutor(max(1, args.threads), thread_name_prefix="spark-case") as pool:
+        for result in pool.map(lambda seed: run_case(seed, keep=keep), range(args.seed, args.seed + args.count)):
+            results.append(result)
+            if result.status in ("mismatch", "unsupported", "fit-failed") or args.verbose:
+                print(report(result), flush=True)
     print(summary(results))
+    if keep is not None:
+        pack(keep, args.freeze)
+        shutil.rmtree(keep, ignore_errors=True)
+        print(f"froze {sum(r.status != 'fit-failed' for r in results)} cases into {args.freeze}")
     for status in ("mismatch", "unsupported"):
         seeds = [r.seed for r in results if r.status == status]
         if seeds:

@@ -1,11 +1,20 @@
 """Native Spark scoring against real Spark: random pipelines, and pipelines an older Spark saved.
 
-* A fixed set of random pipelines (:data:`SEEDS`, built by ``tests/spark_pipelines.py``) is fitted in
-  the local SparkSession, saved, and scored on a different random frame by Spark's
-  ``PipelineModel.load(dir).transform`` and by ``scorer.spark_native``: every column Spark adds agrees
-  under the exactness contract, the same rows are dropped, and where Spark raises native raises
-  ``InvalidData``. A pipeline native calls ``Unsupported`` fails too (every generated stage is one the
-  native scorer claims). ``scripts/spark-native-soak`` runs the same over more seeds.
+* Random pipelines (built by ``tests/spark_pipelines.py`` from an integer seed) are fitted in real
+  Spark, saved, and scored on a different random frame by Spark's ``PipelineModel.load(dir).transform``
+  and by ``scorer.spark_native``: every column Spark adds agrees under the exactness contract, the same
+  rows are dropped, and where Spark raises native raises ``InvalidData``. Two sets run in CI:
+
+  - :data:`LIVE_SEEDS`: fitted, saved and scored by Spark in this run (about 4 s of Spark work each on
+    2 cores, so only a few);
+  - :data:`FROZEN`: 200 more, fitted and answered by the same Spark when the archive was made
+    (``scripts/spark-native-soak --seed 20 --count 205 --freeze tests/fixtures/spark-random.tar.xz``):
+    each case is the saved pipeline, the scoring frame and Spark's answer, replayed natively here
+    without Spark. The archive names the Spark version that made it, and a test checks that the
+    generator still builds the same pipelines from those seeds.
+
+  Every generated stage is one native scoring claims, so every pipeline must match.
+  ``scripts/spark-native-soak`` runs any number of live seeds.
 * ``tests/fixtures/spark-legacy/``: pipelines saved by Spark 3.2.4 with that Spark's own answers
   (rebuilt by its ``make.py``): native equals them, and so does Spark 3.5 loading the same directory.
 * The comparator itself (fast): it catches each kind of difference it is meant to.
@@ -14,6 +23,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,13 +34,15 @@ import pytest
 
 import spark_pipelines as sp
 
-#: The CI set: fixed seeds, so a failure names a seed that reproduces it (scripts/spark-native-soak --seed N).
-#: Each pipeline costs about 4 s of Spark work (fit, save, load, transform) on 2 cores, so CI runs 40 and
-#: scripts/spark-native-soak runs any number (seeds 0-251 were compared with no mismatch when this was written).
-SEEDS = range(40)
-LEGACY = Path(__file__).resolve().parent / "fixtures" / "spark-legacy"
+#: Fitted live in CI: fixed seeds, so a failure names a seed that reproduces it (scripts/spark-native-soak --seed N).
+LIVE_SEEDS = range(20)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ARCHIVE = FIXTURES / "spark-random.tar.xz"
+#: The frozen cases' folder names (``s<seed>``), read from the archive's listing.
+with tarfile.open(ARCHIVE) as _tar:
+    FROZEN = sorted(name.split("/")[0] for name in _tar.getnames() if name.endswith("/case.json"))
+LEGACY = FIXTURES / "spark-legacy"
 LEGACY_NAMES = sorted(p.stem for p in LEGACY.glob("*.json"))
-RESULTS: dict[int, sp.Result] = {}
 
 
 @pytest.fixture(scope="module")
@@ -42,28 +54,99 @@ def spark() -> Iterator[Any]:
     sp.restore_conf(before)
 
 
-# --- random pipelines ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_random_pipeline_scores_natively_as_spark_does(spark: Any, seed: int, tmp_path: Path) -> None:
-    """Pipeline ``seed``: native output equals Spark's transform (or both raise), same rows kept."""
-    result = sp.run_case(seed, tmp_path)
-    RESULTS[seed] = result
-    if result.status == "fit-failed":
-        pytest.skip(f"Spark could not fit the generated pipeline: {result.detail}")
+def _check(result: sp.Result) -> None:
     assert result.status == "match", sp.report(result)
 
 
-def test_the_random_set_covers_what_it_claims(spark: Any) -> None:
-    """Over the whole set: every predictor family and every outcome (rows dropped, both raise) occurs,
+# --- random pipelines, fitted live --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[int, sp.Result]:
+    """Every live seed, two pipelines at a time on the one session (results do not depend on it)."""
+    return sp.run_cases(LIVE_SEEDS, threads=2, workdir=tmp_path_factory.mktemp("live"))
+
+
+@pytest.mark.parametrize("seed", LIVE_SEEDS)
+def test_random_pipeline_scores_natively_as_spark_does(live: dict[int, sp.Result], seed: int) -> None:
+    """Pipeline ``seed``: native output equals Spark's transform (or both raise), same rows kept."""
+    result = live[seed]
+    if result.status == "fit-failed":
+        pytest.skip(f"Spark could not fit the generated pipeline: {result.detail}")
+    _check(result)
+
+
+# --- random pipelines, frozen -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frozen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("frozen")
+    assert [p.name for p in sp.unpack(ARCHIVE, root)] == FROZEN
+    return root
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("name", FROZEN)
+def test_frozen_pipeline_scores_natively_as_spark_did(frozen: Path, name: str) -> None:
+    """A pipeline Spark fitted and answered when the archive was made: native gives Spark's answer."""
+    result = sp.replay(frozen / name)
+    _check(result)
+
+
+@pytest.mark.fast
+def test_the_frozen_set_is_200_cases_from_the_pinned_spark(frozen: Path) -> None:
+    """At least 200 cases, disjoint from the live seeds, made by the Spark this project pins (another
+    Spark may answer differently: regenerate the archive with the command in this module's docstring)."""
+    import importlib.metadata
+
+    metas = [json.loads((frozen / name / "case.json").read_text()) for name in FROZEN]
+    assert len(metas) >= 200
+    assert not {m["seed"] for m in metas} & set(LIVE_SEEDS)
+    assert {m["spark_version"] for m in metas} == {importlib.metadata.version("pyspark")}
+
+
+def test_the_generator_still_builds_the_frozen_pipelines(spark: Any, frozen: Path) -> None:
+    """The frozen seeds are what ``make_case`` builds today (stages and their random parameters), so
+    the live and frozen sets test the same generator; a change to it means regenerating the archive."""
+    for name in FROZEN[::20]:
+        meta = json.loads((frozen / name / "case.json").read_text())
+        assert sp.make_case(meta["seed"]).describe == meta["describe"], name
+
+
+@pytest.mark.fast
+def test_a_changed_answer_in_the_archive_is_caught(frozen: Path, tmp_path: Path) -> None:
+    """The replay can fail: one of Spark's numbers moved by 1e-8 relative makes a matching case a mismatch."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name in FROZEN:
+        meta = json.loads((frozen / name / "case.json").read_text())
+        numeric = [c for c in meta["added"] if c not in meta["exact"] and c not in meta["vectors"]]
+        if not meta["error"] and numeric:
+            break
+    case = tmp_path / name
+    shutil.copytree(frozen / name, case)
+    assert sp.replay(case).status == "match"
+    table = pq.read_table(case / "spark.parquet")
+    column = table.column(numeric[0]).to_numpy(zero_copy_only=False)
+    moved = np.where(column == 0, 1e-300, column * (1 + 1e-8))
+    pq.write_table(table.set_column(table.schema.get_field_index(numeric[0]), numeric[0], pa.array(moved)),
+                   case / "spark.parquet")
+    result = sp.replay(case)
+    assert result.status == "mismatch" and numeric[0] in result.detail, sp.report(result)
+
+
+def test_the_random_set_covers_what_it_claims(live: dict[int, sp.Result], frozen: Path) -> None:
+    """Over both sets: every predictor family and every outcome (rows dropped, both raise) occurs,
     and Spark fits nearly every generated pipeline, so the set is not quietly testing less."""
-    if len(RESULTS) < len(SEEDS):
-        pytest.skip("runs after the whole random set")
-    results = list(RESULTS.values())
+    results = list(live.values()) + [sp.replay(frozen / name) for name in FROZEN]
     print(sp.summary(results))
     fitted = [r for r in results if r.status != "fit-failed"]
     assert len(fitted) >= 0.95 * len(results), [sp.report(r) for r in results if r.status == "fit-failed"]
+    assert len(fitted) >= 200 + 0.9 * len(LIVE_SEEDS)
     assert sum(r.both_raised for r in fitted) >= 0.05 * len(fitted)
     assert sum(r.rows_dropped > 0 for r in fitted) >= 0.05 * len(fitted)
     last = {r.describe[-1].split("(")[0] if not r.describe[-1].startswith("IndexToString") else r.describe[-2].split("(")[0]
