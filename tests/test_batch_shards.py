@@ -293,3 +293,36 @@ def test_shares_cover_the_files_once_by_position(count: int) -> None:
     assert sorted(f for share in shares for f in share) == files
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
     assert shares[0][:1] == files[:1] and all(share == files[i::count] for i, share in enumerate(shares))
+
+
+@pytest.mark.fast
+def test_another_shard_count_with_overwrite_takes_over_the_output(
+        tmp_path: Path, bundle_factory, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """An output finished by 3 shards, rerun by 2 with --overwrite (in this process): the parts of the 3 are
+    dropped, no _SUCCESS until both of the 2 are done, and the committed files are kept, not rescored (their
+    bytes do not depend on the shard count)."""
+    for name in [n for n in os.environ if n.startswith("SCORER_") or n == "JOB_COMPLETION_INDEX"]:
+        monkeypatch.delenv(name)
+    bundle = bundle_factory("sum", code=SUM_MODEL)
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    for i in range(4):
+        frame(20, seed=i).to_csv(inp / f"f{i}.csv", index=False)
+
+    def shard(index: int, count: int, *more: str) -> None:
+        code = main(["batch", str(bundle), "--input", str(inp), "--output", str(out), "--workers", "1",
+                     "--shard-count", str(count), "--shard-index", str(index), *more])
+        assert code == 0
+
+    for index in range(3):
+        shard(index, 3)
+    assert (out / "_SUCCESS").is_file() and manifest(out)["settings"]["shard_count"] == 3
+    written = {p: (out / p).stat().st_mtime_ns for p in visible(out) if p.endswith(".csv")}
+    shard(0, 2, "--overwrite")
+    assert not (out / "_SUCCESS").exists() and not (out / "manifest.json").exists()
+    assert sorted(p.name for p in (out / "_scorer" / "shards").iterdir()) == ["part-0-of-2.json"]
+    shard(1, 2, "--overwrite")
+    assert (out / "_SUCCESS").is_file() and manifest(out)["settings"]["shard_count"] == 2
+    assert [f["input"] for f in manifest(out)["files"]] == [f"f{i}.csv" for i in range(4)]
+    assert all(f.get("skipped") for f in manifest(out)["files"])
+    assert {p: (out / p).stat().st_mtime_ns for p in written} == written

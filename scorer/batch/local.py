@@ -501,8 +501,8 @@ class BatchRun:
         rejected = sum(f["rows_rejected"] for f in files)
         mine = "" if self.shard.count == 1 else f"{self.shard}: "
         if manifest is None:
-            log.info("%s%d files done; manifest.json and _SUCCESS come once every shard is done (written by the last)",
-                     mine, len(files))
+            log.info("%s%d file(s) done; manifest.json and _SUCCESS come once every shard is done "
+                     "(written by the last)", mine, len(files))
         elif self.shard.count > 1:
             failed_all = manifest["totals"]["files_failed"]
             log.info("all %d shards done: manifest.json written, %s", self.shard.count,
