@@ -99,10 +99,11 @@ def part(shard: Shard, *, key: str, listing: str, total: int, header: dict[str, 
 
 def belongs(data: Any, shard: Shard, *, key: str, listing: str) -> bool:
     """Whether ``data`` (a part read back) is ``shard``'s part of this job (same key) and input listing."""
-    return (isinstance(data, dict) and data.get("shard") == [shard.index, shard.count] and data.get("key") == key
-            and data.get("listing") == listing and len(data.get("files", ())) == len(range(shard.index,
-                                                                                           data.get("total", 0),
-                                                                                           shard.count)))
+    if not isinstance(data, dict):
+        return False
+    expected_files = len(range(shard.index, data.get("total", 0), shard.count))
+    return (data.get("shard") == [shard.index, shard.count] and data.get("key") == key
+            and data.get("listing") == listing and len(data.get("files", ())) == expected_files)
 
 
 def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
