@@ -26,7 +26,7 @@ def _add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> No
         if isinstance(f.default, bool):
             parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            parser.add_argument(flag, dest=name, default=None, type=type(f.default), choices=f.metadata["choices"], help=help_text)
+            parser.add_argument(flag, dest=name, default=None, type=f.metadata["kind"], choices=f.metadata["choices"], help=help_text)
 
 
 # Where a bundle is looked for when none is named (argument or SCORER_BUNDLE) and /model is absent:
@@ -46,7 +46,7 @@ def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
 
 
 _BATCH_ONLY = ("input", "output", "output_format", "chunk_rows", "max_inflight_mb", "keep_columns",
-               "bad_rows", "max_rejected_rows", "overwrite", "engine", "spark_master")
+               "bad_rows", "max_rejected_rows", "overwrite", "shard_count", "shard_index", "engine", "spark_master")
 _LOADING = ("bundle", "extra_columns", "echo_bad_values", "check_requirements", "install_requirements",
             "requirements_cache", "mojo_backend", "spark_scoring",
             "bundle_digest", "log_level", "log_format")

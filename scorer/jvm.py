@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from scorer._cpu import cores
 from scorer.errors import BundleCodeError
 
 log = logging.getLogger("scorer.jvm")
@@ -86,7 +87,7 @@ def spark_session(master: str | None = None, *, app_name: str = "scorer", conf: 
     builder = SparkSession.builder.appName(app_name)
     chosen = master or submitted.get("spark.master", None)
     if chosen is None:
-        chosen = f"local[{os.cpu_count() or 1}]"
+        chosen = f"local[{cores()}]"  # the CPU quota too: a task thread per core it may use
     if chosen.startswith("local"):  # on a cluster the driver must be reachable by its executors
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = builder.master(chosen)

@@ -26,10 +26,11 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
 
 
-def _setting(default: Any, doc: str, *, choices: object = None) -> Any:
-    """A field with its documentation; ``choices``: the field's ``Literal`` type, whose values alone are allowed."""
+def _setting(default: Any, doc: str, *, choices: object = None, kind: type[Any] | None = None) -> Any:
+    """A field with its documentation; ``choices``: the field's ``Literal`` type, whose values alone are allowed;
+    ``kind``: the type a value is parsed to when the default (None) does not say."""
     allowed = get_args(choices) if choices is not None else None
-    return field(default=default, metadata={"doc": doc, "choices": allowed})
+    return field(default=default, metadata={"doc": doc, "choices": allowed, "kind": kind or type(default)})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +39,8 @@ class Settings:
     host: str = _setting("127.0.0.1", "Interface to bind. The container image passes 0.0.0.0 explicitly.")
     port: int = _setting(8080, "TCP port to listen on.")
     workers: int = _setting(
-        0, "Processes. serve: forked after one load, sharing the model's memory. 0: serve uses 1, batch uses every core."
+        0, "Processes. serve: forked after one load, sharing the model's memory. 0: serve uses 1, batch uses every core "
+        "this process may use (its CPU affinity, capped by its cgroup CPU quota)."
     )
     max_batch_rows: int = _setting(
         4096, "Most rows coalesced into one model call. A bigger single request still runs alone."
@@ -119,6 +121,14 @@ class Settings:
         choices=BadRows,
     )
     max_rejected_rows: int = _setting(1000, "batch: with bad_rows=reject, a file with more rejected rows fails.")
+    shard_count: int = _setting(
+        1, "batch: split the input files into this many shards, each scored by its own `scorer batch` (a pod of a "
+        "Kubernetes Indexed Job) into the same output; the last to finish writes manifest.json and _SUCCESS.",
+    )
+    shard_index: int | None = _setting(
+        None, "batch: which shard this run scores, 0 to shard_count - 1. None: JOB_COMPLETION_INDEX (what an "
+        "Indexed Job sets in each pod) when shard_count > 1.", kind=int,
+    )
     overwrite: bool = _setting(False, "batch: replace an output written with another bundle or settings.")
     mojo_backend: MojoBackend = _setting(
         "genmodel", "H2O MOJO bundles: genmodel (the MOJO's Java predictor on the whole batch, lowest latency) "
@@ -135,7 +145,8 @@ class Settings:
         choices=Engine,
     )
     spark_master: str = _setting(
-        "", "batch --engine spark: master URL (spark://host:7077, k8s://..., yarn, local[4]). Empty: spark-submit's, else local[*]."
+        "", "batch --engine spark: master URL (spark://host:7077, k8s://..., yarn, local[4]). Empty: spark-submit's, "
+        "else local[N], N the cores this process may use (CPU quota included)."
     )
     log_level: LogLevel = _setting("info", "Log level.", choices=LogLevel)
     log_format: LogFormat = _setting("json", "Log line format.", choices=LogFormat)
@@ -177,7 +188,7 @@ def env_name(name: str) -> str:
 
 
 def parse_value(f: dataclasses.Field[Any], raw: str, *, source: str) -> Any:
-    kind: type[Any] = type(f.default)
+    kind: type[Any] = f.metadata.get("kind") or type(f.default)
     try:
         if kind is bool:
             lowered = raw.strip().lower()

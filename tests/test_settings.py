@@ -129,7 +129,7 @@ def test_cli_has_flag_for_every_setting(name: str) -> None:
     elif isinstance(f.default, str):
         argv, expected = [flag, "x-value"], "x-value"
     else:
-        expected = type(f.default)(7)
+        expected = f.metadata["kind"](7)
         argv = [flag, "7"]
     from scorer.cli import BATCH_SETTINGS, SERVE_SETTINGS
 

@@ -96,6 +96,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.batch.rejects",
             "scorer.batch.worker",
             "scorer.batch.chunks",
+            "scorer.batch.shards",
         },
     ),
     ("batch engines", {"scorer.batch.local", "scorer.batch.spark"}),

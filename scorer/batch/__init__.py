@@ -10,6 +10,8 @@ The package is named after the command. Its engine-independent job model, shared
   predictions; an empty input's output still has its columns);
 * :mod:`~scorer.batch.rejects`: the bad-row policy (``--bad-rows``, ``--max-rejected-rows``);
 * :mod:`~scorer.batch.worker`: the scorer of a process that scores chunks, loaded once;
+* :mod:`~scorer.batch.shards`: which share of the files a sharded run scores, and the one manifest
+  made of every shard's part (``--engine local`` only: Spark shares the work between its own tasks);
 * exit codes: :func:`scorer.errors.exit_code`, the same table as every other command's.
 
 The engines, which differ only in how chunks are scheduled and written and never import each other:
@@ -32,6 +34,9 @@ log = logging.getLogger("scorer.batch")
 
 def run(settings: Settings) -> int:
     """The whole ``scorer batch`` command, on the engine ``settings.engine`` names. Returns the exit code."""
+    if settings.engine == "spark" and (settings.shard_count != 1 or settings.shard_index is not None):
+        return fail(UsageError("--shard-count and --shard-index are for --engine local: Spark shares the input "
+                               "between its own tasks (run one --engine spark job)"))
     if settings.engine == "spark":
         from scorer.batch import spark
 
@@ -43,8 +48,13 @@ def run(settings: Settings) -> int:
     try:
         return engine(settings)
     except ScorerError as exc:
-        report(exc)
-        return exit_code(exc)
+        return fail(exc)
+
+
+def fail(exc: ScorerError) -> int:
+    """Report the error that ends the command; its exit code."""
+    report(exc)
+    return exit_code(exc)
 
 
 def report(exc: ScorerError) -> None:

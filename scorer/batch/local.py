@@ -7,6 +7,8 @@ Guarantees:
   process count and the chunk size, never on the file size (docs/batch-contract.md, "Memory").
 * **Every core**: chunks (of one file or the next) are scored by this process and ``workers - 1``
   spawned workers, each loading the bundle once; this process also reads and writes in order.
+  ``workers`` defaults to :func:`scorer._cpu.cores` (the CPU quota included), and each process's
+  OpenMP pool gets its share of those cores.
 * **Nothing partial**: each output is written under a hidden temporary name and renamed into
   place when complete, then a commit marker is written; ``manifest.json`` and ``_SUCCESS``
   come last. A ``kill -9`` at any moment leaves only complete files under final names.
@@ -17,6 +19,8 @@ Guarantees:
 * **One version**: the source is resolved once (a registry alias to the version it names, downloaded
   once); every worker loads that local copy, pinned by its digest, so a promotion mid-job never mixes
   versions. ``manifest.json`` names what was resolved (``source``).
+* **Shards**: ``--shard-count N`` splits the files between N runs into the same output
+  (:mod:`scorer.batch.shards`); whichever finishes last writes ``manifest.json`` and ``_SUCCESS``.
 * **Bad input**: malformed records and rows the schema or model refuse fail their file
   (``--bad-rows fail``) or go to ``<output>.rejects.jsonl`` with file, row, line and reason
   (``--bad-rows reject``, up to ``--max-rejected-rows``). Other files still complete.
@@ -47,13 +51,14 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from scorer._cpu import cores, share_openmp
+from scorer._cpu import affinity, cores, cpu_quota, openmp_threads, share_openmp
 from scorer._memory import return_freed_memory
 from scorer._version import __version__
-from scorer.batch import chunks, worker
+from scorer.batch import chunks, shards, worker
 from scorer.batch.files import FORMATS, Chunk, Writer, detect_format, input_schema, output_name, read_chunks
 from scorer.batch.plan import check_output_format, input_files, local_input, require_paths
 from scorer.batch.rejects import BadRowPolicy
+from scorer.batch.shards import Shard
 from scorer.bundle import hash_file
 from scorer.core import Scorer
 from scorer.load_options import LoadOptions
@@ -64,6 +69,7 @@ from scorer.settings import Settings
 log = logging.getLogger("scorer.batch")
 
 STATE_DIR = "_scorer"
+MANIFEST, SUCCESS = "manifest.json", "_SUCCESS"
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,12 @@ class Job:
 # --- planning: every check before anything is written ---------------------------------------------
 
 
-def plan(settings: Settings) -> list[Job]:
-    """One job per input file, its output mirroring its path under the output directory."""
+def plan(settings: Settings, shard: Shard = Shard(0, 1)) -> list[Job]:
+    """One job per input file (every shard plans them all), its output mirroring its path under the
+    output directory."""
     require_paths(settings)
     out_root = Path(settings.output).resolve()
+    check_shard_count(out_root, shard, settings.overwrite)
     source, root = local_input(settings)
     if source.is_dir() and (out_root == root or out_root.is_relative_to(root)):
         raise UsageError(f"output {out_root} is inside the input {root}: choose an output outside it")
@@ -111,6 +119,16 @@ def plan(settings: Settings) -> list[Job]:
                              "rename one, or choose an --output-format that keeps them apart")
         seen[job.output] = job
     return jobs
+
+
+def check_shard_count(out_root: Path, shard: Shard, overwrite: bool) -> None:
+    """An output written by runs split into another number of shards is refused unless ``--overwrite``:
+    the shares would differ, and the parts could never add up."""
+    previous = _read_json(out_root / STATE_DIR / "job.json")
+    before = previous.get("shard_count", 1) if isinstance(previous, dict) else shard.count
+    if before != shard.count and not overwrite:
+        raise UsageError(f"{out_root} holds output of a run split into {before} shard(s), this run asks for "
+                         f"{shard.count} (--shard-count): use --shard-count {before}, --overwrite, or another output")
 
 
 # --- the job ----------------------------------------------------------------------------------------
@@ -143,16 +161,21 @@ class _Slot:
 
 
 class BatchRun:
-    def __init__(self, settings: Settings, jobs: list[Job], scorer: Scorer) -> None:
+    def __init__(self, settings: Settings, jobs: list[Job], scorer: Scorer, shard: Shard = Shard(0, 1)) -> None:
         self.settings = settings
-        self.jobs = jobs
+        self.jobs = jobs  # the whole input, as every shard plans it
+        self.shard = shard
+        self.mine = shard.share(jobs)  # what this run scores
         self.scorer = scorer
         self.out_root = Path(settings.output).resolve()
         self.state_dir = self.out_root / STATE_DIR
+        self.parts_dir = self.state_dir / "shards"
+        self.tag = f"shard-{shard.index}"  # in the temp names of files every shard writes
         self.key = self._job_key()
+        self.listing = shards.listing_digest([job.label for job in jobs])
         self.entries: dict[Path, dict[str, Any]] = {}
         self.failed: set[Path] = set()
-        self.progress = Progress(len(jobs))
+        self.progress = Progress(len(self.mine))
         self.bad_rows = BadRowPolicy.from_settings(settings)
 
     def _job_key(self) -> str:
@@ -164,9 +187,12 @@ class BatchRun:
 
     # state: refuse to mix, resume what is committed
     def prepare_output(self) -> list[Job]:
+        """Check the output (refuse to mix bundles or settings), then make it this run's: the job recorded,
+        this shard's part and the combined files removed (until it finishes again), stale temp files of its
+        own removed. Returns the files still to score: the share's files not committed already."""
         job_file = self.state_dir / "job.json"
-        if job_file.exists():
-            previous = orjson.loads(job_file.read_bytes())
+        previous = _read_json(job_file)
+        if isinstance(previous, dict):
             if previous.get("key") != self.key and not self.settings.overwrite:
                 if previous.get("bundle_digest") == self.scorer.bundle.digest:
                     what = "different settings"
@@ -174,28 +200,52 @@ class BatchRun:
                     before = previous.get("bundle") or f"sha256:{previous.get('bundle_digest', '?')[:12]}"
                     what = f"a different bundle digest, {before}; this run scores {worker.describe(self.scorer)}"
                 raise UsageError(f"{self.out_root} holds output written with {what}; use --overwrite to replace it")
-            if previous.get("key") != self.key:
+            if previous.get("key") != self.key and self.shard.count == 1:
+                # alone, the old state goes; shards share it (markers and parts of another key never match)
                 shutil.rmtree(self.state_dir)
-        elif self.out_root.exists() and any(self.out_root.iterdir()) and not self.settings.overwrite:
+        elif self.out_root.exists() and any(p.name != STATE_DIR for p in self.out_root.iterdir()) \
+                and _read_json(job_file) is None and not self.settings.overwrite:
+            # (a state folder alone, or files written since job.json appeared: another shard has just started)
             raise UsageError(f"{self.out_root} is not empty and was not written by scorer batch; use --overwrite")
         (self.state_dir / "commits").mkdir(parents=True, exist_ok=True)
+        self.parts_dir.mkdir(exist_ok=True)
         _write_atomic(job_file, orjson.dumps({"key": self.key, "bundle_digest": self.scorer.bundle.digest,
-                                              "bundle": worker.describe(self.scorer)}))
-        for name in ("_SUCCESS", "manifest.json"):
+                                              "bundle": worker.describe(self.scorer),
+                                              "shard_count": self.shard.count}), tag=self.tag)
+        # this shard's part first, then the combined files: a shard finishing meanwhile sees the part gone
+        (self.parts_dir / self.shard.name).unlink(missing_ok=True)
+        for name in (SUCCESS, MANIFEST):
             (self.out_root / name).unlink(missing_ok=True)
-        for stale in self.out_root.rglob(".*.scorer-tmp"):
+        for other in self.parts_dir.iterdir():  # parts of another shard count (--overwrite)
+            if not other.name.endswith(f"-of-{self.shard.count}.json") and not other.name.startswith("."):
+                other.unlink(missing_ok=True)
+        for stale in self._stale_temps():
             stale.unlink(missing_ok=True)
         todo = []
-        for job in self.jobs:
+        for job in self.mine:
             entry = self._committed(job)
             if entry is None:
                 todo.append(job)
             else:
                 self.entries[job.rel] = entry
-        if len(todo) < len(self.jobs):
+        if self.shard.count > 1:
+            log.info("%s: %d of the %d input files", self.shard, len(self.mine), len(self.jobs))
+        if len(todo) < len(self.mine):
             log.info("resuming: %d of %d files already committed for this bundle and settings, skipped",
-                     len(self.jobs) - len(todo), len(self.jobs))
+                     len(self.mine) - len(todo), len(self.mine))
         return todo
+
+    def _stale_temps(self) -> list[Path]:
+        """Temp files a killed run may have left. Alone: every one under the output. A shard: only its own
+        (its files' temps and markers' temps, and the temps of shared files tagged with its index), since
+        the other shards may be writing theirs."""
+        if self.shard.count == 1:
+            return list(self.out_root.rglob(".*.scorer-tmp"))
+        found = [_temp(self.state_dir / "job.json", self.tag), _temp(self.parts_dir / self.shard.name, self.tag),
+                 _temp(self.out_root / MANIFEST, self.tag), _temp(self.out_root / SUCCESS, self.tag)]
+        for job in self.mine:
+            found += [_temp(job.output), _temp(_rejects_path(job)), _temp(self._marker(job))]
+        return found
 
     def _marker(self, job: Job) -> Path:
         return self.state_dir / "commits" / (job.output.relative_to(self.out_root).as_posix() + ".json")
@@ -243,6 +293,11 @@ class BatchRun:
         if workers > 1 and jvm_started():
             log.info("the bundle runs on the JVM (Spark/H2O): scoring in this process; Spark uses the cores")
             workers = 1
+        quota = cpu_quota()
+        log.info("scoring with %d process%s: %d core(s) to use (CPU affinity %d, CPU quota %s); "
+                 "OMP_NUM_THREADS=%s, OpenMP threads here: %s", workers, "" if workers == 1 else "es", cores(),
+                 affinity(), "none" if quota is None else f"{quota:g}", os.environ.get("OMP_NUM_THREADS", "unset"),
+                 openmp_threads() or "no OpenMP runtime loaded")
         return_freed_memory()
         events = self._read_events(todo)
         worker.use(self.scorer, echo=self.settings.echo_bad_values)
@@ -252,7 +307,6 @@ class BatchRun:
                     payload = (payload, chunks.score_chunk(payload, keep, first_only))
                 yield job, event, payload
             return
-        share_openmp(workers)
         window, budget, helpers = 2 * workers, self.settings.max_inflight_mb << 20, workers - 1
         ctx = multiprocessing.get_context("spawn")
         # the workers load this process's local copy (a registry download included), pinned by its digest
@@ -327,8 +381,7 @@ class BatchRun:
 
     def _start(self, job: Job) -> FileState:
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = job.output.with_name(f".{job.output.name}.scorer-tmp")
-        rejects_tmp = job.output.with_name(f".{job.output.name}.rejects.jsonl.scorer-tmp")
+        tmp, rejects_tmp = _temp(job.output), _temp(_rejects_path(job))
         return FileState(job, Writer(tmp, job.out_fmt), tmp, rejects_tmp)
 
     def _consume(self, state: FileState, payload: tuple[Chunk, chunks.ChunkResult]) -> None:
@@ -394,7 +447,7 @@ class BatchRun:
             state.writer.write(empty)
         state.writer.close()
         _fsync(state.tmp)
-        rejects_out = job.output.with_name(job.output.name + ".rejects.jsonl")
+        rejects_out = _rejects_path(job)
         if state.rejects is not None:
             state.rejects.close()
             _fsync(state.rejects_tmp)
@@ -428,31 +481,92 @@ class BatchRun:
         return entry
 
     def _finish(self) -> int:
-        files = [self.entries[j.rel] for j in self.jobs if j.rel in self.entries]
-        totals = {k: sum(f[k] for f in files) for k in ("rows_in", "rows_out", "rows_rejected")}
-        totals["files"] = len(files)
-        totals["files_failed"] = sum(f["status"] == "failed" for f in files)
-        manifest = {
+        """Commit this shard's part, then the combined ``manifest.json`` and ``_SUCCESS`` if every shard's
+        part is there. The exit code says how this shard's files went."""
+        files = [self.entries[j.rel] for j in self.mine if j.rel in self.entries]
+        header = {
             "scorer_version": __version__,
             "bundle": {"name": self.scorer.bundle.name, "digest": f"sha256:{self.scorer.bundle.digest}",
                        "version": self.scorer.version_label},
             "source": self.scorer.metadata()["source"],
             "settings": {k: v for k, v in asdict(self.settings).items()
                          if k in ("input", "output", "output_format", "chunk_rows", "keep_columns", "bad_rows",
-                                  "max_rejected_rows", "workers")},
-            "files": files,
-            "totals": totals,
+                                  "max_rejected_rows", "workers", "shard_count")},
         }
-        _write_atomic(self.out_root / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        if totals["files_failed"]:
-            log.error("%d of %d files failed; see manifest.json", totals["files_failed"], len(files))
+        part = shards.part(self.shard, key=self.key, listing=self.listing, total=len(self.jobs), header=header,
+                           files=files)
+        _write_atomic(self.parts_dir / self.shard.name, orjson.dumps(part), tag=self.tag)
+        manifest = self._complete()
+        failed = sum(f["status"] == "failed" for f in files)
+        rejected = sum(f["rows_rejected"] for f in files)
+        mine = "" if self.shard.count == 1 else f"{self.shard}: "
+        if manifest is None:
+            log.info("%s%d file(s) done; manifest.json and _SUCCESS come once every shard is done "
+                     "(written by the last)", mine, len(files))
+        elif self.shard.count > 1:
+            failed_all = manifest["totals"]["files_failed"]
+            log.info("all %d shards done: manifest.json written, %s", self.shard.count,
+                     f"no _SUCCESS ({failed_all} file(s) failed)" if failed_all else "then _SUCCESS")
+        if failed:
+            log.error("%s%d of %d files failed; see %s", mine, failed, len(files),
+                      "manifest.json" if manifest is not None else f"{STATE_DIR}/shards/{self.shard.name}")
             return EXIT_FAILED
-        _write_atomic(self.out_root / "_SUCCESS", b"")
-        if totals["rows_rejected"]:
-            log.warning("all files committed; %d rows rejected (see *.rejects.jsonl)", totals["rows_rejected"])
+        if rejected:
+            log.warning("%sall files committed; %d rows rejected (see *.rejects.jsonl)", mine, rejected)
             return EXIT_REJECTED
-        log.info("all %d files committed: %d rows scored", len(files), totals["rows_out"])
+        log.info("%sall %d files committed: %d rows scored", mine, len(files), sum(f["rows_out"] for f in files))
         return EXIT_OK
+
+    def _parts(self) -> list[dict[str, Any]] | None:
+        """Every shard's part of this job and input listing, or None while one is missing."""
+        parts = []
+        for index in range(self.shard.count):
+            shard = Shard(index, self.shard.count)
+            data = _read_json(self.parts_dir / shard.name)
+            if not shards.belongs(data, shard, key=self.key, listing=self.listing):
+                return None
+            parts.append(data)
+        return parts
+
+    def _complete(self) -> dict[str, Any] | None:
+        """Once every part is here: ``manifest.json`` made from them, then ``_SUCCESS`` if no file failed;
+        returns the manifest (None: a shard is not done). The parts are read again after writing: a shard
+        that restarted meanwhile (its part removed) would otherwise find ``_SUCCESS`` standing while it works,
+        so the combined files go again, and come back if it finished in between."""
+        while True:
+            parts = self._parts()
+            if parts is None:
+                for name in (SUCCESS, MANIFEST):
+                    (self.out_root / name).unlink(missing_ok=True)
+                if self._parts() is None:
+                    return None
+                continue
+            manifest = shards.combine(parts)
+            _write_atomic(self.out_root / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2), tag=self.tag)
+            if manifest["totals"]["files_failed"]:
+                (self.out_root / SUCCESS).unlink(missing_ok=True)
+            else:
+                _write_atomic(self.out_root / SUCCESS, b"", tag=self.tag)
+            if self._parts() == parts:
+                return manifest
+
+
+def _rejects_path(job: Job) -> Path:
+    return job.output.with_name(job.output.name + ".rejects.jsonl")
+
+
+def _temp(path: Path, tag: str = "") -> Path:
+    """The hidden temp name ``path`` is written under before its rename; ``tag`` (the shard) keeps apart the
+    temps of files several shards write."""
+    return path.with_name(f".{path.name}{'.' + tag if tag else ''}.scorer-tmp")
+
+
+def _read_json(path: Path) -> Any:
+    """A small JSON state file, or None when it is absent (or unreadable: never written completely)."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
 
 
 def _fsync(path: Path) -> None:
@@ -463,8 +577,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.scorer-tmp")
+def _write_atomic(path: Path, data: bytes, *, tag: str = "") -> None:
+    tmp = _temp(path, tag)
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -517,11 +631,14 @@ class Progress:
 def run(settings: Settings) -> int:
     """The local engine: plan and check, resolve and load the bundle once, score, commit. Returns the exit
     code; raises what :func:`scorer.errors.exit_code` maps (a usage error, a bundle that fails to load)."""
-    jobs = plan(settings)  # before the bundle loads: a usage error costs nothing
+    shard = shards.resolve(settings, os.environ)
+    jobs = plan(settings, shard)  # before the bundle loads: a usage error costs nothing
+    # before the bundle loads an OpenMP runtime into this process, which scores chunks too
+    share_openmp(settings.workers or cores())
     scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
     try:
         log.info("scoring with %s", worker.describe(scorer))
-        batch = BatchRun(settings, jobs, scorer)
+        batch = BatchRun(settings, jobs, scorer, shard)
         return batch.run(batch.prepare_output())
     finally:
         scorer.close()  # a registry download is not kept

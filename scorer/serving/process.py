@@ -253,6 +253,7 @@ class _StopRequested(Exception):
 
 def serve(settings: Settings) -> int:
     if settings.workers <= 1:
+        share_openmp(1)  # before the bundle loads an OpenMP runtime: the cores this process may use
         return run_worker(settings)
     configure(settings.log_level, settings.log_format)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
