@@ -350,13 +350,17 @@ def test_kubernetes_executor_pod_registers_and_runs_tasks(nodes: Nodes, spark_im
           f"exited 0 after the driver's stop; {seconds:.1f}s from container start")
 
 
-def test_executor_mode_without_the_backends_environment(spark_image: dict[str, object]) -> None:
-    """`executor` without what Spark's Kubernetes backend sets: exit 2 and one line naming the missing
-    variables (not a JVM stack trace)."""
+@pytest.mark.parametrize(("mode", "missing"), [
+    ("executor", ["SPARK_DRIVER_URL", "SPARK_EXECUTOR_CORES", "SPARK_EXECUTOR_POD_IP"]),
+    ("driver", ["SPARK_DRIVER_BIND_ADDRESS"]),
+])
+def test_kubernetes_modes_without_the_backends_environment(spark_image: dict[str, object], mode: str,
+                                                           missing: list[str]) -> None:
+    """`executor` / `driver` without what Spark's Kubernetes backend sets in its pods: exit 2 and one line
+    naming the missing variables (not a JVM stack trace); a variable that is set is not named."""
     result = subprocess.run([DOCKER, "run", "--rm", "--network", "none", "-e", "SPARK_EXECUTOR_ID=3",
-                             str(spark_image["name"]), "executor"], capture_output=True, text=True, timeout=60,
-                            check=False)
+                             str(spark_image["name"]), mode], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "SPARK_DRIVER_URL" in lines[0] and "SPARK_EXECUTOR_POD_IP" in lines[0] and "SPARK_EXECUTOR_ID" not in lines[0]
+    assert all(name in lines[0] for name in missing) and "SPARK_EXECUTOR_ID" not in lines[0], lines[0]
