@@ -10,25 +10,32 @@ containers run: host and image both have Python 3.11, as PySpark requires). Its 
 commits part files, the local engine writes one file per input file), and both workers ran executors.
 The input and output directories are mounted at the same paths in the workers (a shared file system).
 
-**Kubernetes executor contract.** A driver on the host (a SparkSession whose scheduler backend, as on
-Kubernetes, is a ``CoarseGrainedSchedulerBackend``; here the standalone master's, asking for executors
-larger than any worker, so that it starts none of its own) asks Spark 3.5's own Kubernetes code for the executor pod it would create:
-``KubernetesExecutorBuilder.buildFromFeatures`` (BasicExecutorFeatureStep, LocalDirsFeatureStep, the
-volume steps, ...) and the executor ConfigMap (``KubernetesClientUtils``). The test runs that pod's one
-container as a kubelet would: the pod's image with the pod's ``args`` (``["executor"]``, no command,
-so the image's entrypoint), every env variable of the spec (``status.podIP`` is 127.0.0.1, the pod's
-network being the host's; ``metadata.name`` the pod's name), its emptyDir volumes as tmpfs, the
-ConfigMap's files at its mount path, its memory limit. The executor registers with the driver, which
-then runs Python tasks on it: they run in that container (they see its SPARK_EXECUTOR_POD_NAME), as
-uid 10001, on the image's python, with scorer importable; the driver's stop ends the container with 0.
+**Kubernetes container contract.** The driver is a container of the image in ``driver`` mode, started
+as Spark 3.5's DriverCommandFeatureStep and BasicDriverFeatureStep start a driver pod: args ``driver
+--properties-file /opt/spark/conf/spark.properties --class org.apache.spark.deploy.PythonRunner
+local:///.../driver.py ARGS``, SPARK_DRIVER_BIND_ADDRESS (the pod IP, 127.0.0.1) and
+SPARK_CONF_DIR=/opt/spark/conf holding spark.properties (written here as spark-submit resolves it, with
+the standalone master instead of ``k8s://``: its scheduler backend, like Kubernetes', is a
+``CoarseGrainedSchedulerBackend``, and it asks for executors larger than any worker, so that the
+standalone master starts none). Its application asks Spark's own Kubernetes code for the executor pod
+it would create: ``KubernetesExecutorBuilder.buildFromFeatures`` (BasicExecutorFeatureStep,
+LocalDirsFeatureStep, the volume steps, ...) and the executor ConfigMap (``KubernetesClientUtils``).
+The test runs that pod's one container as a kubelet would: the pod's image with the pod's ``args``
+(``["executor"]``, no command, so the image's entrypoint), every env variable of the spec
+(``status.podIP`` is 127.0.0.1, the pod's network being the host's; ``metadata.name`` the pod's
+name), its emptyDir volumes as tmpfs, the ConfigMap's files at its mount path, its memory limit. The
+executor registers with the driver, which then runs Python tasks on it: they run in that container
+(they see its SPARK_EXECUTOR_POD_NAME), as uid 10001, on the image's python, with scorer importable;
+the driver's stop ends the executor container with 0. Both containers are hardened as above.
 
 What this proves: the image's entrypoint turns exactly what Spark's Kubernetes backend puts in an
-executor pod (arguments, environment, volumes) into a working executor. What it cannot prove: no API
-server, so no pod is created or watched by the driver (ExecutorPodsAllocator, the lifecycle manager,
-statefulset executor-id allocation), the driver's scheduler backend is the standalone one rather than
-KubernetesClusterSchedulerBackend (same registration protocol, its own ``GenerateExecID`` unused),
-no pod networking, DNS or driver Service (everything is on 127.0.0.1), no pod template, and the driver
-mode (``driver --properties-file ...``, cluster deploy mode) is not started here.
+executor pod (arguments, environment, volumes) into a working executor, and a driver pod's arguments
+into a working client-mode driver. What it cannot prove: no API server, so nothing creates, watches or
+deletes pods (spark-submit's KubernetesClientApplication, ExecutorPodsAllocator, the lifecycle
+manager, statefulset executor-id allocation), the driver's scheduler backend is the standalone one
+rather than KubernetesClusterSchedulerBackend (same registration protocol, its ``GenerateExecID``
+unused), the driver pod's spec is written by the test rather than built by Spark, and there is no pod
+networking, DNS, driver Service or pod template (everything is on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -193,22 +200,20 @@ def test_standalone_cluster_of_image_nodes_scores_like_local(nodes: Nodes, examp
     print(f"\nscorer batch on the image cluster ({nodes.url}): {ROWS} rows in {seconds:.1f}s")
 
 
-# The driver of the Kubernetes executor test, run by the host's python (its own process: one
-# SparkContext per process, and the test process may hold a local one). argv: master URL, executor
-# image, work directory, driver port. It writes pod.json (what Spark's Kubernetes backend would create
-# for executor 1), waits for that executor, runs Python tasks on it, writes result.json, and stops.
+# The application of the Kubernetes test's driver pod (run by PythonRunner in the image's `driver`
+# mode). argv: master URL, executor image, work directory. It writes pod.json (what Spark's Kubernetes
+# backend would create for executor 1), waits for that executor, runs Python tasks on it, writes
+# result.json, and stops.
 DRIVER = r'''
 import json, os, sys, time
 from pathlib import Path
 from pyspark.sql import SparkSession
 
-master, image, work, port = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+master, image, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 spark = (SparkSession.builder.master(master).appName("k8s-executor-contract")
          # 2 cores per executor: no worker of the fixture (1 core each) can host one, so the standalone
          # master starts none for this app; the executor below is the only one
          .config("spark.executor.cores", "2")
-         .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-         .config("spark.driver.port", port)
          .config("spark.kubernetes.container.image", image)
          .config("spark.kubernetes.executor.volumes.emptyDir.tmp.mount.path", "/tmp")  # read-only root: /tmp
          .config("spark.executor.memory", "512m")
@@ -294,24 +299,35 @@ def kubelet_container(image: str, pod: dict[str, Any], container: dict[str, Any]
 
 def test_kubernetes_executor_pod_registers_and_runs_tasks(nodes: Nodes, spark_image: dict[str, object],
                                                           tmp_path: Path) -> None:
-    """The executor pod Spark 3.5's Kubernetes backend builds, run as a kubelet would (see the module
-    docstring for what this proves and what it cannot): the executor registers with the driver at
-    127.0.0.1, Python tasks run in that container on the image's python with scorer importable, and the
-    driver's stop ends the container with exit code 0."""
+    """A driver pod's container (``driver`` mode) and the executor pod Spark 3.5's Kubernetes backend
+    builds, run as a kubelet would (see the module docstring for what this proves and what it cannot):
+    the executor registers with the driver at 127.0.0.1, Python tasks run in that container on the
+    image's python with scorer importable, and the driver's stop ends both containers with exit code 0."""
     image = str(spark_image["name"])
     work = tmp_path / "driver"
     work.mkdir()
-    log = tmp_path / "driver.log"
-    env = driver_env(tmp_path / "conf", {})
-    with open(log, "wb") as out:
-        driver = subprocess.Popen([sys.executable, "-c", DRIVER, nodes.url, image, str(work), str(free_port())],
-                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+    work.chmod(0o777)  # the driver (uid 10001) writes pod.json and result.json here
+    (work / "driver.py").write_text(DRIVER)
+    conf = tmp_path / "driver-conf"  # the driver pod's ConfigMap: spark.properties as spark-submit resolved it
+    conf.mkdir()
+    (conf / "spark.properties").write_text(f"spark.master={nodes.url}\nspark.app.name=k8s-executor-contract\n"
+                                           f"spark.driver.host=127.0.0.1\nspark.driver.port={free_port()}\n"
+                                           "spark.submit.deployMode=cluster\n")
+    for path in (conf, conf / "spark.properties", work / "driver.py"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    # The driver pod's container as Spark's DriverCommandFeatureStep and BasicDriverFeatureStep make it.
+    driver = node(image, "k8s-driver", "driver", "--properties-file", "/opt/spark/conf/spark.properties",
+                  "--class", "org.apache.spark.deploy.PythonRunner", f"local://{work}/driver.py", nodes.url, image,
+                  str(work), env={"SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1", "SPARK_CONF_DIR": "/opt/spark/conf"},
+                  volumes={str(conf): ("/opt/spark/conf", "ro"), str(work): (str(work), "rw")})
+    driver.start()
     executor: DockerContainer | None = None
     try:
         deadline = time.monotonic() + 120
         while not (work / "pod.json").exists():
-            assert driver.poll() is None, f"driver exited {driver.returncode}:\n{log.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            driver.get_wrapped_container().reload()
+            assert driver.get_wrapped_container().status != "exited", f"driver exited:\n{text_of(driver)[-4000:]}"
+            assert time.monotonic() < deadline, text_of(driver)[-4000:]
             time.sleep(0.2)
         spec = json.loads((work / "pod.json").read_text())
         pod, container = spec["pod"], spec["container"]
@@ -323,18 +339,13 @@ def test_kubernetes_executor_pod_registers_and_runs_tasks(nodes: Nodes, spark_im
         executor = kubelet_container(image, pod, container, spec["configMap"], tmp_path)
         started = time.monotonic()
         executor.start()
-        try:
-            driver.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"driver did not finish:\n{log.read_text()[-4000:]}\n{text_of(executor)[-4000:]}")
-        assert driver.returncode == 0, f"{log.read_text()[-4000:]}\n--- executor\n{text_of(executor)[-4000:]}"
+        driver_exit = driver.get_wrapped_container().wait(timeout=180)["StatusCode"]
+        assert driver_exit == 0, f"{text_of(driver)[-4000:]}\n--- executor\n{text_of(executor)[-4000:]}"
         result = json.loads((work / "result.json").read_text())
         exit_code = executor.get_wrapped_container().wait(timeout=60)["StatusCode"]
         seconds = time.monotonic() - started
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
+        driver.stop()
         if executor is not None:
             executor.stop()
     env_of = {v["name"]: v.get("value") for v in container["env"]}
