@@ -86,7 +86,8 @@ def stop(container: DockerContainer) -> tuple[int, float]:
 
 def test_spark_image_metadata(spark_image: dict[str, object]) -> None:
     """OCI labels carry the version and revision; the runtime is Java 17 with JAVA_HOME, loopback Spark,
-    PYSPARK_PYTHON the image's python, uid 10001, a HEALTHCHECK and the main image's entrypoint."""
+    PYSPARK_PYTHON the image's python, uid 10001, a HEALTHCHECK, and the entrypoint script that runs the
+    main image's `scorer` commands (and the Spark node modes, see test_spark_nodes.py)."""
     config = json.loads(subprocess.run([DOCKER, "image", "inspect", "-f", "{{json .Config}}", str(spark_image["name"])],
                                        capture_output=True, text=True, check=True).stdout)
     labels = config["Labels"]
@@ -98,7 +99,7 @@ def test_spark_image_metadata(spark_image: dict[str, object]) -> None:
     assert env["SPARK_LOCAL_IP"] == "127.0.0.1"
     assert env["PYSPARK_PYTHON"] == "/opt/scorer/bin/python"
     assert config["User"] == "10001"
-    assert config["Entrypoint"] == ["tini", "--", "scorer"] and config["Cmd"] == ["serve"]
+    assert config["Entrypoint"] == ["tini", "--", "/opt/entrypoint.sh"] and config["Cmd"] == ["serve"]
     assert config["Healthcheck"]["Test"][0] == "CMD"
     java = subprocess.run([DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "sh", str(spark_image["name"]),
                            "-c", '"$JAVA_HOME/bin/java" -version 2>&1'], capture_output=True, text=True, check=True)
