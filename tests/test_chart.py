@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import helm_python as helm
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -44,8 +45,51 @@ def validate(obj: Manifest) -> None:
                                  f"{where}: {exc.message}") from None
 
 
+# The ServiceMonitor is a custom resource: its schema is the Prometheus Operator's CRD, which no package
+# installable here ships in a usable form (the CRD lives in the operator's repository and Helm chart;
+# the generated Python models on PyPI accept unknown fields). So it is checked against this strict
+# subset of the CRD's schema (monitoring.coreos.com/v1, as of operator 0.84): exactly the fields the
+# chart writes, with the CRD's types, required keys and its Duration pattern; anything else fails.
+_STRING = {"type": "string"}
+_LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+SERVICE_MONITOR_SUBSET = {
+    "type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "additionalProperties": False, "required": ["name"],
+                     "properties": {"name": _STRING, "labels": _LABELS}},
+        "spec": {"type": "object", "additionalProperties": False, "required": ["selector", "endpoints"], "properties": {
+            "selector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": _LABELS}},
+            "endpoints": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False, "properties": {
+                    "port": _STRING,
+                    "path": _STRING,
+                    "interval": {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?"
+                                                              r"(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                    "authorization": {"type": "object", "additionalProperties": False, "properties": {
+                        "type": _STRING,
+                        "credentials": {"type": "object", "additionalProperties": False, "required": ["key"],
+                                        "properties": {"name": _STRING, "key": _STRING, "optional": {"type": "boolean"}}},
+                    }},
+                }}},
+        }},
+    },
+}
+
+
 def validate_service_monitor(obj: Manifest) -> None:
-    raise NotImplementedError
+    errors = sorted(jsonschema.Draft202012Validator(SERVICE_MONITOR_SUBSET).iter_errors(obj), key=str)
+    assert not errors, "ServiceMonitor: " + "; ".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors)
+
+
+def test_service_monitor_check_refuses_an_unknown_field() -> None:
+    """The ServiceMonitor check is strict: a misspelt endpoint field fails it."""
+    monitor = one(render(values_file("hpa-pdb-values.yaml")), "ServiceMonitor")
+    validate_service_monitor(monitor)
+    monitor["spec"]["endpoints"][0]["scrapeInterval"] = "30s"
+    with pytest.raises(AssertionError, match="scrapeInterval"):
+        validate_service_monitor(monitor)
 
 
 # --- the chart's policy ------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- end }}
 
 {{- define "scorer.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
 {{- end }}
 
 {{/* The Secret and key SCORER_AUTH_TOKEN comes from; empty when no token is configured. */}}
