@@ -120,6 +120,7 @@ class Cluster:
         self.prefix = prefix
         self.docker = docker.from_env()
         self.label = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.pods: list[Pod] = []  # every pod started here
 
     def get(self, kind: str, name: str) -> Manifest:
         for obj in self.objects:
@@ -128,6 +129,8 @@ class Cluster:
         raise ContainerConfigError(f"{kind} {name!r} not found")
 
     def close(self) -> None:
+        for pod in self.pods:
+            pod.stop_probes()
         for c in self.docker.containers.list(all=True, filters={"label": f"kubelet-harness={self.label}"}):
             c.remove(force=True)
         self.docker.close()
@@ -319,6 +322,7 @@ class Pod:
         self.spec = spec
         self.c = spec["containers"][0]
         self.container: Container = cluster.docker.containers.create(**cluster.container_kwargs(manifest, self.c))
+        cluster.pods.append(self)
         self.started = threading.Event()
         self.ready = False
         self.started_at = self.ready_at = self.deleted_at = 0.0
@@ -385,7 +389,8 @@ class Pod:
                         self.ready, self.ready_at = True, time.monotonic()
                     elif failures >= probe.get("failureThreshold", 3):
                         self.ready = False
-                if kind in ("startupProbe", "livenessProbe") and failures >= probe.get("failureThreshold", 3):
+                if (kind in ("startupProbe", "livenessProbe") and failures >= probe.get("failureThreshold", 3)
+                        and not self.deleted_at):  # a terminating pod is not restarted
                     self._restart(kind)
                     if kind == "startupProbe":
                         return  # the restart starts a new startup prober

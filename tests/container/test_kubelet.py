@@ -142,21 +142,22 @@ def test_rolling_update_under_load_fails_no_request(image: dict[str, object]) ->
         grace = v2["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         with Cluster([*v1_objects, AUTH_SECRET], claims={"scorer-bundles": claim}, prefix=f"{IMAGE_TAG}-kubelet") as cluster:
             deployment = Deployment(cluster, one(v1_objects, "Deployment"))
-            deployment.create()
+            ready_v1 = deployment.create()
             balancer = LoadBalancer(lambda: deployment.every_pod, "http", endpoint_lag_s=1.0)
             try:
                 assert requests.post(balancer.url + "/predict", json={"a": 1, "b": 2}).status_code == 401
                 with Load(balancer.url, offsets) as load:
-                    time.sleep(2)  # v1 under load
+                    time.sleep(1.5)  # v1 under load
                     rollout_started = time.monotonic()
                     deployment.roll(v2)
                     terminations = deployment.wait_terminated()
                     rollout_done = time.monotonic()
-                    time.sleep(2)  # v2 under load
+                    time.sleep(1.5)  # v2 under load
             finally:
                 balancer.close()
-            deployment.delete()
+            ready_v2 = [p.ready_at - p.started_at for p in deployment.pods]
         print(f"\nrolling update: {len(load.answers)} answers, {len(load.failures)} failed, "
+              f"pods Ready after v1 {[round(s, 1) for s in ready_v1]} s, v2 {[round(s, 1) for s in ready_v2]} s; "
               f"{rollout_done - rollout_started:.1f}s from the first new pod to the last old one gone; "
               f"terminations {[round(t.seconds, 1) for _, t in terminations]} s (grace {grace} s); "
               f"connections per pod {sorted(balancer.connections.values())}")
@@ -194,7 +195,6 @@ def test_time_to_ready_sklearn_bundle(image: dict[str, object], example_bundles:
         with cluster:
             answer = requests.post(deployment.pods[0].url() + "/predict", json=SPAM_ROW)
             assert answer.json()["predictions"][0]["prediction"] == "spam"
-            deployment.delete()
         print(f"\nsklearn bundle (spam), main image: pod start to Ready {seconds:.2f}s under the chart's probes")
     finally:
         shutil.rmtree(claim, ignore_errors=True)
@@ -225,7 +225,6 @@ def test_time_to_ready_spark_bundle(spark_image: dict[str, object]) -> None:
             assert [g["prediction"] for g in got] == [e["prediction"] for e in expected]
             for g, e in zip(got, expected):
                 assert g["probability_yes"] == pytest.approx(e["probability_yes"], rel=1e-9)
-            deployment.delete()
         print(f"\nSpark ML bundle, Spark image: pod start to Ready {seconds:.2f}s under the chart's probes")
     finally:
         shutil.rmtree(claim, ignore_errors=True)
@@ -348,7 +347,6 @@ def test_baked_image_pattern_serves_its_bundle(image: dict[str, object]) -> None
             answer = requests.post(url + "/predict", json={"a": 1.5, "b": 2.0}, headers={"Authorization": "Bearer change-me"})
             assert answer.status_code == 200 and answer.json()["predictions"] == [10.5], answer.text
             assert requests.post(url + "/predict", json={"a": 1.5, "b": 2.0}).status_code == 401
-            deployment.delete()
     finally:
         subprocess.run([DOCKER, "image", "rm", "-f", tag], capture_output=True, check=False)
         shutil.rmtree(context, ignore_errors=True)
