@@ -163,6 +163,7 @@ def test_rolling_update_under_load_fails_no_request(image: dict[str, object]) ->
               f"connections per pod {sorted(balancer.connections.values())}")
         assert not load.failures, f"{len(load.failures)} failed requests, e.g. {load.failures[:5]}"
         assert len(terminations) == 2
+        assert [p.restarts for p in deployment.every_pod] == [0] * 4, "a probe restarted a pod"
         for name, termination in terminations:
             assert termination.exit_code == 0 and not termination.killed, (name, termination)
             assert termination.seconds < grace
