@@ -13,8 +13,9 @@ with :class:`Unsupported`, never silently dropped):
   injects for every Service of the namespace (``NAME_SERVICE_HOST``, ``NAME_PORT=tcp://...``, ...; the
   cluster IP is a stand-in, 127.0.0.1), lowest precedence first: Service links, envFrom, env.
 - ``volumes``: a ``persistentVolumeClaim`` is a bind mount of the host directory the test maps the claim
-  to (read-only if the mount or the volume says so); an ``emptyDir`` is a tmpfs of its ``sizeLimit``,
-  mode 0777 and exec allowed, as an emptyDir is (whatever its ``medium``).
+  to (read-only if the mount or the volume says so); an ``emptyDir`` is a tmpfs of its ``sizeLimit``
+  with exec allowed, as an emptyDir is (whatever its ``medium``; the engine gives it the mode of the
+  image's directory, 1777 for /tmp, where a disk-backed emptyDir is 0777 without the sticky bit).
 - ``securityContext`` (pod, then container): ``runAsUser``/``runAsGroup`` -> ``--user``;
   ``runAsNonRoot`` -> the container is refused if it would run as uid 0 or as a non-numeric user (the
   kubelet's CreateContainerConfigError); ``readOnlyRootFilesystem`` -> ``--read-only``; ``capabilities``
@@ -292,7 +293,7 @@ class Cluster:
                 if m.get("subPath"):
                     raise Unsupported("subPath of an emptyDir")
                 size = volume["emptyDir"].get("sizeLimit")
-                options = ["mode=0777", "exec"] + ([f"size={int(quantity(size))}"] if size else [])
+                options = ["exec"] + ([f"size={int(quantity(size))}"] if size else [])
                 tmpfs[m["mountPath"]] = ",".join(options)
             else:
                 raise Unsupported(f"volume {m['name']}: {sorted(set(volume) - {'name'})}")

@@ -194,8 +194,21 @@ def test_time_to_ready_sklearn_bundle(image: dict[str, object], example_bundles:
         publish(example_bundles["spam"], claim / "spam")
         cluster, deployment, seconds = serve_once(image, claim, "spam")
         with cluster:
-            answer = requests.post(deployment.pods[0].url() + "/predict", json=SPAM_ROW)
+            pod = deployment.pods[0]
+            answer = requests.post(pod.url() + "/predict", json=SPAM_ROW)
             assert answer.json()["predictions"][0]["prediction"] == "spam"
+            # The container is what the chart's pod spec says (defaults: 2 CPUs, 2 GiB, a 1 GiB /tmp).
+            host = pod.container.attrs["HostConfig"]
+            assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+            assert (host["NanoCpus"], host["Memory"], host["CpuShares"]) == (2 * 10**9, 2 * 2**30, 1024)
+            code, out = pod.container.exec_run(["sh", "-c", "id -u; id -g; touch /tmp/x && echo tmp ok; touch /x 2>&1; "
+                                                "env | grep '^SCORER_' | cut -d= -f1 | sort | tr '\\n' ' '"])
+            uid, gid, tmp, root, names = out.decode().strip().splitlines()
+            assert (uid, gid, tmp) == ("10001", "10001", "tmp ok")
+            assert "Read-only file system" in root
+            # The chart's settings and the image's, none injected by Service links (the Service is `scorer`).
+            chart = {e["name"] for e in pod.c["env"] if e["name"].startswith("SCORER_")}
+            assert set(names.split()) == chart | {"SCORER_HOST", "SCORER_PORT"}
         print(f"\nsklearn bundle (spam), main image: pod start to Ready {seconds:.2f}s under the chart's probes")
     finally:
         shutil.rmtree(claim, ignore_errors=True)
