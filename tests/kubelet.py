@@ -28,7 +28,8 @@ with :class:`Unsupported`, never silently dropped):
   and the test's load balancer reach it.
 - probes (``httpGet``): a thread per probe with its path, port, ``initialDelaySeconds``,
   ``periodSeconds``, ``timeoutSeconds``, ``successThreshold`` and ``failureThreshold``; readiness and
-  liveness wait for the startup probe; a failed startup or liveness probe restarts the container.
+  liveness wait for the startup probe; a failed startup or liveness probe restarts the container (at
+  once: no CrashLoopBackOff delay).
 - termination: the pod leaves its Service's endpoints, ``lifecycle.preStop`` runs (``sleep``, ``exec``),
   then SIGTERM to PID 1, then SIGKILL once ``terminationGracePeriodSeconds`` (counted from the deletion,
   preStop included) are over.

@@ -383,3 +383,33 @@ def test_service_links_would_break_a_release_named_scorer(image: dict[str, objec
         log = linked.logs()
     assert code == 2, log
     assert re.search(r"unknown setting SCORER_\w+|SCORER_PORT='tcp://", log), log
+
+
+def test_failing_liveness_probe_restarts_the_container(image: dict[str, object]) -> None:
+    """The harness acts on probe thresholds as a kubelet does: a liveness probe that keeps failing (here
+    pointed at a path that answers 404) restarts the container after failureThreshold tries, and the
+    restarted container goes through its startup probe to Ready again."""
+    values = merge(image_values(image), LEAN, QUICK_PROBES,
+                   {"replicas": 1, "preStopSleepSeconds": 0, "server": {"drainSeconds": 0, "shutdownGraceSeconds": 2}})
+    objects = render(values)
+    deployment = one(objects, "Deployment")
+    probe = deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    probe["httpGet"]["path"], probe["failureThreshold"] = "/no-such-path", 2
+    with Cluster(objects, prefix=f"{IMAGE_TAG}-kubelet") as cluster:
+        pods = Deployment(cluster, deployment)
+        pods.create()
+        pod = pods.pods[0]
+
+        def started() -> int:
+            return sum(ok for _, kind, ok in pod.probe_log if kind == "startupProbe")
+
+        deadline = time.monotonic() + 60
+        while started() < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pod.stop_probes()
+    assert pod.restarts >= 1 and started() >= 2, pod.probe_log
+    # Started, then 2 failed liveness probes (the threshold), then the new container's startup probe.
+    seen = [(kind, ok) for _, kind, ok in pod.probe_log if kind != "readinessProbe"]
+    first = seen.index(("startupProbe", True))
+    assert seen[first + 1:first + 3] == [("livenessProbe", False)] * 2, seen
+    assert ("startupProbe", True) in seen[first + 3:], seen
