@@ -386,7 +386,9 @@ def test_readme_helm_install_commands_render_valid_objects() -> None:
     """Each `helm install` of the README (its --set and -f values as Helm parses them) renders objects that
     validate and meet the policy."""
     commands = readme_helm_installs()
-    assert len(commands) == 5, commands
+    assert len(commands) == 6, commands
+    spark = next(c for c in commands if "scorer-spark" in c)
+    assert "SCORER_SPARK_SCORING" in spark
     for command in commands:
         words = shlex.split(command)
         assert words[:2] == ["helm", "install"] and words[3] == "charts/scorer", command
