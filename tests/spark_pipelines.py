@@ -793,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="spark-native-soak", description=main.__doc__)
-    parser.add_argument("--seed", type=int, default=1000, help="first seed (default 1000: past the CI sets, live 0-19 and frozen 20-224)")
+    parser.add_argument("--seed", type=int, default=1000, help="first seed (default 1000: past the CI sets, live 0-11 and frozen 20-224)")
     parser.add_argument("--count", type=int, default=500, help="how many pipelines (seeds seed..seed+count-1)")
     parser.add_argument("--threads", type=int, default=3, help="pipelines fitted at once (default 3)")
     parser.add_argument("--verbose", action="store_true", help="print every pipeline, not only mismatches")
