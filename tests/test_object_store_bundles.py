@@ -174,3 +174,17 @@ def test_replaced_object_reloads(seaweed: Seaweed, store: dict[str, Any], bundle
         assert predict() == (versions[1][1], 101.0)
         meta = requests.get(server.url + "/metadata", timeout=10).json()
         assert meta["reload"]["last_attempt"]["trigger"] == "watch" and meta["source"]["kind"] == "object"
+
+
+def test_batch_with_a_bundle_object(seaweed: Seaweed, store: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    """``scorer batch s3://…/spam.zip`` writes the same scored file, byte for byte, as with the local folder."""
+    (tmp_path / "in").mkdir()
+    store["rows"].to_csv(tmp_path / "in" / "rows.csv", index=False)
+    outputs = {}
+    for name, bundle in (("local", str(store["folder"])), ("object", f"s3://{BUCKET}/models/spam.zip")):
+        done = scorer_cli("batch", bundle, "--input", str(tmp_path / "in"), "--output", str(tmp_path / name),
+                          "--bundle-digest", store["digest"], "--workers", "1", env=seaweed.env())
+        assert done.returncode == 0, done.stderr
+        outputs[name] = {p.relative_to(tmp_path / name).as_posix(): p.read_bytes()
+                         for p in (tmp_path / name).glob("rows.csv*") if p.is_file()}
+    assert outputs["object"] and outputs["object"] == outputs["local"]
