@@ -146,9 +146,11 @@ OFFSET_MODEL = """
 """
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
 def test_replaced_object_reloads(seaweed: Seaweed, store: dict[str, Any], bundle_factory: BundleFactory,  # noqa: F811
-                                 tmp_path: Path) -> None:
-    """A serving process polling ``s3://…/offset.zip`` swaps in the object put over it (its ETag changed)."""
+                                 tmp_path: Path, workers: int) -> None:
+    """A server polling ``s3://…/offset.zip`` (one process, and a supervisor with two workers) swaps in the
+    object put over it (its ETag changed)."""
     versions = []
     for offset in ("0", "100"):
         root = bundle_factory(f"offset-{offset}", code=OFFSET_MODEL,
@@ -157,8 +159,9 @@ def test_replaced_object_reloads(seaweed: Seaweed, store: dict[str, Any], bundle
                               files={"artifacts/offset.txt": offset})
         versions.append((zip_bytes(root), f"sha256:{Scorer.load(root).bundle.digest}"))
     client = seaweed.client()
-    client.put_object(Bucket=BUCKET, Key="reload/offset.zip", Body=versions[0][0])
-    with run_server(f"s3://{BUCKET}/reload/offset.zip", "--reload-interval", "0.2", env=seaweed.env(),
+    key = f"reload/{workers}/offset.zip"
+    client.put_object(Bucket=BUCKET, Key=key, Body=versions[0][0])
+    with run_server(f"s3://{BUCKET}/{key}", "--reload-interval", "0.2", "--workers", str(workers), env=seaweed.env(),
                     log_dir=tmp_path) as server:
         def predict() -> tuple[str, float]:
             r = requests.post(server.url + "/predict", json={"columns": ["a"], "data": [[1.0]]}, timeout=10)
@@ -166,9 +169,9 @@ def test_replaced_object_reloads(seaweed: Seaweed, store: dict[str, Any], bundle
             return r.headers["X-Model-Digest"], r.json()["predictions"][0]
 
         assert predict() == (versions[0][1], 1.0)
-        client.put_object(Bucket=BUCKET, Key="reload/offset.zip", Body=versions[1][0])
+        client.put_object(Bucket=BUCKET, Key=key, Body=versions[1][0])
         deadline = time.monotonic() + 60
-        while predict()[0] != versions[1][1]:
+        while any(predict()[0] != versions[1][1] for _ in range(4)):  # with workers: every one of them
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.1)
         assert predict() == (versions[1][1], 101.0)
