@@ -17,7 +17,7 @@ import pandas as pd
 
 from scorer._version import __version__
 from scorer.bundle import Bundle, open_bundle
-from scorer.errors import BundleCodeError, BundleLayoutError, ModelError, ScorerError
+from scorer.errors import BundleCodeError, BundleError, BundleLayoutError, ModelError, ScorerError
 from scorer.load_options import LoadOptions
 from scorer.model import load_model, to_frame
 from scorer.preprocessor import CustomPreprocessor
@@ -47,6 +47,12 @@ class Scorer:
         origin = resolve(source)
         try:
             scorer = cls._load(origin, options)
+        except BundleError as exc:
+            _discard(origin)
+            if origin.owned and str(origin.path) in exc.message:  # our private download: name what the operator named
+                exc.message = exc.message.replace(str(origin.path), origin.uri)
+                exc.args = (exc.message,)
+            raise
         except BaseException:
             _discard(origin)
             raise

@@ -113,6 +113,7 @@ def test_tampered_object_is_refused(seaweed: Seaweed, store: dict[str, Any]) -> 
     assert done.returncode == 3, done.stdout + done.stderr
     line = one_line(done.stderr)
     assert "does not match the pinned" in line and done.stdout == ""
+    assert f"s3://{BUCKET}/models/tampered.zip: content digest" in line and "/scorer-object-" not in line, line
 
 
 @pytest.mark.parametrize(("uri", "env", "expected"), [
