@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 import requests
 
 from conftest import free_port
+from proc_tree import stop_group
 
 
 #: The tracking server runs from a venv of its own (scripts/test makes it from tests/mlflow-server.txt): full
@@ -116,15 +116,7 @@ class MlflowServer:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # its own group: the server and the workers it started
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_group(proc, grace=20)  # its own group: the server and the workers it started
 
 
 @contextlib.contextmanager

@@ -1,9 +1,13 @@
-"""Memory of a process and all its descendants, read from /proc: what a server's supervisor and its
-workers, or a batch command and its workers, hold together. Used by the memory and reload tests."""
+"""A process and all its descendants: their memory, read from /proc (what a server's supervisor and its
+workers, or a batch command and its workers, hold together; used by the memory and reload tests), and
+how a test stops a server it started in its own process group."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import threading
 import time
 
@@ -87,3 +91,18 @@ if __name__ == "__main__":
     import sys
 
     _sample_until_stdin_closes(int(sys.argv[1]), float(sys.argv[2]))
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop a process started with its own process group (``start_new_session=True``) and everything in
+    that group: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

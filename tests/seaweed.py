@@ -20,7 +20,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from proc_tree import stop_group
 
 REGION = "us-east-1"
 
@@ -91,16 +92,7 @@ class Seaweed:
 
 
 def _stop(server: Seaweed) -> None:
-    proc = server.proc
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_group(server.proc, grace=1)
     for port in server.ports:  # <component>-grpc-<port + 10000>.sock, and the S3 gateway's s3-<port>.sock
         for sock in [*Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"), *Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]:
             with contextlib.suppress(OSError):
