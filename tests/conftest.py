@@ -158,7 +158,7 @@ class LiveServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(requests.ConnectionError):
+            with contextlib.suppress(requests.ConnectionError, requests.Timeout):  # a slow answer while loading: not ready yet
                 if requests.get(self.url + "/ready", timeout=2).status_code == 200:
                     return
             time.sleep(0.05)
