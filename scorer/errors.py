@@ -195,6 +195,13 @@ class KeepColumnsError(BatchError):
     code = "keep_columns_error"
 
 
+class StoreError(BatchError):
+    """The object store a batch job writes to failed while it wrote (unreachable, refused, or the job's lock
+    taken over): the job stops, naming the object; what was committed stays committed and a rerun resumes."""
+
+    code = "store_error"
+
+
 class BatchFailed(BatchError):
     """The whole (Spark) job fails with this one-line message: raised on the driver, or in an executor's
     task. Spark passes only the text of a task's error to the driver, so ``str()`` starts with

@@ -98,6 +98,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.batch.worker",
             "scorer.batch.chunks",
             "scorer.batch.shards",
+            "scorer.batch.outputs",
         },
     ),
     ("batch engines", {"scorer.batch.local", "scorer.batch.spark"}),

@@ -18,16 +18,18 @@ process) only its own rows, never the buffers of the block it was sliced from.
 from __future__ import annotations
 
 import csv as pycsv
+import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal, cast
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from scorer.errors import ReadError
@@ -39,6 +41,49 @@ _SUFFIXES = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "
 # ~36 MiB, and read a 265 MB file at least as fast (2.9 s vs 3.9 s).
 CSV_BLOCK_BYTES = 1 << 20
 _OUT_SUFFIX = {"csv": ".csv", "csv.gz": ".csv.gz", "parquet": ".parquet", "jsonl": ".jsonl", "arrow": ".arrow"}
+# an object is read through a buffer of this size: one ranged GET per MiB, whatever the reader's own reads
+OBJECT_READ_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file: a local path (``fs`` None), or an object in a store (its pyarrow filesystem and its
+    ``bucket/key``). ``size`` and ``mtime_ns`` are what the listing said: the file's fingerprint for resume."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    fs: pafs.FileSystem | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def local(cls, path: Path) -> InputFile:
+        st = path.stat()
+        return cls(str(path), st.st_size, st.st_mtime_ns)
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.path).name
+
+    @property
+    def uri(self) -> str:
+        """The local path, or ``s3://bucket/key``: how messages name the file."""
+        return self.path if self.fs is None else f"{self.fs.type_name}://{self.path}"
+
+    def stream(self, compression: Literal["detect"] | None = None) -> pa.NativeFile:
+        """The file read front to back (``compression="detect"``: by its name)."""
+        if self.fs is None:
+            return pa.input_stream(self.path) if compression == "detect" else pa.OSFile(self.path, "rb")
+        return self.fs.open_input_stream(self.path, compression=compression, buffer_size=OBJECT_READ_BYTES)
+
+    def random_access(self) -> pa.NativeFile:
+        """The file, seekable (Parquet footers, Arrow IPC files); a local file is memory-mapped."""
+        if self.fs is None:
+            return pa.memory_map(self.path)
+        return self.fs.open_input_file(self.path)
+
+
+def as_input(source: Path | InputFile) -> InputFile:
+    return source if isinstance(source, InputFile) else InputFile.local(source)
 
 
 @dataclass(frozen=True)
@@ -101,7 +146,7 @@ def detect_format(path: Path) -> str | None:
     return None
 
 
-def output_name(rel: Path, in_fmt: str, out_fmt: str) -> Path:
+def output_name(rel: PurePosixPath, in_fmt: str, out_fmt: str) -> PurePosixPath:
     """``a/b.csv.gz`` scored to parquet -> ``a/b.parquet``; the same format keeps the name."""
     if in_fmt == out_fmt:
         return rel
@@ -116,33 +161,48 @@ def output_name(rel: Path, in_fmt: str, out_fmt: str) -> Path:
 # --- readers --------------------------------------------------------------------------------------
 
 
-def read_chunks(path: Path, fmt: str, chunk_rows: int) -> Iterator[Chunk]:
-    """Stream ``path`` as chunks of ``chunk_rows`` rows."""
+def read_chunks(source: Path | InputFile, fmt: str, chunk_rows: int) -> Iterator[Chunk]:
+    """Stream ``source`` as chunks of ``chunk_rows`` rows."""
+    src = as_input(source)
     reader = {"csv": _read_csv, "csv.gz": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl,
               "arrow": _read_arrow}[fmt]
     try:
-        yield from _rechunk(reader(path, chunk_rows), chunk_rows)
+        yield from _rechunk(reader(src, chunk_rows), chunk_rows)
     except (pa.ArrowException, OSError, UnicodeDecodeError, pycsv.Error) as exc:
-        raise ReadError(f"{path.name}: cannot be read as {fmt}: {exc}") from exc
+        raise ReadError(f"{_where(src)}: cannot be read as {fmt}: {_reason(exc)}") from exc
 
 
-def input_schema(path: Path, fmt: str) -> pa.Schema:
+def _where(src: InputFile) -> str:
+    """A local file by its name (as before), an object by its URI (the store may be what failed)."""
+    return src.name if src.fs is None else src.uri
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and "AWS Error" in str(exc):
+        from scorer import object_store
+
+        return object_store.cause(exc)[1]
+    return str(exc)
+
+
+def input_schema(source: Path | InputFile, fmt: str) -> pa.Schema:
     """The columns of a file, without reading its rows (CSV columns are text, as read_chunks reads them)."""
+    src = as_input(source)
     try:
         if fmt in ("csv", "csv.gz"):
-            return pa.schema([(n, pa.string()) for n in _csv_header(path)])
+            return pa.schema([(n, pa.string()) for n in _csv_header(src)])
         if fmt == "parquet":
-            return pq.read_schema(path)
+            return pq.read_schema(src.path if src.fs is None else src.random_access())
         if fmt == "arrow":
-            with pa.memory_map(str(path)) as source:
+            with src.random_access() as f:
                 try:
-                    return pa.ipc.open_file(source).schema
+                    return pa.ipc.open_file(f).schema
                 except pa.ArrowInvalid:
-                    source.seek(0)
-                    return pa.ipc.open_stream(source).schema
+                    f.seek(0)
+                    return pa.ipc.open_stream(f).schema
         return pa.schema([])  # JSON Lines: columns come from records; an empty file has none
     except (pa.ArrowException, OSError) as exc:
-        raise ReadError(f"{path.name}: cannot be read as {fmt}: {exc}") from exc
+        raise ReadError(f"{_where(src)}: cannot be read as {fmt}: {_reason(exc)}") from exc
 
 
 def _rechunk(pieces: Iterator[Chunk], chunk_rows: int) -> Iterator[Chunk]:
@@ -227,18 +287,17 @@ def decode_json_text(table: pa.Table) -> pa.Table:
     return table
 
 
-def _csv_header(path: Path) -> list[str]:
-    with pa.input_stream(str(path), compression="detect") as raw:
-        # pyarrow-stubs type input_stream as a BufferReader, which lacks the io protocol the wrapper
-        # asks for; what it returns is a NativeFile, a binary file object.
+def _csv_header(src: InputFile) -> list[str]:
+    with src.stream("detect") as raw:
+        # a NativeFile is a binary file object; pyarrow-stubs do not say it has the io protocol
         first = io.TextIOWrapper(cast(BinaryIO, raw), encoding="utf-8", newline="").readline()
     if not first.strip():
-        raise ReadError(f"{path.name}: empty CSV file (no header line)")
+        raise ReadError(f"{_where(src)}: empty CSV file (no header line)")
     return next(pycsv.reader([first]))
 
 
-def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
-    names = _csv_header(path)
+def _read_csv(src: InputFile, chunk_rows: int) -> Iterator[Chunk]:
+    names = _csv_header(src)
     skipped: list[BadRow] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> Literal["skip", "error"]:
@@ -248,7 +307,7 @@ def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
                               values={"text": row.text[:1000]}))
         return "skip"
 
-    stream = pa.input_stream(str(path), compression="detect")
+    stream = src.stream("detect")
     reader = pacsv.open_csv(
         cast(BinaryIO, stream),  # a NativeFile: pyarrow-stubs list only paths and IO objects here
         read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
@@ -270,18 +329,18 @@ def _read_csv(path: Path, chunk_rows: int) -> Iterator[Chunk]:
             yield Chunk(pa.table({n: pa.array([], pa.string()) for n in names}), np.empty(0, dtype=np.int64), list(skipped))
 
 
-def _read_parquet(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+def _read_parquet(src: InputFile, chunk_rows: int) -> Iterator[Chunk]:
     start = 0
-    with pq.ParquetFile(path) as pf:
+    with pq.ParquetFile(src.path if src.fs is None else src.random_access()) as pf:
         for batch in pf.iter_batches(batch_size=chunk_rows):
             yield Chunk(pa.Table.from_batches([batch]), np.arange(start, start + batch.num_rows), [])
             start += batch.num_rows
 
 
-def _read_arrow(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+def _read_arrow(src: InputFile, chunk_rows: int) -> Iterator[Chunk]:
     start = 0
     batches: Iterator[pa.RecordBatch]
-    with pa.memory_map(str(path)) as source:
+    with src.random_access() as source:
         try:
             reader = pa.ipc.open_file(source)
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
@@ -293,14 +352,27 @@ def _read_arrow(path: Path, chunk_rows: int) -> Iterator[Chunk]:
             start += batch.num_rows
 
 
-def _read_jsonl(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+def _lines(f: Any) -> Iterator[bytes]:
+    """The lines of a binary stream (each with its ``\\n``), read in blocks: pyarrow's streams have no
+    efficient line iterator of their own."""
+    rest = b""
+    while block := f.read(OBJECT_READ_BYTES):
+        parts = (rest + block).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+    if rest:
+        yield rest
+
+
+def _read_jsonl(src: InputFile, chunk_rows: int) -> Iterator[Chunk]:
     records: list[dict[str, Any]] = []
     rows: list[int] = []
     lines: list[int] = []
     bad: list[BadRow] = []
     row = 0
-    with open(path, "rb") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with (open(src.path, "rb") if src.fs is None else src.stream()) as fh:
+        for lineno, line in enumerate(fh if src.fs is None else _lines(fh), 1):
             if not line.strip():
                 continue
             try:
@@ -339,14 +411,44 @@ def _records_table(records: list[dict[str, Any]]) -> pa.Table:
 # --- writers --------------------------------------------------------------------------------------
 
 
-class Writer:
-    """Writes tables of one schema to ``path`` in ``fmt``; the first table fixes the schema."""
+class HashingSink(io.RawIOBase):
+    """A binary sink that counts and hashes (sha256) what goes through it to ``raw``: an output's size and
+    digest for the manifest without reading it back (from an object store, that would be a second download).
+    Closing it leaves ``raw`` open: the writers close what they were given, ``raw``'s owner commits it."""
 
-    def __init__(self, path: Path, fmt: str) -> None:
-        self.path = path
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self.raw = raw
+        self.size = 0
+        self._sha = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._sha.update(view)
+        self.raw.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        if not self.closed:
+            self.raw.flush()
+
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+class Writer:
+    """Writes tables of one schema to ``sink`` (a :class:`HashingSink`) in ``fmt``; the first table fixes
+    the schema. ``close`` closes the format's writer, never ``sink``'s own raw file (its owner commits it)."""
+
+    def __init__(self, sink: HashingSink, fmt: str) -> None:
+        self.sink = sink
         self.fmt = fmt
         self.schema: pa.Schema | None = None
-        self._sink: Any = None
+        self._stream: Any = None
         self._writer: Any = None
 
     def write(self, table: pa.Table) -> None:
@@ -355,33 +457,33 @@ class Writer:
         elif table.schema != self.schema:
             table = table.cast(self.schema)
         if self.fmt == "jsonl":
-            self._sink.write(_jsonl_bytes(table))
+            self.sink.write(_jsonl_bytes(table))
         else:
             self._writer.write_table(table)
 
     def _open(self, schema: pa.Schema) -> None:
-        self.schema = schema
-        if self.fmt == "parquet":
-            self._writer = pq.ParquetWriter(str(self.path), schema)
-        elif self.fmt == "arrow":
-            self._sink = pa.OSFile(str(self.path), "wb")
-            self._writer = pa.ipc.new_file(self._sink, schema)
-        elif self.fmt in ("csv", "csv.gz"):
-            self._sink = (pa.CompressedOutputStream(str(self.path), "gzip") if self.fmt == "csv.gz"
-                          else pa.OSFile(str(self.path), "wb"))
-            self._writer = pacsv.CSVWriter(self._sink, schema)
-        elif self.fmt == "jsonl":
-            self._sink = open(self.path, "wb")  # noqa: SIM115 - closed in close()
-        else:
+        if self.fmt not in FORMATS:
             raise ValueError(f"unknown output format {self.fmt!r}")
+        self.schema = schema
+        if self.fmt == "jsonl":
+            return
+        self._stream = pa.PythonFile(self.sink, mode="w")
+        if self.fmt == "csv.gz":
+            self._stream = pa.CompressedOutputStream(self._stream, "gzip")
+        if self.fmt == "parquet":
+            self._writer = pq.ParquetWriter(self._stream, schema)
+        elif self.fmt == "arrow":
+            self._writer = pa.ipc.new_file(self._stream, schema)
+        else:
+            self._writer = pacsv.CSVWriter(self._stream, schema)
 
     def close(self) -> None:
         if self.schema is None:  # nothing written at all: still a valid (empty) file
             self._open(pa.schema([]))
         if self._writer is not None:
             self._writer.close()
-        if self._sink is not None:
-            self._sink.close()
+        if self._stream is not None:
+            self._stream.close()
 
 
 def _jsonl_bytes(table: pa.Table) -> bytes:

@@ -40,12 +40,11 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
@@ -54,12 +53,13 @@ import pyarrow as pa
 from scorer._cpu import affinity, cores, cpu_quota, openmp_threads, share_openmp
 from scorer._memory import return_freed_memory
 from scorer._version import __version__
-from scorer.batch import chunks, shards, worker
-from scorer.batch.files import FORMATS, Chunk, Writer, detect_format, input_schema, output_name, read_chunks
-from scorer.batch.plan import check_output_format, input_files, local_input, require_paths
+from scorer import object_store
+from scorer.batch import chunks, outputs, shards, worker
+from scorer.batch.files import FORMATS, Chunk, InputFile, Writer, detect_format, input_schema, output_name, read_chunks
+from scorer.batch.outputs import STATE_DIR, OutputTree, Pending
+from scorer.batch.plan import check_output_format, input_files, local_input, object_input, require_paths
 from scorer.batch.rejects import BadRowPolicy
 from scorer.batch.shards import Shard
-from scorer.bundle import hash_file
 from scorer.core import Scorer
 from scorer.load_options import LoadOptions
 from scorer.errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, KeepColumnsError, ReadError, UsageError
@@ -68,17 +68,17 @@ from scorer.settings import Settings
 
 log = logging.getLogger("scorer.batch")
 
-STATE_DIR = "_scorer"
 MANIFEST, SUCCESS = "manifest.json", "_SUCCESS"
+JOB_FILE, PARTS_DIR = f"{STATE_DIR}/job.json", f"{STATE_DIR}/shards"
 
 
 @dataclass(frozen=True)
 class Job:
-    source: Path  # input file
-    rel: Path  # its path relative to the input root
+    source: InputFile  # input file (local, or an object)
+    rel: PurePosixPath  # its path relative to the input root
     in_fmt: str
     out_fmt: str
-    output: Path  # final output path
+    output: str  # its output's path relative to the output root
 
     @property
     def label(self) -> str:
@@ -88,46 +88,66 @@ class Job:
 # --- planning: every check before anything is written ---------------------------------------------
 
 
-def plan(settings: Settings, shard: Shard = Shard(0, 1)) -> list[Job]:
+def plan(settings: Settings, shard: Shard = Shard(0, 1)) -> tuple[list[Job], OutputTree]:
     """One job per input file (every shard plans them all), its output mirroring its path under the
-    output directory."""
+    output (a directory or an object prefix), and the output tree."""
     require_paths(settings)
-    out_root = Path(settings.output).resolve()
-    check_shard_count(out_root, shard, settings.overwrite)
-    source, root = local_input(settings)
-    if source.is_dir() and (out_root == root or out_root.is_relative_to(root)):
-        raise UsageError(f"output {out_root} is inside the input {root}: choose an output outside it")
-    files = input_files(source, root, FORMATS)
     check_output_format(settings.output_format, FORMATS)
+    out = outputs.tree(settings.output)
+    check_shard_count(out, shard, settings.overwrite)
+    found: list[tuple[InputFile, PurePosixPath]]
+    if object_store.is_object_uri(settings.input):
+        found, in_root = object_input(settings.input, FORMATS)
+        _check_apart(in_root, out.root, settings.input)
+    else:
+        found = _local_files(settings, out)
     jobs = []
-    for path in files:
-        in_fmt = detect_format(path)
+    for src, rel in found:
+        in_fmt = detect_format(Path(rel.name))
         if in_fmt is None:
-            raise UsageError(f"{path}: unknown file type; expected one of {', '.join(FORMATS)}")
-        if not os.access(path, os.R_OK):
-            raise UsageError(f"{path}: not readable")
+            raise UsageError(f"{src.uri}: unknown file type; expected one of {', '.join(FORMATS)}")
         out_fmt = in_fmt if settings.output_format == "same" else settings.output_format
-        rel = path.relative_to(root)
-        output = out_root / output_name(rel, in_fmt, out_fmt)
-        if output.resolve() == path or path.is_relative_to(out_root):
-            raise UsageError(f"{path} is inside the output {out_root}: scoring would overwrite or mix with its input")
-        jobs.append(Job(path, rel, in_fmt, out_fmt, output))
-    seen: dict[Path, Job] = {}
+        jobs.append(Job(src, rel, in_fmt, out_fmt, output_name(rel, in_fmt, out_fmt).as_posix()))
+    seen: dict[str, Job] = {}
     for job in jobs:
         if job.output in seen:
-            raise UsageError(f"{seen[job.output].source} and {job.source} would both be written to {job.output}; "
-                             "rename one, or choose an --output-format that keeps them apart")
+            raise UsageError(f"{seen[job.output].source.uri} and {job.source.uri} would both be written to "
+                             f"{out.uri(job.output)}; rename one, or choose an --output-format that keeps them apart")
         seen[job.output] = job
-    return jobs
+    return jobs, out
 
 
-def check_shard_count(out_root: Path, shard: Shard, overwrite: bool) -> None:
+def _local_files(settings: Settings, out: OutputTree) -> list[tuple[InputFile, PurePosixPath]]:
+    source, root = local_input(settings)
+    out_root = Path(out.root) if isinstance(out, outputs.LocalTree) else None
+    if out_root is not None and source.is_dir() and (out_root == root or out_root.is_relative_to(root)):
+        raise UsageError(f"output {out_root} is inside the input {root}: choose an output outside it")
+    found = []
+    for path in input_files(source, root, FORMATS):
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"{path}: not readable")
+        if out_root is not None and path.is_relative_to(out_root):
+            raise UsageError(f"{path} is inside the output {out_root}: scoring would overwrite or mix with its input")
+        found.append((InputFile.local(path), PurePosixPath(path.relative_to(root).as_posix())))
+    return found
+
+
+def _check_apart(in_root: str, out_uri: str, given: str) -> None:
+    """An object input prefix and an object output prefix must not contain one another."""
+    if not object_store.is_object_uri(out_uri):
+        return
+    a, b = in_root.rstrip("/") + "/", out_uri.split("://", 1)[1].rstrip("/") + "/"
+    if a.startswith(b) or b.startswith(a):
+        raise UsageError(f"input {given} and output {out_uri} overlap: choose an output prefix outside the input")
+
+
+def check_shard_count(out: OutputTree, shard: Shard, overwrite: bool) -> None:
     """An output written by runs split into another number of shards is refused unless ``--overwrite``:
     the shares would differ, and the parts could never add up."""
-    previous = _read_json(out_root / STATE_DIR / "job.json")
+    previous = out.read_json(JOB_FILE)
     before = previous.get("shard_count", 1) if isinstance(previous, dict) else shard.count
     if before != shard.count and not overwrite:
-        raise UsageError(f"{out_root} holds output of a run split into {before} shard(s), this run asks for "
+        raise UsageError(f"{out.root} holds output of a run split into {before} shard(s), this run asks for "
                          f"{shard.count} (--shard-count): use --shard-count {before}, --overwrite, or another output")
 
 
@@ -137,15 +157,14 @@ def check_shard_count(out_root: Path, shard: Shard, overwrite: bool) -> None:
 @dataclass
 class FileState:
     job: Job
+    pending: Pending  # the output, under its temporary name
     writer: Writer
-    tmp: Path
-    rejects_tmp: Path
     started: float = field(default_factory=time.perf_counter)
     rows_in: int = 0
     rows_out: int = 0
     rejected: int = 0
     error: str | None = None
-    rejects: Any = None
+    rejects: Pending | None = None
 
 
 @dataclass
@@ -161,20 +180,19 @@ class _Slot:
 
 
 class BatchRun:
-    def __init__(self, settings: Settings, jobs: list[Job], scorer: Scorer, shard: Shard = Shard(0, 1)) -> None:
+    def __init__(self, settings: Settings, jobs: list[Job], out: OutputTree, scorer: Scorer,
+                 shard: Shard = Shard(0, 1)) -> None:
         self.settings = settings
         self.jobs = jobs  # the whole input, as every shard plans it
+        self.out = out
         self.shard = shard
         self.mine = shard.share(jobs)  # what this run scores
         self.scorer = scorer
-        self.out_root = Path(settings.output).resolve()
-        self.state_dir = self.out_root / STATE_DIR
-        self.parts_dir = self.state_dir / "shards"
         self.tag = f"shard-{shard.index}"  # in the temp names of files every shard writes
         self.key = self._job_key()
         self.listing = shards.listing_digest([job.label for job in jobs])
-        self.entries: dict[Path, dict[str, Any]] = {}
-        self.failed: set[Path] = set()
+        self.entries: dict[PurePosixPath, dict[str, Any]] = {}
+        self.failed: set[PurePosixPath] = set()
         self.progress = Progress(len(self.mine))
         self.bad_rows = BadRowPolicy.from_settings(settings)
 
@@ -190,8 +208,8 @@ class BatchRun:
         """Check the output (refuse to mix bundles or settings), then make it this run's: the job recorded,
         this shard's part and the combined files removed (until it finishes again), stale temp files of its
         own removed. Returns the files still to score: the share's files not committed already."""
-        job_file = self.state_dir / "job.json"
-        previous = _read_json(job_file)
+        out = self.out
+        previous = out.read_json(JOB_FILE)
         if isinstance(previous, dict):
             if previous.get("key") != self.key and not self.settings.overwrite:
                 if previous.get("bundle_digest") == self.scorer.bundle.digest:
@@ -199,28 +217,27 @@ class BatchRun:
                 else:
                     before = previous.get("bundle") or f"sha256:{previous.get('bundle_digest', '?')[:12]}"
                     what = f"a different bundle digest, {before}; this run scores {worker.describe(self.scorer)}"
-                raise UsageError(f"{self.out_root} holds output written with {what}; use --overwrite to replace it")
+                raise UsageError(f"{out.root} holds output written with {what}; use --overwrite to replace it")
             if previous.get("key") != self.key and self.shard.count == 1:
-                # alone, the old state goes; shards share it (markers and parts of another key never match)
-                shutil.rmtree(self.state_dir)
-        elif self.out_root.exists() and any(p.name != STATE_DIR for p in self.out_root.iterdir()) \
-                and _read_json(job_file) is None and not self.settings.overwrite:
+                # alone, the old state goes (not the lock); shards share it (markers and parts of another key
+                # never match)
+                out.remove_dir(f"{STATE_DIR}/commits")
+                out.remove_dir(PARTS_DIR)
+        elif any(name != STATE_DIR for name in out.names()) and out.read_json(JOB_FILE) is None \
+                and not self.settings.overwrite:
             # (a state folder alone, or files written since job.json appeared: another shard has just started)
-            raise UsageError(f"{self.out_root} is not empty and was not written by scorer batch; use --overwrite")
-        (self.state_dir / "commits").mkdir(parents=True, exist_ok=True)
-        self.parts_dir.mkdir(exist_ok=True)
-        _write_atomic(job_file, orjson.dumps({"key": self.key, "bundle_digest": self.scorer.bundle.digest,
-                                              "bundle": worker.describe(self.scorer),
-                                              "shard_count": self.shard.count}), tag=self.tag)
+            raise UsageError(f"{out.root} is not empty and was not written by scorer batch; use --overwrite")
+        out.put(JOB_FILE, orjson.dumps({"key": self.key, "bundle_digest": self.scorer.bundle.digest,
+                                        "bundle": worker.describe(self.scorer), "shard_count": self.shard.count}),
+                tag=self.tag)
         # this shard's part first, then the combined files: a shard finishing meanwhile sees the part gone
-        (self.parts_dir / self.shard.name).unlink(missing_ok=True)
+        out.delete(f"{PARTS_DIR}/{self.shard.name}")
         for name in (SUCCESS, MANIFEST):
-            (self.out_root / name).unlink(missing_ok=True)
-        for other in self.parts_dir.iterdir():  # parts of another shard count (--overwrite)
-            if not other.name.endswith(f"-of-{self.shard.count}.json") and not other.name.startswith("."):
-                other.unlink(missing_ok=True)
-        for stale in self._stale_temps():
-            stale.unlink(missing_ok=True)
+            out.delete(name)
+        for other in out.names(PARTS_DIR):  # parts of another shard count (--overwrite)
+            if not other.endswith(f"-of-{self.shard.count}.json") and not other.startswith("."):
+                out.delete(f"{PARTS_DIR}/{other}")
+        out.clean(self._own_files())
         todo = []
         for job in self.mine:
             entry = self._committed(job)
@@ -235,37 +252,34 @@ class BatchRun:
                      len(self.mine) - len(todo), len(self.mine))
         return todo
 
-    def _stale_temps(self) -> list[Path]:
-        """Temp files a killed run may have left. Alone: every one under the output. A shard: only its own
-        (its files' temps and markers' temps, and the temps of shared files tagged with its index), since
-        the other shards may be writing theirs."""
+    def _own_files(self) -> list[tuple[str, str]] | None:
+        """What a killed run of this shard may have left half-written, as (file, temp tag). Alone: anything
+        under the output (None). A shard: only its own files and markers, and the shared files under its tag,
+        since the other shards may be writing theirs."""
         if self.shard.count == 1:
-            return list(self.out_root.rglob(".*.scorer-tmp"))
-        found = [_temp(self.state_dir / "job.json", self.tag), _temp(self.parts_dir / self.shard.name, self.tag),
-                 _temp(self.out_root / MANIFEST, self.tag), _temp(self.out_root / SUCCESS, self.tag)]
+            return None
+        found = [(rel, self.tag) for rel in (JOB_FILE, f"{PARTS_DIR}/{self.shard.name}", MANIFEST, SUCCESS)]
         for job in self.mine:
-            found += [_temp(job.output), _temp(_rejects_path(job)), _temp(self._marker(job))]
+            found += [(job.output, ""), (_rejects_path(job), ""), (self._marker(job), "")]
         return found
 
-    def _marker(self, job: Job) -> Path:
-        return self.state_dir / "commits" / (job.output.relative_to(self.out_root).as_posix() + ".json")
+    def _marker(self, job: Job) -> str:
+        return f"{STATE_DIR}/commits/{job.output}.json"
 
     def _committed(self, job: Job) -> dict[str, Any] | None:
-        marker = self._marker(job)
-        if not marker.exists() or not job.output.exists():
+        data = self.out.read_json(self._marker(job))
+        if not isinstance(data, dict):
             return None
-        data = orjson.loads(marker.read_bytes())
-        stat = job.source.stat()
-        if data.get("key") != self.key or data.get("input_fingerprint") != [stat.st_size, stat.st_mtime_ns]:
+        if data.get("key") != self.key or data.get("input_fingerprint") != [job.source.size, job.source.mtime_ns]:
             return None
-        if data["entry"]["output_bytes"] != job.output.stat().st_size:
+        if data["entry"]["output_bytes"] != self.out.size(job.output):
             return None
         return dict(data["entry"], skipped=True)
 
     # the pipeline
     def run(self, todo: list[Job]) -> int:
         keep, first_only = self.settings.keep_columns, self.bad_rows.first_only
-        states: dict[Path, FileState] = {}
+        states: dict[PurePosixPath, FileState] = {}
         for job, event, payload in self._pipeline(todo, keep, first_only):
             if event == "start":
                 states[job.rel] = self._start(job)
@@ -380,9 +394,8 @@ class BatchRun:
             yield job, "end", None
 
     def _start(self, job: Job) -> FileState:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp, rejects_tmp = _temp(job.output), _temp(_rejects_path(job))
-        return FileState(job, Writer(tmp, job.out_fmt), tmp, rejects_tmp)
+        pending = self.out.pending(job.output)
+        return FileState(job, pending, Writer(pending.sink, job.out_fmt))
 
     def _consume(self, state: FileState, payload: tuple[Chunk, chunks.ChunkResult]) -> None:
         chunk, result = payload
@@ -403,9 +416,9 @@ class BatchRun:
                                   + self.bad_rows.limit_failure(f"row {bad[0].row}", bad[0].reason))
                 return
             if state.rejects is None:
-                state.rejects = open(state.rejects_tmp, "wb")  # noqa: SIM115 - closed at commit/fail
+                state.rejects = self.out.pending(_rejects_path(state.job))
             for b in bad:
-                state.rejects.write(orjson.dumps(b.as_json(state.job.label), default=str) + b"\n")
+                state.rejects.sink.write(orjson.dumps(b.as_json(state.job.label), default=str) + b"\n")
         if result.table is not None:
             try:
                 state.writer.write(result.table)
@@ -419,22 +432,17 @@ class BatchRun:
         log.error("file failed: %s", error)
         self.failed.add(state.job.rel)
         state.error = error
-        for f in (state.writer, state.rejects):
-            try:
-                if f is not None:
-                    f.close()
-            except Exception:  # noqa: BLE001 - closing a half-written temp file we are deleting anyway
-                pass
-        for p in (state.tmp, state.rejects_tmp):
-            p.unlink(missing_ok=True)
-        self._marker(state.job).unlink(missing_ok=True)
-        state.job.output.unlink(missing_ok=True)  # never leave a stale output of an earlier run
+        for pending in (state.pending, state.rejects):
+            if pending is not None:
+                pending.discard()
+        self.out.delete(self._marker(state.job))
+        self.out.delete(state.job.output)  # never leave a stale output of an earlier run
         self.entries[state.job.rel] = self._entry(state, status="failed")
         self.progress.file_done()
 
     def _commit(self, state: FileState) -> None:
-        """Temp file complete -> marker (describing it) -> rename into place. A final-named output
-        therefore always has its marker: a kill between the steps leaves either nothing final
+        """Temp file complete -> marker (describing it) -> published under its final name. A final-named
+        output therefore always has its marker: a kill between the steps leaves either nothing final
         (rescored on resume) or a committed file (skipped on resume)."""
         job = state.job
         if state.writer.schema is None:  # no row was written: still give the file its columns
@@ -446,34 +454,29 @@ class BatchRun:
                 return
             state.writer.write(empty)
         state.writer.close()
-        _fsync(state.tmp)
-        rejects_out = _rejects_path(job)
+        state.pending.finish()
         if state.rejects is not None:
-            state.rejects.close()
-            _fsync(state.rejects_tmp)
-            os.replace(state.rejects_tmp, rejects_out)
+            state.rejects.finish()
+            state.rejects.publish()
         else:
-            rejects_out.unlink(missing_ok=True)
-        entry = self._entry(state, status="ok", written=state.tmp)
-        stat = job.source.stat()
-        marker = {"key": self.key, "input_fingerprint": [stat.st_size, stat.st_mtime_ns], "entry": entry}
-        marker_path = self._marker(job)
-        marker_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(marker_path, orjson.dumps(marker))
-        os.replace(state.tmp, job.output)
+            self.out.delete(_rejects_path(job))
+        entry = self._entry(state, status="ok", written=state.pending)
+        marker = {"key": self.key, "input_fingerprint": [job.source.size, job.source.mtime_ns], "entry": entry}
+        self.out.put(self._marker(job), orjson.dumps(marker))
+        state.pending.publish()
         self.entries[job.rel] = entry
         self.progress.file_done()
 
-    def _entry(self, state: FileState, *, status: str, written: Path | None = None) -> dict[str, Any]:
+    def _entry(self, state: FileState, *, status: str, written: Pending | None = None) -> dict[str, Any]:
         job = state.job
         entry: dict[str, Any] = {
-            "input": job.rel.as_posix(), "output": job.output.relative_to(self.out_root).as_posix(),
+            "input": job.rel.as_posix(), "output": job.output,
             "status": status, "rows_in": state.rows_in, "rows_out": state.rows_out if status == "ok" else 0,
             "rows_rejected": state.rejected, "seconds": round(time.perf_counter() - state.started, 3),
         }
         if written is not None:
-            entry["sha256"] = hash_file(hashlib.sha256(), written).hexdigest()
-            entry["output_bytes"] = written.stat().st_size
+            entry["sha256"] = written.sha256
+            entry["output_bytes"] = written.size
             if state.rejects is not None:
                 entry["rejects"] = entry["output"] + ".rejects.jsonl"
         else:
@@ -495,7 +498,7 @@ class BatchRun:
         }
         part = shards.part(self.shard, key=self.key, listing=self.listing, total=len(self.jobs), header=header,
                            files=files)
-        _write_atomic(self.parts_dir / self.shard.name, orjson.dumps(part), tag=self.tag)
+        self.out.put(f"{PARTS_DIR}/{self.shard.name}", orjson.dumps(part), tag=self.tag)
         manifest = self._complete()
         failed = sum(f["status"] == "failed" for f in files)
         rejected = sum(f["rows_rejected"] for f in files)
@@ -509,7 +512,7 @@ class BatchRun:
                      f"no _SUCCESS ({failed_all} file(s) failed)" if failed_all else "then _SUCCESS")
         if failed:
             log.error("%s%d of %d files failed; see %s", mine, failed, len(files),
-                      "manifest.json" if manifest is not None else f"{STATE_DIR}/shards/{self.shard.name}")
+                      "manifest.json" if manifest is not None else f"{PARTS_DIR}/{self.shard.name}")
             return EXIT_FAILED
         if rejected:
             log.warning("%sall files committed; %d rows rejected (see *.rejects.jsonl)", mine, rejected)
@@ -522,7 +525,7 @@ class BatchRun:
         parts = []
         for index in range(self.shard.count):
             shard = Shard(index, self.shard.count)
-            data = _read_json(self.parts_dir / shard.name)
+            data = self.out.read_json(f"{PARTS_DIR}/{shard.name}")
             if not shards.belongs(data, shard, key=self.key, listing=self.listing):
                 return None
             parts.append(data)
@@ -537,53 +540,23 @@ class BatchRun:
             parts = self._parts()
             if parts is None:
                 for name in (SUCCESS, MANIFEST):
-                    (self.out_root / name).unlink(missing_ok=True)
+                    self.out.delete(name)
                 if self._parts() is None:
                     return None
                 continue
             manifest = shards.combine(parts)
-            _write_atomic(self.out_root / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2), tag=self.tag)
+            self.out.check_lock()
+            self.out.put(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2), tag=self.tag)
             if manifest["totals"]["files_failed"]:
-                (self.out_root / SUCCESS).unlink(missing_ok=True)
+                self.out.delete(SUCCESS)
             else:
-                _write_atomic(self.out_root / SUCCESS, b"", tag=self.tag)
+                self.out.put(SUCCESS, b"", tag=self.tag)
             if self._parts() == parts:
                 return manifest
 
 
-def _rejects_path(job: Job) -> Path:
-    return job.output.with_name(job.output.name + ".rejects.jsonl")
-
-
-def _temp(path: Path, tag: str = "") -> Path:
-    """The hidden temp name ``path`` is written under before its rename; ``tag`` (the shard) keeps apart the
-    temps of files several shards write."""
-    return path.with_name(f".{path.name}{'.' + tag if tag else ''}.scorer-tmp")
-
-
-def _read_json(path: Path) -> Any:
-    """A small JSON state file, or None when it is absent (or unreadable: never written completely)."""
-    try:
-        return orjson.loads(path.read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, *, tag: str = "") -> None:
-    tmp = _temp(path, tag)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _rejects_path(job: Job) -> str:
+    return job.output + ".rejects.jsonl"
 
 
 class Progress:
@@ -632,13 +605,14 @@ def run(settings: Settings) -> int:
     """The local engine: plan and check, resolve and load the bundle once, score, commit. Returns the exit
     code; raises what :func:`scorer.errors.exit_code` maps (a usage error, a bundle that fails to load)."""
     shard = shards.resolve(settings, os.environ)
-    jobs = plan(settings, shard)  # before the bundle loads: a usage error costs nothing
+    jobs, out = plan(settings, shard)  # before the bundle loads: a usage error costs nothing
     # before the bundle loads an OpenMP runtime into this process, which scores chunks too
     share_openmp(settings.workers or cores())
     scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
     try:
         log.info("scoring with %s", worker.describe(scorer))
-        batch = BatchRun(settings, jobs, scorer, shard)
-        return batch.run(batch.prepare_output())
+        batch = BatchRun(settings, jobs, out, scorer, shard)
+        with out.lock("lock" if shard.count == 1 else f"lock-{shard.name.removesuffix('.json')}"):
+            return batch.run(batch.prepare_output())
     finally:
         scorer.close()  # a registry download is not kept

@@ -10,9 +10,13 @@ raises :class:`~scorer.errors.UsageError`: the command exits 2 with nothing writ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from scorer.batch.walk import walk
+import pyarrow.fs as pafs
+
+from scorer import object_store
+from scorer.batch.files import InputFile
+from scorer.batch.walk import select, walk
 from scorer.errors import UsageError
 from scorer.settings import Settings
 
@@ -46,3 +50,35 @@ def input_files(source: Path, root: Path, formats: Sequence[str]) -> list[Path]:
     if not files:
         raise UsageError(f"no input files ({', '.join(formats)}) under {source}")
     return files
+
+
+def object_input(uri: str, formats: Sequence[str]) -> tuple[list[tuple[InputFile, PurePosixPath]], str]:
+    """The objects to score under ``uri`` (one object, or a prefix walked by the one input walk's rules), each
+    with its path relative to the input root, and that root (``bucket/prefix``). A store that cannot be
+    listed (credentials, a missing bucket, unreachable) or holds no input is a UsageError naming it."""
+    if "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+        raise UsageError(f"{uri.split('://', 1)[0]}://...: credentials in a URI are refused (they would show in "
+                         "process listings); use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    try:
+        fs, path = object_store.filesystem(uri)
+        path = path.rstrip("/")
+        bucket = path.split("/", 1)[0]
+        one = fs.get_file_info(path) if "/" in path else None
+        if one is not None and one.type == pafs.FileType.File and not uri.endswith("/"):
+            root = path.rsplit("/", 1)[0]
+            return [(_object(fs, one), PurePosixPath(one.base_name))], root
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise UsageError(f"{uri}: no such bucket {bucket!r}")
+        infos = {i.path: i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+                 if i.type == pafs.FileType.File}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{uri}: {object_store.cause(exc)[1]}") from None
+    found = [(_object(fs, infos[name]), PurePosixPath(name.removeprefix(path + "/")))
+             for name in select(path, list(infos))]
+    if not found:
+        raise UsageError(f"no input files ({', '.join(formats)}) under {uri}")
+    return found, path
+
+
+def _object(fs: pafs.FileSystem, info: pafs.FileInfo) -> InputFile:
+    return InputFile(info.path, info.size or 0, info.mtime_ns or 0, fs)
