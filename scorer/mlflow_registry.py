@@ -20,12 +20,9 @@ store cannot be reached, :class:`~scorer.errors.BundleNotFound` when what the UR
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 import urllib.parse
 import warnings
 from collections.abc import Iterator
@@ -34,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from scorer.errors import BundleError, BundleNotFound, RequirementsError, SourceUnavailable
+from scorer.private_dir import download_dir, remove_download
 
 #: MLflow client settings applied when the operator has not set them: one immediate retry (no backoff),
 #: 5 s without an answer is a failure, no progress bars on stderr, MLflow's own log at warnings.
@@ -49,16 +47,6 @@ INSTALL = "pip install 'scorer[mlflow]'"
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
 _DENIED = {"PERMISSION_DENIED", "UNAUTHENTICATED", "UNAUTHORIZED"}
 _USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
-_downloads: dict[Path, int] = {}  # every download folder of this process -> the pid that made it
-
-
-@atexit.register
-def _remove_downloads() -> None:
-    """At exit, the downloads this process made and nobody discarded (a server's last version). A forked
-    worker inherits this handler but not the folders: only the process that made one removes it."""
-    for workdir, pid in list(_downloads.items()):
-        if pid == os.getpid():
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -150,8 +138,7 @@ def resolve(uri: str) -> Download:
             info["stage"] = ref.stage
         info.update({"run_id": mv.run_id or "", "source": mv.source or "", "tracking_uri": where})
         info = {k: v for k, v in info.items() if v}
-    workdir = Path(tempfile.mkdtemp(prefix="scorer-mlflow-"))  # 0700, ours alone
-    _downloads[workdir] = os.getpid()
+    workdir = download_dir("scorer-mlflow-")
     # a model's files go to a folder named after it (a bundle without a manifest name is named by its
     # folder); a run's artifact keeps its own name
     dst = workdir if ref.run_id else workdir / (re.sub(r"[^A-Za-z0-9._-]", "_", ref.name).strip(".") or "model")
@@ -163,15 +150,9 @@ def resolve(uri: str) -> Download:
             source = f" (its source {info['source']})" if info.get("source") else ""
             raise BundleNotFound(f"{uri}: no artifacts at {artifact}{source} on {where}; were they deleted?")
     except BaseException:
-        remove(workdir)
+        remove_download(workdir)
         raise
     return Download(path=local, workdir=workdir, info=info)
-
-
-def remove(workdir: Path) -> None:
-    """Remove a download folder of :func:`resolve` (once its version is no longer used)."""
-    shutil.rmtree(workdir, ignore_errors=True)
-    _downloads.pop(workdir, None)
 
 
 def revision(uri: str) -> str:

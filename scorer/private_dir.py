@@ -11,13 +11,43 @@ with one line naming the path and the problem, unless
 
 Then nobody but this user (and root) can add, change, rename or replace anything in it, so what
 the process checks in it stays true until it reads it.
+
+:func:`download_dir` makes a new private temporary folder for a download of this process (a registry
+model, an object-store bundle), removed by :func:`remove_download` once its version is no longer used,
+or at exit by the process that made it (a forked worker inherits the exit handler, not the folders).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
+
+_downloads: dict[Path, int] = {}  # every download folder of this process -> the pid that made it
+
+
+@atexit.register
+def _remove_downloads() -> None:
+    """At exit, the downloads this process made and nobody removed (a server's last version)."""
+    for workdir, pid in list(_downloads.items()):
+        if pid == os.getpid():
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def download_dir(prefix: str) -> Path:
+    """A new temporary folder, mode 0700 (``mkdtemp``): ours alone."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    _downloads[workdir] = os.getpid()
+    return workdir
+
+
+def remove_download(workdir: Path) -> None:
+    """Remove a folder of :func:`download_dir` (once its version is no longer used)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    _downloads.pop(workdir, None)
 
 
 class UnsafeDirectory(Exception):

@@ -23,13 +23,11 @@ Anything else (another scheme) is a :class:`~scorer.errors.BundleNotFound` namin
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import re
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -40,21 +38,13 @@ import pyarrow.fs as pafs
 from scorer import mlflow_registry, object_store
 from scorer.bundle import local_root
 from scorer.errors import BundleError, BundleNotFound, SourceUnavailable
+from scorer.private_dir import download_dir, remove_download
 
 SUPPORTED = ("a bundle folder or .zip, an MLflow model directory (with an MLmodel file), models:/NAME/VERSION, "
              "models:/NAME@ALIAS, models:/NAME/STAGE, runs:/RUN_ID/PATH, s3://BUCKET/KEY.zip or s3://BUCKET/PREFIX/")
 CHUNK = 1 << 20  # an object is streamed to disk in pieces of this size: memory stays flat whatever its size
 REGISTRY_SCHEMES = ("models:/", "runs:/")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-_object_downloads: dict[Path, int] = {}  # every object download folder of this process -> the pid that made it
-
-
-@atexit.register
-def _remove_object_downloads() -> None:
-    """At exit, the object downloads this process made and nobody discarded (as the registry's downloads)."""
-    for workdir, pid in list(_object_downloads.items()):
-        if pid == os.getpid():
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -70,8 +60,7 @@ class Resolved:
     def discard(self) -> None:
         """Remove the private download (nothing for a source used where it is)."""
         if self.owned and self.workdir is not None:
-            mlflow_registry.remove(self.workdir)
-            _object_downloads.pop(self.workdir, None)
+            remove_download(self.workdir)
         elif self.owned:
             shutil.rmtree(self.path, ignore_errors=True)
 
@@ -194,8 +183,7 @@ def _download_object(uri: str) -> Resolved:
     """Stream what ``uri`` names into a new private folder (0700) and resolve it to the local copy."""
     fs, path, infos = _objects(uri)
     single = len(infos) == 1 and infos[0].path == path
-    workdir = Path(tempfile.mkdtemp(prefix="scorer-object-"))  # 0700, ours alone
-    _object_downloads[workdir] = os.getpid()
+    workdir = download_dir("scorer-object-")
     name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(path).name).strip(".") or "bundle"
     local = workdir / name
     etags: list[str] = []
@@ -213,7 +201,7 @@ def _download_object(uri: str) -> Resolved:
                     while chunk := src.read(CHUNK):
                         dst.write(chunk)
     except BaseException:
-        _discard_download(workdir)
+        remove_download(workdir)
         raise
     info_out = {"kind": "object", "uri": uri, "size": str(sum(i.size or 0 for i in infos))}
     if single:
@@ -222,7 +210,3 @@ def _download_object(uri: str) -> Resolved:
         info_out["objects"] = str(len(infos))
     return Resolved(uri=uri, path=local, info=info_out, owned=True, workdir=workdir)
 
-
-def _discard_download(workdir: Path) -> None:
-    mlflow_registry.remove(workdir)
-    _object_downloads.pop(workdir, None)

@@ -612,7 +612,7 @@ def run(settings: Settings) -> int:
     try:
         log.info("scoring with %s", worker.describe(scorer))
         batch = BatchRun(settings, jobs, out, scorer, shard)
-        with out.lock("lock" if shard.count == 1 else f"lock-{shard.name.removesuffix('.json')}"):
+        with out.lock("lock" if shard.count == 1 else f"lock-shard-{shard.index}-of-{shard.count}"):
             return batch.run(batch.prepare_output())
     finally:
         scorer.close()  # a registry download is not kept
