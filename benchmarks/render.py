@@ -108,6 +108,22 @@ def batch_block(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(L)
 
 
+def object_store_block(results: dict[str, dict[str, Any]]) -> str:
+    data = results.get("object_store")
+    if not data:
+        return missing("`scorer batch` S3 → S3 vs local → local", "benchmarks/bench_object_store.py")
+    f = data["figures"]
+    L = [f"Tabular bundle, {f['rows']:,} rows (the batch benchmark's files), `scorer batch --workers 2`, a SeaweedFS "
+         "S3 gateway on the same two cores; every S3 output byte-identical to the local run's. Wall time includes "
+         "process start and bundle load.", "",
+         "| run | rows/s | peak RSS MB | scorer CPU s | store CPU s |", "|---|---:|---:|---:|---:|"]
+    for s in f["scenarios"]:
+        L.append(f"| {s['name']} | {s['rows_s']:,} | {s['peak_rss_mb']:,} | {s['cpu_s']} | {s['store_cpu_s']} |")
+    ratio = ", ".join(f"{fmt} {value:.2f}×" for fmt, value in f["s3_over_local"].items())
+    L += ["", f"S3 → S3 ÷ local → local rows/s: {ratio}.", "", f"- {run_line('object_store', data['run'], served=False)}"]
+    return "\n".join(L)
+
+
 def peers_block(results: dict[str, dict[str, Any]]) -> str:
     data = results.get("peers")
     if not data or not data["run"].get("complete"):
@@ -215,7 +231,7 @@ def extras_block(results: dict[str, dict[str, Any]]) -> str:
 
 BLOCKS: dict[Path, dict[str, Callable[[dict[str, dict[str, Any]]], str]]] = {
     README: {"serve": serve_block, "batch": batch_block, "peers": peers_block, "jvm": jvm_block,
-             "spark_engine": spark_engine_block, "reload": reload_block},
+             "spark_engine": spark_engine_block, "reload": reload_block, "object_store": object_store_block},
     BENCH_README: {"peers_report": peers_report_block, "extras": extras_block},
 }
 

@@ -118,7 +118,10 @@ def start_seaweed(root: Path, timeout: float = 60) -> Iterator[Seaweed]:
     proc = subprocess.Popen(
         [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}", "-s3",
          f"-s3.port={s3}", f"-s3.config={root / 's3.json'}", f"-master.port={master}", f"-volume.port={volume}",
-         f"-filer.port={filer}", "-volume.max=100", "-master.volumeSizeLimitMB=64", "-master.telemetry=false"],
+         f"-filer.port={filer}", "-volume.max=100", "-master.volumeSizeLimitMB=64", "-master.telemetry=false",
+         # the Iceberg catalog and Lance namespace servers SeaweedFS 4 starts on fixed ports (8181, 9101): off, so
+         # two servers (a test's own beside the session's) never collide
+         "-s3.port.iceberg=0", "-s3.port.lance=0"],
         stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
     )
     server = Seaweed(proc, f"http://127.0.0.1:{s3}", access_key, secret_key, root, [s3, master, volume, filer])
