@@ -433,7 +433,7 @@ class HashingSink(io.RawIOBase):
         return view.nbytes
 
     def flush(self) -> None:
-        if not self.closed:
+        if not self.closed and not self.raw.closed:  # (the raw file may be committed before this is collected)
             self.raw.flush()
 
     def sha256(self) -> str:

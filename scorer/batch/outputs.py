@@ -502,6 +502,10 @@ class _Guarded:
     def __init__(self, tree: ObjectTree, rel: str, raw: Any) -> None:
         self.tree, self.rel, self.raw = tree, rel, raw
 
+    @property
+    def closed(self) -> bool:
+        return bool(self.raw.closed)
+
     def write(self, data: Any) -> None:
         with self.tree._store(self.rel):
             self.raw.write(data)
