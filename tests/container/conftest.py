@@ -1,5 +1,11 @@
 """Container test fixtures: a real Docker engine, the image built once per run from the repo's
-Dockerfile, and containers run with host networking on 127.0.0.1 (testcontainers)."""
+Dockerfile, and containers run with host networking on 127.0.0.1 (testcontainers).
+
+When a run holds other tests too, the container tests go last and the images they need start building at
+once, in a background thread (:func:`pytest_collection_modifyitems`): the builds (mostly downloads and
+installs inside the engine) overlap with the rest of the suite instead of adding their minutes to it. The
+``image`` and ``spark_image`` fixtures take that build's result (a failed one is built again in the
+fixture, which reports its error)."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,10 +119,49 @@ def lock_entry(lock: str, name: str) -> str:
     return " ".join(line.split("#")[0].split())
 
 
+IMAGES = {"image": ("Dockerfile", "scorer"), "spark_image": ("Dockerfile.spark", "scorer-spark")}
+_prebuilt: dict[str, dict[str, object]] = {}
+_prebuilding: list[threading.Thread] = []
+
+
+def _in_container_dir(item: pytest.Item) -> bool:
+    return Path(str(item.path)).is_relative_to(Path(__file__).parent)
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what will not run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Container tests last; the images they use built meanwhile (see the module's docstring)."""
+    inside = [item for item in items if _in_container_dir(item)]
+    if not inside or len(inside) == len(items):
+        return
+    items[:] = [item for item in items if not _in_container_dir(item)] + inside
+    if config.option.collectonly:
+        return
+    wanted = [name for name in IMAGES if any(name in getattr(item, "fixturenames", ()) for item in inside)]
+    if wanted and _engine_problem() is None:
+        thread = threading.Thread(target=_prebuild, args=(wanted,), name="image-prebuild", daemon=True)
+        thread.start()
+        _prebuilding.append(thread)
+
+
+def _prebuild(wanted: list[str]) -> None:
+    for name in wanted:  # one after the other: two builds at once would only compete for the same cores
+        try:
+            _prebuilt[name] = _build(*IMAGES[name])
+        except BaseException:  # noqa: BLE001 - the fixture builds it again and reports the failure
+            pass
+
+
+def _image(name: str) -> dict[str, object]:
+    for thread in _prebuilding:
+        thread.join()
+    return _prebuilt.get(name) or _build(*IMAGES[name])
+
+
 @pytest.fixture(scope="session")
 def image() -> dict[str, object]:
     """The image, built once from the repository's Dockerfile (the same file users build)."""
-    return _build("Dockerfile", "scorer")
+    return _image("image")
 
 
 @pytest.fixture
@@ -142,7 +188,7 @@ def publish(src: Path, dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def spark_image() -> dict[str, object]:
     """The Spark image, built once from the repository's Dockerfile.spark (same rules as ``image``)."""
-    return _build("Dockerfile.spark", "scorer-spark")
+    return _image("spark_image")
 
 
 def assert_base_recorded(image: dict[str, object]) -> None:
