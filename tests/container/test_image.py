@@ -15,6 +15,8 @@ import pytest
 import requests
 from testcontainers.core.container import DockerContainer
 
+from seaweed import Seaweed, seaweed  # noqa: F401 - the session fixture
+
 from .conftest import DOCKER, REPO, assert_base_recorded, build_with_lock, lock_entry, publish, wrong_hash
 
 SPAM_ROW = {"feature1": 1.0, "feature2": "this is spam", "feature3": 2.0}
@@ -185,6 +187,42 @@ def test_batch_mounted_directories(image: dict[str, object], sum_bundle, public_
     scored = pd.read_csv(out / "nested" / "x.csv")
     assert scored["sum"].tolist() == [1.5, 2.5, 3.5]
     assert (out / "_SUCCESS").exists() and json.loads((out / "manifest.json").read_text())["totals"]["rows_out"] == 3
+
+
+def test_batch_between_object_store_prefixes(image: dict[str, object], sum_bundle, seaweed: Seaweed,  # type: ignore[no-untyped-def]  # noqa: F811
+                                            public_dir: Path, tmp_path: Path) -> None:
+    """The image scores ``s3://`` input into an ``s3://`` output (its AWS SDK writes the lock, publishes by
+    copy) on a real SeaweedFS, configured by the standard AWS variables alone: the output object equals, byte
+    for byte, what ``scorer batch`` on this machine writes for the same file on local disk."""
+    bundle = publish(sum_bundle(), public_dir / "sum")
+    frame = pd.DataFrame({"id": range(1000), "a": [i / 7 for i in range(1000)], "b": [0.25] * 1000})
+    (tmp_path / "in" / "nested").mkdir(parents=True)
+    frame.to_csv(tmp_path / "in" / "nested" / "x.csv", index=False)
+    client = seaweed.client()
+    client.create_bucket(Bucket="image-batch")
+    client.upload_file(str(tmp_path / "in" / "nested" / "x.csv"), "image-batch", "in/nested/x.csv")
+    aws = {k: v for k, v in seaweed.env().items() if k.startswith("AWS_")}
+    container = (DockerContainer(str(image["name"])).with_kwargs(network_mode="host")
+                 .with_volume_mapping(str(bundle), "/model", "ro").with_tmpfs_mount("/tmp", "size=64m")
+                 .with_command("batch --input s3://image-batch/in --output s3://image-batch/out --workers 1"))
+    for key, value in aws.items():
+        container = container.with_env(key, value)
+    container.start()
+    try:
+        result = container.get_wrapped_container().wait(timeout=120)
+        assert result["StatusCode"] == 0, logs(container)
+    finally:
+        container.stop()
+    local = subprocess.run([str(REPO / ".venv" / "bin" / "scorer"), "batch", str(bundle), "--input", str(tmp_path / "in"),
+                            "--output", str(tmp_path / "out"), "--workers", "1"], capture_output=True, text=True,
+                           check=False)
+    assert local.returncode == 0, local.stderr[-2000:]
+    got = client.get_object(Bucket="image-batch", Key="out/nested/x.csv")["Body"].read()
+    assert got == (tmp_path / "out" / "nested" / "x.csv").read_bytes()
+    assert pd.read_csv(tmp_path / "out" / "nested" / "x.csv")["sum"].tolist()[:3] == [0.25, 1 / 7 + 0.25, 2 / 7 + 0.25]
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket="image-batch", Prefix="out/")["Contents"]}
+    assert {"out/_SUCCESS", "out/manifest.json", "out/nested/x.csv"} <= keys
+    assert not any(k.endswith(".scorer-tmp") or k.endswith("/lock") for k in keys), keys
 
 
 def test_unmet_requirements_fail_fast_with_the_list(image: dict[str, object], bundle_factory, public_dir: Path) -> None:  # type: ignore[no-untyped-def]
