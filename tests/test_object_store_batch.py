@@ -241,6 +241,26 @@ def test_nested_prefix_scores_to_the_bytes_of_a_local_run(seaweed: Seaweed, buck
     assert_same_result(s3_tree(bucket, "nested/out-pq"), want_pq, "s3 -> s3, parquet")
 
 
+def test_a_single_object_is_scored_beside_itself_like_a_local_file(seaweed: Seaweed, bucket: Any,  # noqa: F811
+                                                                   bundles: dict[str, Path], tmp_path: Path) -> None:
+    """``--input s3://…/data/day1.csv --output s3://…/data/scored``: one object, its output in a prefix beside it
+    (as a local file may be scored into a folder beside it) gives the local run's bytes; an output prefix that
+    holds the input object is refused (exit 2, nothing written)."""
+    write_as(sum_frame(40, seed=5), tmp_path / "data" / "day1.csv")
+    put_tree(bucket, tmp_path / "data", "single/data")
+    env = seaweed.env()
+    ok(batch(bundles["sum"], "--input", tmp_path / "data" / "day1.csv", "--output", tmp_path / "data" / "scored",
+             "--workers", 1, env=env))
+    ok(batch(bundles["sum"], "--input", f"s3://{BUCKET}/single/data/day1.csv", "--output",
+             f"s3://{BUCKET}/single/data/scored", "--workers", 1, env=env))
+    assert_same_result(s3_tree(bucket, "single/data/scored"), local_tree(tmp_path / "data" / "scored"), "one object")
+    refused = batch(bundles["sum"], "--input", f"s3://{BUCKET}/single/data/day1.csv", "--output",
+                    f"s3://{BUCKET}/single", "--workers", 1, env=env)
+    assert refused.returncode == 2 and "overlap" in one_line(refused.stderr), refused.stderr
+    assert sorted(s3_listing(bucket, "single")) == ["data/day1.csv", *(f"data/scored/{k}" for k in sorted(
+        s3_listing(bucket, "single/data/scored")))]
+
+
 # --- 5. refusals: exit 2, one line, nothing written ---------------------------------------------------
 
 
