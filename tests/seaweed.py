@@ -35,10 +35,26 @@ from proc_tree import stop_group
 REGION = "us-east-1"
 
 
-def free_port_pair() -> int:
-    """A free port P whose gRPC twin P + 10000 (SeaweedFS's fixed offset) is free too."""
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (``ip_local_port_range``)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_pair(taken: set[int] | None = None) -> int:
+    """A free port P whose gRPC twin P + 10000 (SeaweedFS's fixed offset) is free too, both below the kernel's
+    ephemeral range: ``weed`` binds its S3 port last, seconds after its components began connecting to each
+    other, and an outgoing connection's port taken from that range made the bind fail ("address already in
+    use"); and so a server started again finds its ports free. ``taken``: ports already given out (and their
+    twins), which P and its twin avoid; P is added."""
+    taken = set() if taken is None else taken
+    high = max(_ephemeral_low() - 10000, 12000)
     for _ in range(200):
-        port = random.randrange(20000, 50000)
+        port = random.randrange(10000, high)
+        if {port, port + 10000} & taken:
+            continue
         with contextlib.ExitStack() as stack:
             try:
                 for p in (port, port + 10000):
@@ -46,6 +62,7 @@ def free_port_pair() -> int:
                     s.bind(("127.0.0.1", p))
             except OSError:
                 continue
+            taken.update((port, port + 10000))
             return port
     raise AssertionError("no free port pair for SeaweedFS")
 
@@ -139,7 +156,8 @@ def start_seaweed(root: Path, timeout: float = 60, volume_max: int = 100, volume
     (root / "s3.json").write_text(json.dumps({"identities": [{
         "name": "admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    s3, master, volume, filer = (free_port_pair() for _ in range(4))
+    taken: set[int] = set()
+    s3, master, volume, filer = (free_port_pair(taken) for _ in range(4))
     cmd = [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}", "-s3",
            f"-s3.port={s3}", f"-s3.config={root / 's3.json'}", f"-master.port={master}", f"-volume.port={volume}",
            f"-filer.port={filer}", f"-volume.max={volume_max}", f"-master.volumeSizeLimitMB={volume_mb}",
