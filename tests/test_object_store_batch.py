@@ -457,8 +457,11 @@ def test_kill_9_at_random_moments_never_leaves_a_partial_object_and_resume_equal
         mid_run = sum(row[3] == "" for row in table[len(aimed):])
         if trial >= len(aimed) and mid_run >= KILL_TRIALS:
             break
-        # a random moment over 10-80 % of the clean run (the machine's load varies: a run may finish first)
-        when: str | float = aimed[trial] if trial < len(aimed) else (0.1 + 0.7 * rng.random()) * span
+        # a random moment over 10-80 % of the clean run, the first KILL_TRIALS one in each of as many stretches
+        # of it (the machine's load varies: a run may finish first, and another moment is drawn)
+        j = trial - len(aimed)
+        fraction = (j + rng.random()) / KILL_TRIALS if j < KILL_TRIALS else rng.random()
+        when: str | float = aimed[trial] if trial < len(aimed) else (0.1 + 0.7 * fraction) * span
         prefix = f"kill/out-{trial}"
         args = (*kill_job["args"], "--output", f"s3://{BUCKET}/{prefix}")
         log = kill_job["logs"] / f"trial-{trial}.log"
