@@ -98,7 +98,7 @@ def plan(settings: Settings, shard: Shard = Shard(0, 1)) -> tuple[list[Job], Out
     found: list[tuple[InputFile, PurePosixPath]]
     if object_store.is_object_uri(settings.input):
         found, in_root = object_input(settings.input, FORMATS)
-        _check_apart(in_root, out.root, settings.input)
+        _check_apart(in_root, [src.path for src, _ in found], out.root, settings.input)
     else:
         found = _local_files(settings, out)
     jobs = []
@@ -132,12 +132,14 @@ def _local_files(settings: Settings, out: OutputTree) -> list[tuple[InputFile, P
     return found
 
 
-def _check_apart(in_root: str, out_uri: str, given: str) -> None:
-    """An object input prefix and an object output prefix must not contain one another."""
+def _check_apart(in_root: str, objects: list[str], out_uri: str, given: str) -> None:
+    """An object input prefix and an object output prefix must not contain one another; one object (its
+    ``in_root`` is only its folder) may have its output beside it, as a local file may, but not under it."""
     if not object_store.is_object_uri(out_uri):
         return
     a, b = in_root.rstrip("/") + "/", out_uri.split("://", 1)[1].rstrip("/") + "/"
-    if a.startswith(b) or b.startswith(a):
+    one = len(objects) == 1 and objects[0] == given.split("://", 1)[1].rstrip("/")
+    if (one and objects[0].startswith(b)) or (not one and (a.startswith(b) or b.startswith(a))):
         raise UsageError(f"input {given} and output {out_uri} overlap: choose an output prefix outside the input")
 
 
