@@ -610,11 +610,12 @@ def run(settings: Settings) -> int:
     jobs, out = plan(settings, shard)  # before the bundle loads: a usage error costs nothing
     # before the bundle loads an OpenMP runtime into this process, which scores chunks too
     share_openmp(settings.workers or cores())
-    scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
-    try:
-        log.info("scoring with %s", worker.describe(scorer))
-        batch = BatchRun(settings, jobs, out, scorer, shard)
-        with out.lock("lock" if shard.count == 1 else f"lock-shard-{shard.index}-of-{shard.count}"):
+    # the lock too: an output another run is writing is refused before a bundle is loaded for nothing
+    with out.lock("lock" if shard.count == 1 else f"lock-shard-{shard.index}-of-{shard.count}"):
+        scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
+        try:
+            log.info("scoring with %s", worker.describe(scorer))
+            batch = BatchRun(settings, jobs, out, scorer, shard)
             return batch.run(batch.prepare_output())
-    finally:
-        scorer.close()  # a registry download is not kept
+        finally:
+            scorer.close()  # a registry download is not kept

@@ -73,7 +73,7 @@ class Pending:
         self.tree = tree
         self.rel = rel
         self.temp = temp_name(rel, tag)
-        self.sink = HashingSink(tree._open_temp(self.temp))
+        self.sink = HashingSink(tree._open_temp(self.temp, rel))
         self.finished = False
 
     @property
@@ -179,7 +179,8 @@ class OutputTree:
             raise StoreError(self.lost)
 
     # what each kind of tree implements
-    def _open_temp(self, temp: str) -> Any:
+    def _open_temp(self, temp: str, rel: str) -> Any:
+        """A stream writing the temporary file ``temp`` of ``rel``."""
         raise NotImplementedError
 
     def _finish_temp(self, raw: Any, temp: str) -> None:
@@ -291,7 +292,7 @@ class LocalTree(OutputTree):
         for rel, tag in rels:
             self._p(temp_name(rel, tag)).unlink(missing_ok=True)
 
-    def _open_temp(self, temp: str) -> Any:
+    def _open_temp(self, temp: str, rel: str) -> Any:
         path = self._p(temp)
         path.parent.mkdir(parents=True, exist_ok=True)
         return open(path, "wb")  # noqa: SIM115 - closed by _finish_temp or _abandon_temp
@@ -419,13 +420,12 @@ class ObjectTree(OutputTree):
                         self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
                                                            UploadId=upload["UploadId"])
 
-    def _open_temp(self, temp: str) -> Any:
-        with self._store(temp):
-            return _Guarded(self, temp, self.fs.open_output_stream(self._path(temp)))
+    def _open_temp(self, temp: str, rel: str) -> Any:
+        with self._store(rel):
+            return _Guarded(self, rel, self.fs.open_output_stream(self._path(temp)))
 
     def _finish_temp(self, raw: Any, temp: str) -> None:
-        with self._store(temp):
-            raw.close()  # completes the multipart upload (or puts a small object whole)
+        raw.close()  # completes the multipart upload (or puts a small object whole); a failure names the file
 
     def _abandon_temp(self, raw: Any) -> None:
         # pyarrow completes an upload on close; the temporary object is deleted right after (and a kill
@@ -497,7 +497,8 @@ class ObjectTree(OutputTree):
 
 
 class _Guarded:
-    """An object's output stream whose failures are :class:`StoreError` s naming the object."""
+    """An object's output stream (of its temporary key) whose failures are :class:`StoreError` s naming the
+    object it is written for."""
 
     def __init__(self, tree: ObjectTree, rel: str, raw: Any) -> None:
         self.tree, self.rel, self.raw = tree, rel, raw
