@@ -248,6 +248,7 @@ class LocalTree(OutputTree):
     def __init__(self, root: Path) -> None:
         self.path = root
         self.root = str(root)
+        self._made: list[Path] = []  # folders the lock made
 
     def _p(self, rel: str) -> Path:
         return self.path / rel
@@ -307,6 +308,8 @@ class LocalTree(OutputTree):
 
     def _acquire(self, rel: str, me: dict[str, Any]) -> None:
         path = self._p(rel)
+        # folders made for the lock alone go with it when the run ends having written nothing (a load failure)
+        self._made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
@@ -333,6 +336,11 @@ class LocalTree(OutputTree):
         held = self.read_json(rel)
         if isinstance(held, dict) and held.get("run") == me["run"]:
             self.delete(rel)
+        for folder in self._made:  # deepest first; one that holds anything stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 # --- a prefix in an object store ----------------------------------------------------------------------
