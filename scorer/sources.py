@@ -42,7 +42,7 @@ from scorer.private_dir import download_dir, remove_download
 
 SUPPORTED = ("a bundle folder or .zip, an MLflow model directory (with an MLmodel file), models:/NAME/VERSION, "
              "models:/NAME@ALIAS, models:/NAME/STAGE, runs:/RUN_ID/PATH, s3://BUCKET/KEY.zip or s3://BUCKET/PREFIX/")
-CHUNK = 1 << 20  # an object is streamed to disk in pieces of this size: memory stays flat whatever its size
+CHUNK = 8 << 20  # an object is streamed to disk in ranged reads of this size (scorer.batch.files.OBJECT_READ_BYTES)
 REGISTRY_SCHEMES = ("models:/", "runs:/")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 

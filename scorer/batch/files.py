@@ -41,8 +41,10 @@ _SUFFIXES = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "
 # ~36 MiB, and read a 265 MB file at least as fast (2.9 s vs 3.9 s).
 CSV_BLOCK_BYTES = 1 << 20
 _OUT_SUFFIX = {"csv": ".csv", "csv.gz": ".csv.gz", "parquet": ".parquet", "jsonl": ".jsonl", "arrow": ".arrow"}
-# an object is read through a buffer of this size: one ranged GET per MiB, whatever the reader's own reads
-OBJECT_READ_BYTES = 1 << 20
+# an object is read through a buffer of this size: one ranged GET per 8 MiB, whatever the reader's own reads.
+# Measured on SeaweedFS, a 136 MB CSV object uploaded in parts: 1 MiB reads cost the store 8.7 CPU s and took
+# 8.6 s, 8 MiB reads 1.7 s and 1.7 s (S3's own guidance: ranged GETs of 8-16 MB).
+OBJECT_READ_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
