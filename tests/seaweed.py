@@ -127,8 +127,9 @@ class Seaweed:
                 raise AssertionError(f"weed exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
             try:
                 buckets = client.list_buckets().get("Buckets", [])
-                if buckets:  # started again on its data: writable once the volume server has registered
-                    client.put_object(Bucket=buckets[0]["Name"], Key=READY_PROBE, Body=b"")
+                if buckets:  # started again on its data: writable once the volume server has registered (a
+                    # non-empty body: an empty object lives in the filer alone and is accepted before that)
+                    client.put_object(Bucket=buckets[0]["Name"], Key=READY_PROBE, Body=b"ready" * 200)
                     client.delete_object(Bucket=buckets[0]["Name"], Key=READY_PROBE)
                 return
             except Exception:  # noqa: BLE001 - not up yet (connection refused, filer or volumes not ready)
