@@ -46,7 +46,8 @@ def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
 
 
 _BATCH_ONLY = ("input", "output", "output_format", "chunk_rows", "max_inflight_mb", "keep_columns",
-               "bad_rows", "max_rejected_rows", "overwrite", "shard_count", "shard_index", "engine", "spark_master")
+               "bad_rows", "max_rejected_rows", "overwrite", "lock_seconds", "shard_count", "shard_index", "engine",
+               "spark_master")
 _LOADING = ("bundle", "extra_columns", "echo_bad_values", "check_requirements", "install_requirements",
             "requirements_cache", "mojo_backend", "spark_scoring",
             "bundle_digest", "log_level", "log_format")

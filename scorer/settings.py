@@ -130,6 +130,10 @@ class Settings:
         "Indexed Job sets in each pod) when shard_count > 1.", kind=int,
     )
     overwrite: bool = _setting(False, "batch: replace an output written with another bundle or settings.")
+    lock_seconds: float = _setting(
+        60.0, "batch: the output's lock is abandoned (taken over by another run) when not renewed for this long; "
+        "a run renews it every third of it.",
+    )
     mojo_backend: MojoBackend = _setting(
         "genmodel", "H2O MOJO bundles: genmodel (the MOJO's Java predictor on the whole batch, lowest latency) "
         "or spark (pysparkling's H2OMOJOModel on a Spark DataFrame).", choices=MojoBackend,
@@ -157,7 +161,8 @@ class Settings:
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}")
         positive = ("port", "max_batch_rows", "max_body_bytes", "max_request_rows", "chunk_rows", "max_queue_rows",
-                    "request_timeout_s", "shutdown_grace_s", "client_timeout_s", "max_columns", "max_inflight_mb")
+                    "request_timeout_s", "shutdown_grace_s", "client_timeout_s", "max_columns", "max_inflight_mb",
+                    "lock_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")

@@ -400,6 +400,38 @@ def test_a_stale_lock_is_taken_over(seaweed: Seaweed, bucket: Any, bundles: dict
     assert s3_tree(bucket, prefix) == before
 
 
+def test_the_lock_is_renewed_and_a_run_whose_lock_is_taken_over_publishes_nothing_more(
+        seaweed: Seaweed, bucket: Any, bundles: dict[str, Path], small_input: str, tmp_path: Path) -> None:  # noqa: F811
+    """With ``--lock-seconds 1.5`` a slow run pushes its lock's expiry on (a new record, same run) every half
+    second. Another run's record put over it (a takeover, as after a stall longer than the lock's life) makes
+    the next renewal fail its If-Match: the run publishes nothing more (no _SUCCESS, no manifest), exits 5
+    naming the lock, and leaves the other run's lock in place."""
+    prefix = "renewed/out"
+    args = (bundles["slow"], "--input", small_input, "--output", f"s3://{BUCKET}/{prefix}", "--workers", 1,
+            "--chunk-rows", 5, "--lock-seconds", 1.5)
+    log = tmp_path / "run.log"
+    proc = start_batch(*args, env=seaweed.env(), log=log)
+    try:
+        first = wait_for(proc, log, "the lock", lambda: lock_record(bucket, prefix))
+        renewed = wait_for(proc, log, "a renewal",
+                           lambda: (r := lock_record(bucket, prefix)) and r["expires"] > first["expires"] and r)
+        assert renewed["run"] == first["run"] and renewed["pid"] == proc.pid
+        assert first["expires"] - time.time() <= 1.6  # the lock's life is --lock-seconds
+        other = {"host": "elsewhere", "pid": 1, "run": "the-taker", "expires": time.time() + 600}
+        bucket.put_object(Bucket=BUCKET, Key=f"{prefix}/_scorer/lock", Body=json.dumps(other).encode())
+        code = proc.wait(timeout=120)
+    finally:
+        kill_group(proc)
+    text = log.read_text()
+    assert code == 5, text
+    last = json.loads(text.splitlines()[-1])
+    assert last["message"] == (f"batch failed: s3://{BUCKET}/{prefix}/_scorer/lock: this run's lock was taken over "
+                               "by another run (not renewed within 1.5 s?); stopping"), last
+    assert lock_record(bucket, prefix) == other
+    listing = s3_listing(bucket, prefix)
+    assert "_SUCCESS" not in listing and "manifest.json" not in listing, listing
+
+
 # --- 2. kill -9 and resume --------------------------------------------------------------------------
 
 KILL_INPUT = {"big.csv": 200_000, "a/f1.parquet": 30_000, "a/b/f2.jsonl": 30_000, "f3.csv": 30_000}

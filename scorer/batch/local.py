@@ -611,7 +611,8 @@ def run(settings: Settings) -> int:
     # before the bundle loads an OpenMP runtime into this process, which scores chunks too
     share_openmp(settings.workers or cores())
     # the lock too: an output another run is writing is refused before a bundle is loaded for nothing
-    with out.lock("lock" if shard.count == 1 else f"lock-shard-{shard.index}-of-{shard.count}"):
+    lock = "lock" if shard.count == 1 else f"lock-shard-{shard.index}-of-{shard.count}"
+    with out.lock(lock, settings.lock_seconds):
         scorer = Scorer.load(settings.bundle, LoadOptions.from_settings(settings))
         try:
             log.info("scoring with %s", worker.describe(scorer))

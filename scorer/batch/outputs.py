@@ -15,8 +15,8 @@ promises, kept differently:
   temporary objects and incomplete multipart uploads (of temporary keys, and of final keys a large
   copy was writing), so abandoned parts stop costing storage.
 * **One writer at a time** (:meth:`OutputTree.lock`): a lock file/object ``_scorer/lock[-<shard>]``
-  holds its owner (host, pid, a run id) and an expiry renewed every :data:`LOCK_SECONDS` / 3 by a
-  background thread. Another run is refused (exit 2) while the lock is live; a lock whose expiry passed,
+  holds its owner (host, pid, a run id) and an expiry ``lock_seconds`` ahead, renewed every third of
+  that by a background thread. Another run is refused (exit 2) while the lock is live; a lock whose expiry passed,
   or whose owner was a process of this host that is gone (a ``kill -9``), is taken over. In a store the
   lock is created with ``If-None-Match: *`` and taken over with ``If-Match`` on its ETag, so two runs
   racing for it cannot both win.
@@ -49,7 +49,6 @@ from scorer.errors import StoreError, UsageError
 
 STATE_DIR = "_scorer"
 TEMP_SUFFIX = ".scorer-tmp"
-LOCK_SECONDS = 60.0  # a lock not renewed for this long is abandoned
 COPY_PART_BYTES = 1 << 30  # a server-side copy larger than this goes in parts of this size (S3 caps one at 5 GiB)
 
 
@@ -147,10 +146,11 @@ class OutputTree:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """Hold ``_scorer/<name>`` while the block runs; refuse (UsageError) when another run holds it."""
+    def lock(self, name: str, seconds: float) -> Iterator[None]:
+        """Hold ``_scorer/<name>`` while the block runs, renewed every ``seconds`` / 3 (abandoned when not
+        renewed for ``seconds``); refuse (UsageError) when another run holds it."""
         rel = f"{STATE_DIR}/{name}"
-        me = _owner()
+        me = {**_owner(), "seconds": seconds}
         self._acquire(rel, me)
         stop = threading.Event()
         renewer = threading.Thread(target=self._renew_loop, args=(rel, me, stop), daemon=True, name="scorer-lock")
@@ -164,11 +164,11 @@ class OutputTree:
                 self._release(rel, me)
 
     def _renew_loop(self, rel: str, me: dict[str, Any], stop: threading.Event) -> None:
-        while not stop.wait(LOCK_SECONDS / 3):
+        while not stop.wait(me["seconds"] / 3):
             try:
                 if not self._renew(rel, me):
-                    self.lost = (f"{self.uri(rel)}: this run's lock was taken over by another run (it was not "
-                                 f"renewed for {LOCK_SECONDS:g} s); stopping")
+                    self.lost = (f"{self.uri(rel)}: this run's lock was taken over by another run (not renewed "
+                                 f"within {me['seconds']:g} s?); stopping")
                     return
             except Exception:  # noqa: BLE001, S112 - a store down for a moment: renewed next time, or expired
                 continue
@@ -238,7 +238,8 @@ def _refusal(uri: str, held: dict[str, Any]) -> UsageError:
 
 
 def _lock_record(me: dict[str, Any]) -> bytes:
-    return orjson.dumps({**me, "expires": time.time() + LOCK_SECONDS})
+    return orjson.dumps({"host": me["host"], "pid": me["pid"], "run": me["run"],
+                         "expires": time.time() + me["seconds"]})
 
 
 # --- a local directory --------------------------------------------------------------------------------
