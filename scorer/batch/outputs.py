@@ -461,43 +461,35 @@ class ObjectTree(OutputTree):
             held = None
         return held, got["ETag"]
 
-    def _acquire(self, rel: str, me: dict[str, Any]) -> None:
-        with self._store(rel):
-            for _ in range(3):
-                try:
-                    done = self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=_lock_record(me),
-                                                  IfNoneMatch="*")
-                    me["etag"] = done["ETag"]
-                    return
-                except self.client.exceptions.ClientError as exc:
-                    if not _precondition_failed(exc):
-                        raise
-                held, etag = self._get_lock(rel)
-                if etag is None:
-                    continue  # released meanwhile
-                if not _abandoned(held, me, time.time()):
-                    raise _refusal(self.uri(rel), held)
-                try:
-                    done = self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=_lock_record(me),
-                                                  IfMatch=etag)
-                    me["etag"] = done["ETag"]
-                    return
-                except self.client.exceptions.ClientError as exc:
-                    if not _precondition_failed(exc):
-                        raise
-            held, _ = self._get_lock(rel)
-            raise _refusal(self.uri(rel), held if isinstance(held, dict) else {})
-
-    def _renew(self, rel: str, me: dict[str, Any]) -> bool:
+    def _put_lock(self, rel: str, me: dict[str, Any], **condition: str) -> bool:
+        """Write this run's lock record if ``condition`` (``IfNoneMatch``/``IfMatch``) holds; False when the
+        store refused it (412: someone else's lock is there, or it changed)."""
         try:
-            done = self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=_lock_record(me),
-                                          IfMatch=me["etag"])
+            done = self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=_lock_record(me), **condition)
         except self.client.exceptions.ClientError as exc:
             if _precondition_failed(exc) or exc.response.get("Error", {}).get("Code") == "NoSuchKey":
                 return False
             raise
         me["etag"] = done["ETag"]
         return True
+
+    def _acquire(self, rel: str, me: dict[str, Any]) -> None:
+        with self._store(rel):
+            for _ in range(3):
+                if self._put_lock(rel, me, IfNoneMatch="*"):
+                    return
+                held, etag = self._get_lock(rel)
+                if etag is None:
+                    continue  # released meanwhile
+                if not _abandoned(held, me, time.time()):
+                    raise _refusal(self.uri(rel), held)
+                if self._put_lock(rel, me, IfMatch=etag):  # taken over, unless another run was quicker
+                    return
+            held, _ = self._get_lock(rel)
+            raise _refusal(self.uri(rel), held if isinstance(held, dict) else {})
+
+    def _renew(self, rel: str, me: dict[str, Any]) -> bool:
+        return self._put_lock(rel, me, IfMatch=me["etag"])
 
     def _release(self, rel: str, me: dict[str, Any]) -> None:
         held, etag = self._get_lock(rel)
