@@ -44,6 +44,15 @@ def is_object_uri(text: str) -> bool:
     return bool(found) and found.group("scheme").lower() in SCHEMES  # type: ignore[union-attr]
 
 
+def credentials_refused(uri: str) -> str | None:
+    """The one line refusing ``uri`` when it carries credentials (``s3://key:secret@bucket``), else None: they
+    would show in process listings. The URI itself is not repeated (it holds the secret)."""
+    if "@" not in uri.split("://", 1)[1].split("/", 1)[0]:
+        return None
+    return (f"{uri.split('://', 1)[0]}://...: credentials in a URI are refused (they would show in process "
+            "listings); use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of ``uri`` and the path in it (``bucket/key``). Raises :class:`OSError` or
     :class:`ValueError` (an unsupported scheme, a malformed URI): pass it to :func:`cause`."""

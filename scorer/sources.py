@@ -153,9 +153,9 @@ def _translated(uri: str) -> Iterator[None]:
 
 def _objects(uri: str) -> tuple[pafs.FileSystem, str, list[pafs.FileInfo]]:
     """What ``uri`` names in its store: one object, or every object under a prefix (sorted by key)."""
-    if "@" in uri.split("://", 1)[1].split("/", 1)[0]:
-        raise BundleNotFound(f"{uri.split('://', 1)[0]}://...: credentials in a URI are refused (they would show in "
-                             "process listings); use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    refused = object_store.credentials_refused(uri)
+    if refused:
+        raise BundleNotFound(refused)
     with _translated(uri):
         fs, path = object_store.filesystem(uri)
         path = path.rstrip("/")

@@ -56,9 +56,9 @@ def object_input(uri: str, formats: Sequence[str]) -> tuple[list[tuple[InputFile
     """The objects to score under ``uri`` (one object, or a prefix walked by the one input walk's rules), each
     with its path relative to the input root, and that root (``bucket/prefix``). A store that cannot be
     listed (credentials, a missing bucket, unreachable) or holds no input is a UsageError naming it."""
-    if "@" in uri.split("://", 1)[1].split("/", 1)[0]:
-        raise UsageError(f"{uri.split('://', 1)[0]}://...: credentials in a URI are refused (they would show in "
-                         "process listings); use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    refused = object_store.credentials_refused(uri)
+    if refused:
+        raise UsageError(refused)
     try:
         fs, path = object_store.filesystem(uri)
         path = path.rstrip("/")
