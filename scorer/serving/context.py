@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scorer import codecs
 from scorer._logging import request_id
 from scorer.serving.http_errors import error_parts
-from scorer.serving.routes import KNOWN_PATHS, SCORING_PATHS
+from scorer.serving.routes import KNOWN_PATHS, is_scoring_path
 from scorer.serving.state import ServerState
 
 _ID_PREFIX = uuid.uuid4().hex[:16]
@@ -67,7 +67,7 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
                 headers = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
-                if (state.shutting_down or state.retiring) and path in SCORING_PATHS and not any(k == b"connection" for k, _ in headers):
+                if (state.shutting_down or state.retiring) and is_scoring_path(path) and not any(k == b"connection" for k, _ in headers):
                     headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)

@@ -91,6 +91,18 @@ ROUTES = [
 ]
 ADMIN_ROUTES = [Route("/admin/reload", admin_reload, methods=["POST"])]
 SCORING_PATHS = frozenset({"/predict", "/invocations"})
+
+
+def is_scoring_path(path: str) -> bool:
+    """Whether a request to ``path`` is scored (its body is rows, its answer predictions): ``/predict``,
+    ``/invocations``, and the protocols' inference routes (``/v2/models/{name}[/versions/{v}]/infer``,
+    ``/v1/models/{name}:predict``)."""
+    if path in SCORING_PATHS:
+        return True
+    return (path.startswith("/v2/models/") and path.endswith("/infer")) or (
+        path.startswith("/v1/models/") and path.endswith(":predict"))
+
+
 # A metrics label: any other path counts as "other".
 KNOWN_PATHS = frozenset(route.path for route in (*ROUTES, *ADMIN_ROUTES))
 
