@@ -38,6 +38,7 @@ class Scorer:
     load_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     origin: Resolved | None = None  # what the source named was resolved to (None: built from a Bundle directly)
+    sample_output: Table | None = None  # the answer to the sample input at load (the outputs' types, by example)
 
     @classmethod
     def load(cls, source: str | Path, options: LoadOptions | None = None) -> Scorer:
@@ -102,6 +103,7 @@ class Scorer:
         except ScorerError as exc:
             raise BundleCodeError(f"{self.bundle.source}: scoring the {self._sample_name()} failed: "
                                   f"{exc.describe(echo=True)}") from exc
+        self.sample_output = Table.from_output(out)
         if self.output_columns is None:
             self.output_columns = list(out.columns)
         elif list(out.columns) != self.output_columns:

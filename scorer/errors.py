@@ -129,6 +129,12 @@ class ClientDisconnected(RequestError):
     code = "client_disconnected"
 
 
+class ModelNotFound(RequestError):
+    """A protocol route names a model (or a version) this server does not serve."""
+
+    code = "model_not_found"
+
+
 class ModelError(ScorerError):
     code = "model_error"
 
@@ -224,6 +230,7 @@ HTTP_STATUS: dict[type[ScorerError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     SchemaError: 422,
+    ModelNotFound: 404,
     ClientDisconnected: 499,
     BodyTimeout: 408,
     ModelError: 500,

@@ -42,6 +42,10 @@ class Settings:
         0, "Processes. serve: forked after one load, sharing the model's memory. 0: serve uses 1, batch uses every core "
         "this process may use (its CPU affinity, capped by its cgroup CPU quota)."
     )
+    model_name: str = _setting(
+        "", "serve: the model's name on the Open Inference Protocol and KServe V1 routes (/v2/models/{name}/...). "
+        "Empty: the bundle's name."
+    )
     max_batch_rows: int = _setting(
         4096, "Most rows coalesced into one model call. A bigger single request still runs alone."
     )

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from scorer import codecs
 from scorer.errors import HTTP_STATUS, ClientDisconnected, ScorerError, http_status
+from scorer.serving.http_errors import MLFLOW_ERROR_CODES
 from scorer.serving import openapi
 from scorer.serving.app import create_app
 from scorer.settings import Settings
@@ -20,7 +21,10 @@ from scorer.settings import Settings
 pytestmark = pytest.mark.fast
 
 COLUMNS = {"a": "float", "b": "int"}
-PROTECTED = {"/predict", "/invocations", "/metadata", "/metrics", "/openapi.json", "/admin/reload"}
+PROTECTED = {"/predict", "/invocations", "/metadata", "/metrics", "/openapi.json", "/admin/reload",
+             "/v2/models/{name}", "/v2/models/{name}/versions/{version}", "/v2/models/{name}/infer",
+             "/v2/models/{name}/versions/{version}/infer", "/v1/models", "/v1/models/{name}",
+             "/v1/models/{name}:predict"}
 
 
 def _routes(app: Any) -> set[tuple[str, str]]:
@@ -145,8 +149,13 @@ def test_error_statuses_come_from_the_errors_each_route_raises(token: str) -> No
             assert statuses == expected, (path, statuses, expected)
             for status in statuses:
                 answer = operation["responses"][str(status)]["content"][codecs.JSON]["schema"]["allOf"]
+                if spec.protocol:  # the inference protocols' shape: the message in "error", our code in "code"
+                    assert answer[0] == {"$ref": "#/components/schemas/ProtocolError"}
+                    assert set(answer[1]["properties"]["code"]["enum"]) == set(openapi.error_codes(status))
+                    continue
                 assert answer[0] == {"$ref": "#/components/schemas/Error"}
                 assert set(answer[1]["properties"]["error"]["enum"]) == set(openapi.error_codes(status))
+                assert answer[1]["properties"]["error_code"]["enum"] == [MLFLOW_ERROR_CODES[status]]
             seen |= statuses
     # 409 (a rejected reload) comes only from POST /admin/reload, which exists only with a token.
     assert seen == set(HTTP_STATUS.values()) - {499} - (set() if token else {401, 409}), seen

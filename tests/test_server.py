@@ -208,7 +208,7 @@ def test_error_matrix(spam_client: TestClient, name: str, body: bytes, headers: 
     assert payload["error"] == error
     assert in_message in payload["message"]
     assert payload["request_id"] == response.headers["x-request-id"]
-    assert set(payload) <= {"error", "message", "request_id", "columns"}
+    assert set(payload) <= {"error", "message", "error_code", "request_id", "columns"}
     assert "Traceback" not in response.text
 
 
@@ -256,7 +256,7 @@ def test_unknown_route_and_method(spam_client: TestClient) -> None:
     response = spam_client.get("/predict")
     assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
     for r in (missing, response):
-        assert set(r.json()) == {"error", "message", "request_id"} and r.json()["request_id"] == r.headers["x-request-id"]
+        assert set(r.json()) == {"error", "message", "error_code", "request_id"} and r.json()["request_id"] == r.headers["x-request-id"]
 
 
 def test_not_ready_is_503(tmp_path: Path, bundle_factory) -> None:  # type: ignore[no-untyped-def]

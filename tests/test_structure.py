@@ -83,6 +83,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "wire formats: request and response bodies, bounded columnar decoding",
         {
             "scorer.codecs",
+            "scorer.open_inference",
             "scorer._columnar_limits",
             "scorer._ipc_metadata",
             "scorer._parquet_pages",
@@ -118,7 +119,9 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.serving.reload",
         },
     ),
-    ("serving endpoints", {"scorer.serving.predict", "scorer.serving.routes"}),
+    ("serving endpoints", {"scorer.serving.predict"}),
+    ("protocol endpoints", {"scorer.serving.inference"}),
+    ("route table", {"scorer.serving.routes"}),
     ("serving ASGI stack", {"scorer.serving.router", "scorer.serving.context", "scorer.serving.app"}),
     ("serving processes", {"scorer.serving.process"}),
     ("command line", {"scorer.cli"}),

@@ -24,8 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scorer import codecs
 from scorer._logging import request_id
-from scorer.serving.http_errors import error_parts
-from scorer.serving.routes import KNOWN_PATHS, is_scoring_path
+from scorer.serving.http_errors import error_parts, is_protocol_path
+from scorer.serving.routes import is_scoring_path, path_label
 from scorer.serving.state import ServerState
 
 _ID_PREFIX = uuid.uuid4().hex[:16]
@@ -78,12 +78,13 @@ class RequestContext:
             except Exception as exc:
                 if responded:  # too late for an error response: the connection is cut
                     raise
-                code, body, extra = error_parts(exc, echo=state.settings.echo_bad_values)
+                code, body, extra = error_parts(exc, echo=state.settings.echo_bad_values,
+                                                 protocol=is_protocol_path(path))
                 headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
                 if extra:
                     headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
                 await send_with_id({"type": "http.response.start", "status": code, "headers": headers})
                 await send_with_id({"type": "http.response.body", "body": body})
         finally:
-            state.metrics.observe_request(path if path in KNOWN_PATHS else "other", status, time.perf_counter() - started)
+            state.metrics.observe_request(path_label(path), status, time.perf_counter() - started)
             request_id.reset(token)

@@ -6,9 +6,11 @@ entry in :data:`OPERATIONS` is an error, not a silent omission); request media t
 and envelopes, response media types and ``Accept`` ranges come from the tables
 :mod:`scorer.codecs` dispatches on; the error statuses of each operation from the error classes it
 raises and :data:`scorer.errors.HTTP_STATUS`. A JSON shape added to the codecs needs its JSON Schema
-here (:func:`_shape_schemas`): until it has one, building the document fails. Error bodies are ``{error, message, request_id}``
-(plus ``columns`` for missing columns) and nothing else; the ``error`` codes each status can carry
-come from the same mapping.
+here (:func:`_shape_schemas`): until it has one, building the document fails. Error bodies are
+``{error, message, error_code, request_id}`` (plus ``columns`` for missing columns) and nothing else; the
+``error`` codes each status can carry come from the same mapping, ``error_code`` from
+:data:`scorer.serving.http_errors.MLFLOW_ERROR_CODES`. On the inference protocols' routes they are
+``{error, code, request_id}``, ``error`` the message.
 
 Authentication: the ``bearer`` (``Authorization: Bearer <token>``) and ``token`` (the vendor's
 ``token: <token>`` header) schemes are always in ``components.securitySchemes``; when the server has
@@ -22,17 +24,20 @@ tests/test_openapi.py that the document and the codec tables cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from scorer import codecs
+from scorer import codecs, open_inference
 from scorer._version import __version__
+from scorer.serving.http_errors import MLFLOW_ERROR_CODES
 from scorer.errors import (
     HTTP_STATUS,
     BundleError,
     ClientDisconnected,
     ModelError,
+    ModelNotFound,
     NotReady,
     RequestError,
     ReloadRejected,
@@ -90,9 +95,14 @@ def _statuses(raises: Iterable[type[ScorerError]]) -> list[int]:
     return sorted({_status_of(k) for klass in raises for k in _subclasses(klass) if not issubclass(k, _UNREAD)})
 
 
-def _error(status: int) -> dict[str, Any]:
-    schema = {"allOf": [{"$ref": "#/components/schemas/Error"},
-                        {"type": "object", "properties": {"error": {"type": "string", "enum": error_codes(status)}}}]}
+def _error(status: int, protocol: bool = False) -> dict[str, Any]:
+    if protocol:
+        schema = {"allOf": [{"$ref": "#/components/schemas/ProtocolError"},
+                            {"type": "object", "properties": {"code": {"type": "string", "enum": error_codes(status)}}}]}
+    else:
+        schema = {"allOf": [{"$ref": "#/components/schemas/Error"}, {"type": "object", "properties": {
+            "error": {"type": "string", "enum": error_codes(status)},
+            "error_code": {"type": "string", "enum": [MLFLOW_ERROR_CODES.get(status, "INTERNAL_ERROR")]}}}]}
     return {"description": "error", "headers": {**_REQUEST_ID, **_ERROR_HEADERS.get(status, {})},
             "content": {codecs.JSON: {"schema": schema}}}
 
@@ -147,11 +157,42 @@ class Operation:
     ok: Callable[[], dict[str, Any]]  # the 200 answer (and a requestBody, for the scoring routes)
     raises: tuple[type[ScorerError], ...] = ()
     protected: bool = False  # behind the token when one is configured
+    protocol: bool = False  # errors in the inference protocols' shape
 
 
 _SCORE = Operation("score a table", _score, (RequestError, ModelError, NotReady, RequestTimeout), protected=True)
 _READY = Operation("200 once the bundle is loaded, 503 before",
                    lambda: {"ok": _ok("the bundle is loaded", _status_body("ready"))}, (NotReady,))
+
+def _json_ok(description: str, schema: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    return lambda: {"ok": _ok(description, {codecs.JSON: {"schema": schema}})}
+
+
+def _infer() -> dict[str, Any]:
+    binary = ("With the binary tensor data extension, the body is the JSON header (its length in "
+              "`Inference-Header-Content-Length`) followed by the binary inputs' bytes.")
+    return {"description": "Score a table sent as one tensor per column (Open Inference Protocol). " + binary,
+            "requestBody": {"required": True, "content": {
+                codecs.JSON: {"schema": _ref("InferRequest")}, "application/octet-stream": {"schema": _BINARY}}},
+            "ok": _ok("one output tensor per output column; binary outputs follow the JSON header", {
+                codecs.JSON: {"schema": _ref("InferResponse")}, "application/octet-stream": {"schema": _BINARY}})}
+
+
+def _predict_v1() -> dict[str, Any]:
+    body = {"type": "object", "required": ["instances"], "properties": {"instances": {"type": "array", "items": {
+        "description": "a row: a list in the input schema's column order, or {column: value}"}}}}
+    return {"requestBody": {"required": True, "content": {codecs.JSON: {"schema": body}}},
+            "ok": _ok("one prediction per instance", {codecs.JSON: {"schema": _ref("Predictions")}})}
+
+
+_V2_SCORE = Operation("score a table (Open Inference Protocol)", _infer,
+                      (RequestError, ModelError, NotReady, RequestTimeout), protected=True, protocol=True)
+_V2_MODEL = Operation("the model's metadata (Open Inference Protocol)", _json_ok("the model", _ref("ModelMetadata")),
+                      (NotReady, BundleError, ModelNotFound), protected=True, protocol=True)
+_V2_READY = Operation("200 once the model is loaded, 503 before", _json_ok("the model is ready", {
+    "type": "object", "required": ["name", "ready"], "properties": {"name": {"type": "string"},
+                                                                   "ready": {"type": "boolean"}}}),
+    (NotReady, ModelNotFound), protocol=True)
 
 #: Every route's description, by path.
 OPERATIONS: dict[str, Operation] = {
@@ -171,10 +212,35 @@ OPERATIONS: dict[str, Operation] = {
                                (NotReady, BundleError, ReloadRejected), protected=True),
     "/openapi.json": Operation("this document", lambda: {"ok": _ok("this document", {
         codecs.JSON: {"schema": {"type": "object", "required": ["openapi", "paths"]}}})}, protected=True),
+    "/v2": Operation("server metadata (Open Inference Protocol)", _json_ok("the server", {
+        "type": "object", "required": ["name", "version", "extensions"], "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}}}}), protocol=True),
+    "/v2/health/live": Operation("200 while the process is alive", _json_ok("alive", {
+        "type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}), protocol=True),
+    "/v2/health/ready": Operation("200 once the bundle is loaded, 503 before", _json_ok("ready", {
+        "type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}), (NotReady,),
+        protocol=True),
+    "/v2/models/{name}": _V2_MODEL,
+    "/v2/models/{name}/versions/{version}": _V2_MODEL,
+    "/v2/models/{name}/ready": _V2_READY,
+    "/v2/models/{name}/versions/{version}/ready": _V2_READY,
+    "/v2/models/{name}/infer": _V2_SCORE,
+    "/v2/models/{name}/versions/{version}/infer": _V2_SCORE,
+    "/v1/models": Operation("the served model's name (KServe V1)", _json_ok("the models", {
+        "type": "object", "required": ["models"], "properties": {"models": {"type": "array", "items": {
+            "type": "string"}}}}), (NotReady, BundleError), protected=True, protocol=True),
+    "/v1/models/{name}": Operation("the model's readiness (KServe V1)", _json_ok("the model is ready", {
+        "type": "object", "required": ["name", "ready"], "properties": {
+            "name": {"type": "string"}, "ready": {"type": "boolean"}}}), (NotReady, ModelNotFound),
+        protected=True, protocol=True),
+    "/v1/models/{name}:predict": Operation("score instances (KServe V1)", _predict_v1,
+                                           (RequestError, ModelError, NotReady, RequestTimeout), protected=True,
+                                           protocol=True),
 }
 
 
-def _operation(operation_id: str, spec: Operation, auth: bool) -> dict[str, Any]:
+def _operation(operation_id: str, path: str, spec: Operation, auth: bool) -> dict[str, Any]:
     parts = spec.ok()
     statuses = _statuses(spec.raises) + ([_status_of(Unauthorized)] if spec.protected and auth else [])
     operation: dict[str, Any] = {"operationId": operation_id, "summary": spec.summary}
@@ -182,7 +248,12 @@ def _operation(operation_id: str, spec: Operation, auth: bool) -> dict[str, Any]
         operation["description"] = parts["description"]
     if "requestBody" in parts:
         operation["requestBody"] = parts["requestBody"]
-    operation["responses"] = {"200": parts["ok"], **{str(status): _error(status) for status in sorted(set(statuses))}}
+    params = re.findall(r"{(\w+)}", path)
+    if params:
+        operation["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                                   for p in params]
+    operation["responses"] = {"200": parts["ok"], **{str(status): _error(status, spec.protocol)
+                                                     for status in sorted(set(statuses))}}
     if spec.protected and auth:
         operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
     return operation
@@ -272,11 +343,45 @@ def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
         "Reload": {"type": "object", "required": ["result"],
                    "properties": {"result": {"type": "string", "enum": ["loaded", "unchanged", "requested"]},
                                   "model_version": {"type": "string"}, "digest": {"type": "string"}}},
-        "Error": {"type": "object", "required": ["error", "message", "request_id"], "additionalProperties": False,
+        **_protocol_schemas(),
+        "ProtocolError": {"type": "object", "required": ["error", "code", "request_id"], "additionalProperties": False,
+                          "properties": {"error": {"type": "string", "description": "the message"},
+                                         "code": {"type": "string"}, "request_id": {"type": "string"},
+                                         "columns": {"type": "array", "items": {"type": "string"},
+                                                     "description": "the missing columns (422 only)"}}},
+        "Error": {"type": "object", "required": ["error", "message", "error_code", "request_id"],
+                  "additionalProperties": False,
                   "properties": {"error": {"type": "string"}, "message": {"type": "string"},
+                                 "error_code": {"type": "string", "description": "MLflow's error code for the status"},
                                  "request_id": {"type": "string"},
                                  "columns": {"type": "array", "items": {"type": "string"},
                                              "description": "the missing columns (422 only)"}}},
+    }
+
+
+def _protocol_schemas() -> dict[str, Any]:
+    datatype = {"type": "string", "enum": list(open_inference.DATATYPES)}
+    shape = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2}
+    tensor: dict[str, Any] = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+        "name": {"type": "string"}, "shape": shape, "datatype": datatype,
+        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+        "data": {"type": "array", "items": {}, "description": "row-major values, flat or nested"}}}
+    return {
+        "InferRequest": {"type": "object", "required": ["inputs"], "properties": {
+            "id": {"type": "string"}, "parameters": {"type": "object"},
+            "inputs": {"type": "array", "minItems": 1, "items": tensor},
+            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string"}, "parameters": {"type": "object", "properties": {
+                    "binary_data": {"type": "boolean"}}}}}}}},
+        "InferResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
+            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+            "outputs": {"type": "array", "items": {**tensor, "properties": {**tensor["properties"], "shape": {
+                "type": "array", "items": {"type": "integer"}}}}}}},
+        "ModelMetadata": {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
+                          "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {
+                              "type": "string"}}, "platform": {"type": "string"},
+                              "inputs": {"type": "array", "items": {"type": "object"}},
+                              "outputs": {"type": "array", "items": {"type": "object"}}}},
     }
 
 
@@ -291,10 +396,10 @@ def document(routes: Iterable[RouteLike], columns: dict[str, str] | None = None,
         if spec is None:
             raise LookupError(f"route {route.path} has no description in scorer.serving.openapi.OPERATIONS")
         methods = sorted(m.lower() for m in route.methods or () if m != "HEAD")
-        name = route.path.strip("/").split(".")[0]
+        name = re.sub(r"[^A-Za-z0-9]+", "_", route.path.strip("/").split(".")[0]).strip("_")
         for method in methods:
             operation_id = name if len(methods) == 1 else f"{name}_{method}"
-            paths.setdefault(route.path, {})[method] = _operation(operation_id, spec, auth)
+            paths.setdefault(route.path, {})[method] = _operation(operation_id, route.path, spec, auth)
     return {
         "openapi": "3.0.3",
         "info": {"title": "scorer", "version": __version__,

@@ -7,12 +7,20 @@ names that version (``X-Model-Version``, ``X-Model-Digest``). It skips Starlette
 request objects (about half of the per-request cost of a one-row request); request id, metrics and
 error responses are the request-context layer's (:mod:`scorer.serving.context`): this endpoint
 only raises.
+
+The endpoint is the same for every protocol: what differs is its :class:`Wire`, how a body becomes
+prepared rows and how the result becomes the answer (``/predict`` and ``/invocations``: the codecs
+of :mod:`scorer.codecs`, by ``Content-Type`` and ``Accept``; the Open Inference Protocol and KServe V1:
+:mod:`scorer.serving.inference`). Requests of every protocol queue with the same coalescer, so they are
+micro-batched together.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -39,18 +47,48 @@ ENCODE_OFFLOAD_ROWS = 2000
 
 
 @dataclass(slots=True)
-class _Headers:
+class Head:
+    """What a scoring request says besides its body: the headers the endpoints read, and the route's
+    path parameters (a protocol's model name and version)."""
+
     content_type: str | None = None
     accept: str | None = None
     content_length: bytes | None = None
     authorization: str | None = None
     token: str | None = None
     content_encoding: str | None = None
+    header_length: bytes | None = None  # Inference-Header-Content-Length (the binary tensor extension)
     deadline: float = 0.0
+    path_params: dict[str, str] | None = None
 
 
-def _headers(scope: Scope, deadline: float) -> _Headers:
-    request = _Headers(deadline=deadline)
+#: A response: body, media type, extra headers.
+Reply = tuple[bytes, str, list[tuple[bytes, bytes]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A request's prepared rows and how its result is answered."""
+
+    rows: Table
+    reply: Callable[[Table], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """One protocol's request and response bodies.
+
+    ``check``: before the body is read (the model name, ``Accept``); returns what ``read`` gets.
+    ``read``: body to prepared rows and the reply function; runs in the model thread when ``heavy``.
+    """
+
+    check: Callable[[Head, Scorer, ServerState], Any]
+    read: Callable[[bytes, Head, Any, Scorer, Settings], Decoded]
+    heavy: Callable[[bytes, Head], bool]
+
+
+def _head(scope: Scope, deadline: float) -> Head:
+    request = Head(deadline=deadline, path_params=scope.get("path_params"))
     for key, value in scope["headers"]:
         if key == b"content-type":
             request.content_type = value.decode("latin-1")
@@ -64,46 +102,56 @@ def _headers(scope: Scope, deadline: float) -> _Headers:
             request.token = value.decode("latin-1")
         elif key == b"content-encoding":
             request.content_encoding = value.decode("latin-1")
+        elif key == b"inference-header-content-length":
+            request.header_length = value
     return request
 
 
 class ScoringEndpoint:
     """An ASGI app (a class, so that Starlette's route table takes it as one, not as a
-    request-to-response function)."""
+    request-to-response function) scoring the requests of one :class:`Wire`."""
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = state_of(scope)
-        headers = _headers(scope, asyncio.get_running_loop().time() + state.settings.request_timeout_s)
+        head = _head(scope, asyncio.get_running_loop().time() + state.settings.request_timeout_s)
         version = state.hold()  # this request is scored, and answered, by the version serving now
         try:
-            payload, media = await _score(state, version, receive, headers)
+            payload, media, extra = await _score(self.wire, state, version, receive, head)
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode()),
-                                    *version.headers]})
+                                    *version.headers, *extra]})
             await send({"type": "http.response.body", "body": payload})
         finally:
             version.release()
 
 
-score = ScoringEndpoint()
-
-
-async def _score(state: ServerState, version: Version, receive: Receive, headers: _Headers) -> tuple[bytes, str]:
+async def _score(wire: Wire, state: ServerState, version: Version, receive: Receive, head: Head) -> Reply:
     scorer, coalescer = version.scorer, version.coalescer
-    check_token(state.settings.auth_token, headers.authorization, headers.token)
-    media = codecs.negotiate(headers.accept)
+    check_token(state.settings.auth_token, head.authorization, head.token)
+    checked = wire.check(head, scorer, state)
     limit = state.settings.max_body_bytes
-    body = await receive_body(receive, headers.content_length, limit, state.settings.client_timeout_s)
-    if headers.content_encoding is not None:
-        body = decompress(body, headers.content_encoding, limit)
-    if len(body) > DECODE_OFFLOAD_BYTES or codecs.is_columnar(body, headers.content_type):
-        prepared = await coalescer.offload(_table, body, headers.content_type, scorer, state.settings)
+    body = await receive_body(receive, head.content_length, limit, state.settings.client_timeout_s)
+    if head.content_encoding is not None:
+        body = decompress(body, head.content_encoding, limit)
+    if len(body) > DECODE_OFFLOAD_BYTES or wire.heavy(body, head):
+        decoded = await coalescer.offload(wire.read, body, head, checked, scorer, state.settings)
     else:
-        prepared = _table(body, headers.content_type, scorer, state.settings)
-    result = await _until_scored(coalescer.enqueue(prepared), receive, headers.deadline)
+        decoded = wire.read(body, head, checked, scorer, state.settings)
+    result = await _until_scored(coalescer.enqueue(decoded.rows), receive, head.deadline)
     if len(result) > ENCODE_OFFLOAD_ROWS:
-        return await coalescer.offload(codecs.encode, result, media), media
-    return codecs.encode(result, media), media
+        return await coalescer.offload(decoded.reply, result)
+    return decoded.reply(result)
+
+
+def check_size(frame: Table, settings: Settings) -> None:
+    """A decoded request within the per-request limits of rows and columns."""
+    if len(frame.columns) > settings.max_columns:
+        raise PayloadTooLarge(f"{len(frame.columns)} columns exceed the limit of {settings.max_columns} per request")
+    if len(frame) > settings.max_request_rows:
+        raise PayloadTooLarge(f"{len(frame)} rows exceed the limit of {settings.max_request_rows} per request")
 
 
 def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Settings) -> Table:
@@ -115,11 +163,18 @@ def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Sett
         if body.count(b",", 0, body.find(b"\n")) >= settings.max_columns:
             raise PayloadTooLarge(f"more than {settings.max_columns} columns per request (counted before parsing)")
     frame = codecs.decode(body, content_type, columns, limits=Limits.of(settings))
-    if len(frame.columns) > settings.max_columns:
-        raise PayloadTooLarge(f"{len(frame.columns)} columns exceed the limit of {settings.max_columns} per request")
-    if len(frame) > settings.max_request_rows:
-        raise PayloadTooLarge(f"{len(frame)} rows exceed the limit of {settings.max_request_rows} per request")
+    check_size(frame, settings)
     return scorer.prepare(frame)
+
+
+def _read_table(body: bytes, head: Head, media: str, scorer: Scorer, settings: Settings) -> Decoded:
+    return Decoded(_table(body, head.content_type, scorer, settings), lambda result: (codecs.encode(result, media), media, []))
+
+
+#: ``/predict`` and ``/invocations``: every codec of :mod:`scorer.codecs`.
+TABLES = Wire(check=lambda head, scorer, state: codecs.negotiate(head.accept), read=_read_table,
+              heavy=lambda body, head: codecs.is_columnar(body, head.content_type))
+score = ScoringEndpoint(TABLES)
 
 
 async def _until_scored(future: asyncio.Future[Table], receive: Receive, deadline: float) -> Table:

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.routing import Router as StarletteRouter
 from starlette.types import Receive, Scope, Send
 
+from scorer.serving.inference import scoring_route
 from scorer.serving.predict import score
 from scorer.serving.routes import ROUTES, SCORING_PATHS
 
@@ -21,7 +22,15 @@ class Router:
         self.routes = self._routes.routes  # what it answers (the OpenAPI document is generated from it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in SCORING_PATHS:
-            await score(scope, receive, send)
-        else:
-            await self._routes(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path in SCORING_PATHS:
+                await score(scope, receive, send)
+                return
+            if path.startswith(("/v2/", "/v1/")):
+                found = scoring_route(path)
+                if found is not None:
+                    endpoint, scope["path_params"] = found
+                    await endpoint(scope, receive, send)
+                    return
+        await self._routes(scope, receive, send)

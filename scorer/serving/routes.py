@@ -1,6 +1,7 @@
 """What the server answers: the route table, and the small endpoints besides scoring.
 
 ``POST /predict`` and ``POST /invocations`` (the same endpoint, :mod:`scorer.serving.predict`),
+the Open Inference Protocol's and KServe V1's routes (:mod:`scorer.serving.inference`),
 ``GET /health`` (process alive), ``GET /ready`` and ``GET /ping`` (200 once the bundle is loaded,
 else 503, and 503 again from SIGTERM on), ``GET /metadata``, ``GET /metrics``, ``GET /openapi.json``,
 and, only when an auth token is configured, ``POST /admin/reload`` (check the model source now).
@@ -24,6 +25,7 @@ from scorer.errors import NotReady
 from scorer.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from scorer.serving.openapi import document as openapi_document
 from scorer.serving.auth import protected
+from scorer.serving import inference
 from scorer.serving.predict import score
 from scorer.serving.state import ServerState
 from scorer.settings import Settings
@@ -88,6 +90,7 @@ ROUTES = [
     Route("/metadata", metadata, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    *inference.ROUTES,
 ]
 ADMIN_ROUTES = [Route("/admin/reload", admin_reload, methods=["POST"])]
 SCORING_PATHS = frozenset({"/predict", "/invocations"})
@@ -105,6 +108,18 @@ def is_scoring_path(path: str) -> bool:
 
 # A metrics label: any other path counts as "other".
 KNOWN_PATHS = frozenset(route.path for route in (*ROUTES, *ADMIN_ROUTES))
+_TEMPLATES = [route for route in ROUTES if "{" in route.path]
+
+
+def path_label(path: str) -> str:
+    """The metrics label of a request path: the route's path as the table writes it
+    (``/v2/models/{name}/infer``), or "other" for a path no route has."""
+    if path in KNOWN_PATHS and "{" not in path:
+        return path
+    for route in _TEMPLATES:
+        if route.path_regex.match(path):
+            return route.path
+    return "other"
 
 
 def routes_for(settings: Settings) -> list[Route]:

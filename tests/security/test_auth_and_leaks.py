@@ -59,7 +59,7 @@ def test_errors_and_logs_never_echo_request_data(sum_bundle, live_server) -> Non
     for r in responses:
         assert SECRET not in r.text, r.text
         assert "Traceback" not in r.text
-        assert set(r.json()) <= {"error", "message", "request_id", "columns"} and r.json()["message"], r.text
+        assert set(r.json()) <= {"error", "message", "error_code", "request_id", "columns"} and r.json()["message"], r.text
     assert SECRET not in log
 
 
