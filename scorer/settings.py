@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -158,6 +159,28 @@ class Settings:
     )
     log_level: LogLevel = _setting("info", "Log level.", choices=LogLevel)
     log_format: LogFormat = _setting("json", "Log line format.", choices=LogFormat)
+    payload_log: str = _setting(
+        "", "serve: log scoring requests and responses (request data leaves the process). Empty: off; an http:// "
+        "or https:// URL: CloudEvents POSTed to it as KServe's logger sends them; - : JSON Lines on stdout; else a "
+        "file path, JSON Lines appended.",
+    )
+    payload_log_sample: float = _setting(
+        1.0, "serve, with payload_log: the fraction of scoring requests logged (request and response both or neither)."
+    )
+    payload_log_queue: int = _setting(
+        1000, "serve, with payload_log: most events waiting to be sent; beyond it (or payload_log_queue_mb) they "
+        "are dropped and counted, never waited for.",
+    )
+    payload_log_queue_mb: int = _setting(
+        64, "serve, with payload_log: most MiB of payloads waiting to be sent; beyond it events are dropped and counted."
+    )
+    payload_log_source: str = _setting(
+        "", "serve, with payload_log: the events' source (ce-source). Empty: http://localhost:<port>/."
+    )
+    payload_log_service: str = _setting(
+        "", "serve, with payload_log: the events' ce-inferenceservicename (KServe's InferenceService name)."
+    )
+    payload_log_namespace: str = _setting("", "serve, with payload_log: the events' ce-namespace.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -173,6 +196,7 @@ class Settings:
         for name in ("workers", "max_rejected_rows", "max_batch_wait_ms", "drain_s", "reload_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
+        _check_payload_log(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -218,3 +242,36 @@ def describe() -> list[tuple[str, str, str, str]]:
         flag = "BUNDLE (positional)" if f.name == "bundle" else "--" + f.name.replace("_", "-")
         rows.append((env_name(f.name), flag, repr(f.default), f.metadata["doc"]))
     return rows
+
+
+def _check_payload_log(settings: Settings) -> None:
+    """The payload-log settings: a sink that can be named (its reachability is not checked: a sink down
+    at start is a sink down, counted), a fraction, bounds."""
+    if not 0.0 <= settings.payload_log_sample <= 1.0:
+        raise ValueError(f"payload_log_sample must be between 0 and 1, not {settings.payload_log_sample}")
+    for name in ("payload_log_queue", "payload_log_queue_mb"):
+        if getattr(settings, name) <= 0:
+            raise ValueError(f"{name} must be positive, not {getattr(settings, name)}")
+    sink = settings.payload_log
+    if not sink or sink == "-":
+        return
+    if "://" in sink:
+        parsed = urllib.parse.urlsplit(sink)
+        if parsed.scheme not in ("http", "https"):
+            raise ValueError(f"payload_log: a URL must be http:// or https://, not {parsed.scheme}://")
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ValueError("payload_log: the URL's port is not a number from 0 to 65535") from None
+        if not parsed.hostname or port == 0:
+            raise ValueError("payload_log: the URL names no host (or port 0)")
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError("payload_log: the URL must not carry credentials")
+        return
+    if os.path.isdir(sink):
+        raise ValueError(f"payload_log: {sink} is a directory, not a file")
+    folder = os.path.dirname(os.path.abspath(sink))
+    if not os.path.isdir(folder):
+        raise ValueError(f"payload_log: the directory of {sink} does not exist")
+    if not os.access(sink if os.path.exists(sink) else folder, os.W_OK):
+        raise ValueError(f"payload_log: {sink} is not writable by this user")

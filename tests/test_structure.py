@@ -117,6 +117,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.serving.state",
             "scorer.serving.loading",
             "scorer.serving.reload",
+            "scorer.serving.payload_log",
         },
     ),
     ("serving endpoints", {"scorer.serving.predict"}),

@@ -6,7 +6,8 @@ queued within the grace period).
 The stack, outermost first; each layer is one module of :mod:`scorer.serving`::
 
     ScorerApp             app.py       puts itself in scope["app"]; its ``state`` is the ServerState
-    └─ RequestContext     context.py   request id, error responses (http_errors.py), metrics, drain
+    └─ RequestContext     context.py   request id, error responses (http_errors.py), metrics, drain,
+       │                               payload log (payload_log.py, opt-in)
        └─ Router          router.py    scoring POST -> predict.py (fast path); the rest -> routes.py
                                        through Starlette's router (404, 405 with Allow)
 
@@ -35,6 +36,7 @@ from scorer.lifecycle import read_revision
 from scorer.serving.coalescer import CoalescingPolicy
 from scorer.serving.context import RequestContext
 from scorer.serving.metrics import Metrics
+from scorer.serving.payload_log import PayloadLog, PayloadLogOptions
 from scorer.serving.reload import Reloader, in_daemon_thread, start_version, supervised
 from scorer.serving.router import Router
 from scorer.serving.routes import routes_for
@@ -56,11 +58,12 @@ class ScorerApp:
     """The ASGI app: :class:`RequestContext` around the :class:`Router`. ``state`` is its
     :class:`ServerState` (``app.state.scorer`` is the loaded Scorer)."""
 
-    def __init__(self, state: ServerState, lifespan: Callable[[Any], Any], routes: list[Any]) -> None:
+    def __init__(self, state: ServerState, lifespan: Callable[[Any], Any], routes: list[Any],
+                 payload_log: PayloadLog | None = None) -> None:
         self.state = state
         router = Router(lifespan, routes)
         self.routes = router.routes
-        self._stack = RequestContext(router, state)
+        self._stack = RequestContext(router, state, payload_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
@@ -84,6 +87,8 @@ def create_app(
     policy = CoalescingPolicy(max_rows=settings.max_batch_rows, max_wait=settings.max_batch_wait_ms / 1000,
                               max_queue_rows=settings.max_queue_rows)
     reloader = Reloader(state, policy) if supervisor is None else None
+    payload_options = PayloadLogOptions.from_settings(settings)
+    payload_log = PayloadLog(payload_options, state.metrics) if payload_options is not None else None
 
     def activate(loaded: Scorer, seen: str | None) -> None:
         state.active = start_version(loaded, state, policy)
@@ -120,6 +125,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: ScorerApp) -> AsyncIterator[None]:
         loader = None
+        if payload_log is not None:
+            payload_log.start()
         if scorer is not None:
             activate(scorer, revision)
         else:
@@ -137,5 +144,8 @@ def create_app(
             if state.coalescer is not None and not await state.coalescer.stop(timeout=max(left, 0.5)):
                 log.error("a model call was still running %.0f s after shutdown began: abandoned, its requests "
                           "failed", settings.shutdown_grace_s)
+            if payload_log is not None:  # every request is answered: send what they queued, within the grace
+                left = settings.shutdown_grace_s - (time.monotonic() - state.shutdown_started if state.shutdown_started else 0)
+                await payload_log.close(timeout=max(left, 0.5))
 
-    return ScorerApp(state, lifespan, routes_for(settings))
+    return ScorerApp(state, lifespan, routes_for(settings), payload_log)

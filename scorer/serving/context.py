@@ -9,7 +9,9 @@
 - while draining (from SIGTERM on), or while a supervisor retires this worker (a reload), ``Connection:
   close`` on scoring responses, so that a keep-alive
   client's next request opens a new connection, which the load balancer sends elsewhere, instead of
-  racing the close of this one.
+  racing the close of this one;
+- with payload logging on (:mod:`scorer.serving.payload_log`), a sampled scoring request's body and
+  response body kept and handed to the payload log once the response is sent.
 
 Authentication is not here: see :mod:`scorer.serving.auth` for why it belongs to the routes it guards.
 """
@@ -25,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scorer import codecs
 from scorer._logging import request_id
 from scorer.serving.http_errors import error_parts, is_protocol_path
+from scorer.serving.payload_log import PayloadLog
 from scorer.serving.routes import is_scoring_path, path_label
 from scorer.serving.state import ServerState
 
@@ -41,9 +44,10 @@ def new_request_id() -> str:
 class RequestContext:
     """Pure ASGI middleware around the router; see the module's docstring."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(self, app: ASGIApp, state: ServerState, payload_log: PayloadLog | None = None) -> None:
         self.app = app
         self.state = state
+        self.payload_log = payload_log  # None: off (the default), and this layer's only cost is this check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,6 +65,11 @@ class RequestContext:
         status = 500
         responded = False
         state = self.state
+        capture = None
+        if self.payload_log is not None and is_scoring_path(path):
+            capture = self.payload_log.capture(rid, scope)  # None when not sampled
+            if capture is not None:
+                receive, send = capture.receive(receive), capture.send(send)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, responded
@@ -88,3 +97,5 @@ class RequestContext:
         finally:
             state.metrics.observe_request(path_label(path), status, time.perf_counter() - started)
             request_id.reset(token)
+            if capture is not None:  # the response is sent: its events go to the payload log's queue
+                capture.done()

@@ -161,6 +161,13 @@ class Metrics:
                                   multiprocess_mode="livemax")
         self.ready = Gauge("scorer_ready", "1 once the bundle is loaded and serving.", registry=r,
                            multiprocess_mode="livemin")
+        # Payload logging (scorer.serving.payload_log): what became of its events.
+        self.payload_log_sent = Counter("scorer_payload_log_sent", "Payload-log events delivered to the sink.",
+                                        registry=r)
+        self.payload_log_dropped = Counter(
+            "scorer_payload_log_dropped", "Payload-log events not delivered, by reason: queue_full, sink_error "
+            "(refused, no answer in time, a non-2xx answer), shutdown (still queued when the grace period ended).",
+            ["reason"], registry=r)
 
         self.reload = ReloadMetrics(r) if reloads else None
         self.before_render: list[Callable[[], None]] = []  # refresh values computed at scrape time
