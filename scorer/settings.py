@@ -24,6 +24,7 @@ SparkScoring = Literal["auto", "native", "spark"]
 Engine = Literal["local", "spark"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
+TracingMode = Literal["off", "otlp"]
 
 
 def _setting(default: Any, doc: str, *, choices: object = None, kind: type[Any] | None = None) -> Any:
@@ -154,6 +155,10 @@ class Settings:
     )
     log_level: LogLevel = _setting("info", "Log level.", choices=LogLevel)
     log_format: LogFormat = _setting("json", "Log line format.", choices=LogFormat)
+    tracing: TracingMode = _setting(
+        "off", "serve: OpenTelemetry spans of scoring requests, exported over OTLP/HTTP to the collector the standard "
+        "OTEL_* variables name (needs the scorer[tracing] extra).", choices=TracingMode
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -6,6 +6,7 @@ queued within the grace period).
 The stack, outermost first; each layer is one module of :mod:`scorer.serving`::
 
     ScorerApp             app.py       puts itself in scope["app"]; its ``state`` is the ServerState
+    (TracingLayer)        tracing.py   with --tracing only: a server span per scoring request
     └─ RequestContext     context.py   request id, error responses (http_errors.py), metrics, drain
        └─ Router          router.py    scoring POST -> predict.py (fast path); the rest -> routes.py
                                        through Starlette's router (404, 405 with Allow)
@@ -25,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scorer.core import Scorer
 
@@ -37,8 +38,9 @@ from scorer.serving.context import RequestContext
 from scorer.serving.metrics import Metrics
 from scorer.serving.reload import Reloader, in_daemon_thread, start_version, supervised
 from scorer.serving.router import Router
-from scorer.serving.routes import routes_for
+from scorer.serving.routes import SCORING_PATHS, is_scoring_path, routes_for
 from scorer.serving.state import ServerState
+from scorer.serving.tracing import Tracing
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,11 +58,14 @@ class ScorerApp:
     """The ASGI app: :class:`RequestContext` around the :class:`Router`. ``state`` is its
     :class:`ServerState` (``app.state.scorer`` is the loaded Scorer)."""
 
-    def __init__(self, state: ServerState, lifespan: Callable[[Any], Any], routes: list[Any]) -> None:
+    def __init__(self, state: ServerState, lifespan: Callable[[Any], Any], routes: list[Any],
+                 tracing: Tracing | None = None) -> None:
         self.state = state
         router = Router(lifespan, routes)
         self.routes = router.routes
-        self._stack = RequestContext(router, state)
+        self._stack: ASGIApp = RequestContext(router, state)
+        if tracing is not None:
+            self._stack = tracing.layer(self._stack, is_scoring_path, SCORING_PATHS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
@@ -84,6 +89,7 @@ def create_app(
     policy = CoalescingPolicy(max_rows=settings.max_batch_rows, max_wait=settings.max_batch_wait_ms / 1000,
                               max_queue_rows=settings.max_queue_rows)
     reloader = Reloader(state, policy) if supervisor is None else None
+    tracing = Tracing() if settings.tracing != "off" else None  # in this process: a forked worker makes its own
 
     def activate(loaded: Scorer, seen: str | None) -> None:
         state.active = start_version(loaded, state, policy)
@@ -137,5 +143,7 @@ def create_app(
             if state.coalescer is not None and not await state.coalescer.stop(timeout=max(left, 0.5)):
                 log.error("a model call was still running %.0f s after shutdown began: abandoned, its requests "
                           "failed", settings.shutdown_grace_s)
+            if tracing is not None:
+                tracing.shutdown()
 
-    return ScorerApp(state, lifespan, routes_for(settings))
+    return ScorerApp(state, lifespan, routes_for(settings), tracing)

@@ -23,6 +23,7 @@ from scorer.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, S
 from scorer.serving.auth import check_token
 from scorer.serving.bodies import decompress, receive_body
 from scorer.serving.state import ServerState, Version, state_of
+from scorer.serving import tracing
 from scorer.settings import Settings
 from scorer.table import Table
 
@@ -90,20 +91,29 @@ score = ScoringEndpoint()
 
 async def _score(state: ServerState, version: Version, receive: Receive, headers: _Headers) -> tuple[bytes, str]:
     scorer, coalescer = version.scorer, version.coalescer
+    trace = tracing.current()  # None unless tracing is on
     check_token(state.settings.auth_token, headers.authorization, headers.token)
     media = codecs.negotiate(headers.accept)
     limit = state.settings.max_body_bytes
     body = await receive_body(receive, headers.content_length, limit, state.settings.client_timeout_s)
     if headers.content_encoding is not None:
         body = decompress(body, headers.content_encoding, limit)
+    if trace is not None:
+        trace.start(version.headers)
     if len(body) > DECODE_OFFLOAD_BYTES or codecs.is_columnar(body, headers.content_type):
         prepared = await coalescer.offload(_table, body, headers.content_type, scorer, state.settings)
     else:
         prepared = _table(body, headers.content_type, scorer, state.settings)
-    result = await _until_scored(coalescer.enqueue(prepared), receive, headers.deadline)
+    if trace is not None:
+        trace.done("decode", len(prepared))
+    result = await _until_scored(coalescer.enqueue(prepared, trace), receive, headers.deadline)
     if len(result) > ENCODE_OFFLOAD_ROWS:
-        return await coalescer.offload(codecs.encode, result, media), media
-    return codecs.encode(result, media), media
+        payload = await coalescer.offload(codecs.encode, result, media)
+    else:
+        payload = codecs.encode(result, media)
+    if trace is not None:
+        trace.done("encode")
+    return payload, media
 
 
 def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Settings) -> Table:
