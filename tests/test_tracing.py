@@ -245,6 +245,22 @@ def test_tracing_off_imports_no_opentelemetry_and_exports_nothing(
     assert imported.stdout.strip() == "[]"
 
 
+def test_spans_still_queued_at_shutdown_are_sent(live_server: Any, sum_bundle: Callable[..., Path],
+                                                 receiver: Receiver) -> None:
+    """With a batch delay longer than the test (nothing is sent on the way), the spans of the requests
+    served reach the collector when the server stops (SIGTERM, exit 0)."""
+    env = {**otel_env(receiver.endpoint), "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+    with live_server(sum_bundle(), "--tracing", "otlp", env=env) as server:
+        ids = {post(server.url, [{"a": i, "b": 1}]).headers["x-request-id"] for i in range(3)}
+        time.sleep(0.5)
+        assert receiver.spans() == []
+        server.proc.terminate()
+        assert server.proc.wait(timeout=30) == 0
+    spans = receiver.spans()
+    assert {s["attributes"]["scorer.request_id"] for s in spans if s["kind"] == SERVER_KIND} == ids
+    assert len(spans) == 3 * 5
+
+
 def blackhole() -> socket.socket:
     """A listening socket that never accepts: connections are made, exports are never answered."""
     sock = socket.socket()

@@ -38,6 +38,7 @@ slows scoring; at shutdown what is queued is flushed for at most :data:`SHUTDOWN
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -54,6 +55,8 @@ from scorer.settings import Settings
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer
+
+log = logging.getLogger(__name__)
 
 #: At shutdown, how long the spans still queued may take to reach the collector.
 SHUTDOWN_FLUSH_S = 5.0
@@ -149,13 +152,16 @@ class Tracing:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+        # The SDK's and exporter's own warnings (a collector that cannot be reached) as our log lines.
+        sdk_log = logging.getLogger("opentelemetry")
+        sdk_log.handlers[:] = logging.getLogger("scorer").handlers
+        sdk_log.propagate = not sdk_log.handlers
         resource = Resource.create({SERVICE_VERSION: __version__})
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: "scorer"}))  # OTEL_SERVICE_NAME unset
         # Not shut down at exit by the SDK (unbounded with a dead collector): by shutdown(), within its bound.
         self._provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        self._processor = BatchSpanProcessor(OTLPSpanExporter())
-        self._provider.add_span_processor(self._processor)
+        self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         self.tracer = self._provider.get_tracer("scorer", __version__)
         self.propagator = get_global_textmap()  # OTEL_PROPAGATORS; W3C trace context and baggage by default
 
@@ -166,10 +172,18 @@ class Tracing:
 
     def shutdown(self) -> None:
         """Flush what is queued (for at most :data:`SHUTDOWN_FLUSH_S`) and stop the exporter."""
-        stopping = threading.Thread(target=self._processor.shutdown, args=(int(SHUTDOWN_FLUSH_S * 1000),),
-                                    name="scorer-tracing-shutdown", daemon=True)
+        def stop() -> None:
+            try:
+                self._provider.shutdown()  # the processor's thread sends what is queued, then stops
+            except Exception:  # noqa: BLE001 - spans lost at exit must not fail the shutdown
+                log.warning("tracing: the span exporter failed to shut down", exc_info=True)
+
+        # The SDK's own wait is 30 s: bounded here by a daemon thread, which the process's exit abandons.
+        stopping = threading.Thread(target=stop, name="scorer-tracing-shutdown", daemon=True)
         stopping.start()
-        stopping.join(SHUTDOWN_FLUSH_S + 1)
+        stopping.join(SHUTDOWN_FLUSH_S)
+        if stopping.is_alive():
+            log.warning("tracing: spans not sent within %.0f s of shutdown were dropped", SHUTDOWN_FLUSH_S)
 
 
 class _TracingLayer:
