@@ -25,6 +25,7 @@ SparkScoring = Literal["auto", "native", "spark"]
 Engine = Literal["local", "spark"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
+TracingMode = Literal["off", "otlp"]
 
 
 def _setting(default: Any, doc: str, *, choices: object = None, kind: type[Any] | None = None) -> Any:
@@ -181,6 +182,10 @@ class Settings:
         "", "serve, with payload_log: the events' ce-inferenceservicename (KServe's InferenceService name)."
     )
     payload_log_namespace: str = _setting("", "serve, with payload_log: the events' ce-namespace.")
+    tracing: TracingMode = _setting(
+        "off", "serve: OpenTelemetry spans of scoring requests, exported over OTLP/HTTP to the collector the standard "
+        "OTEL_* variables name (needs the scorer[tracing] extra).", choices=TracingMode
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -118,6 +118,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.serving.loading",
             "scorer.serving.reload",
             "scorer.serving.payload_log",
+            "scorer.serving.tracing",
         },
     ),
     ("serving endpoints", {"scorer.serving.predict"}),

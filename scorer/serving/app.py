@@ -6,6 +6,7 @@ queued within the grace period).
 The stack, outermost first; each layer is one module of :mod:`scorer.serving`::
 
     ScorerApp             app.py       puts itself in scope["app"]; its ``state`` is the ServerState
+    (TracingLayer)        tracing.py   with --tracing only: a server span per scoring request
     └─ RequestContext     context.py   request id, error responses (http_errors.py), metrics, drain,
        │                               payload log (payload_log.py, opt-in)
        └─ Router          router.py    scoring POST -> predict.py (fast path); the rest -> routes.py
@@ -26,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scorer.core import Scorer
 
@@ -39,8 +40,9 @@ from scorer.serving.metrics import Metrics
 from scorer.serving.payload_log import PayloadLog, PayloadLogOptions
 from scorer.serving.reload import Reloader, in_daemon_thread, start_version, supervised
 from scorer.serving.router import Router
-from scorer.serving.routes import routes_for
+from scorer.serving.routes import is_scoring_path, path_label, routes_for
 from scorer.serving.state import ServerState
+from scorer.serving.tracing import Tracing
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,11 +61,13 @@ class ScorerApp:
     :class:`ServerState` (``app.state.scorer`` is the loaded Scorer)."""
 
     def __init__(self, state: ServerState, lifespan: Callable[[Any], Any], routes: list[Any],
-                 payload_log: PayloadLog | None = None) -> None:
+                 payload_log: PayloadLog | None = None, tracing: Tracing | None = None) -> None:
         self.state = state
         router = Router(lifespan, routes)
         self.routes = router.routes
-        self._stack = RequestContext(router, state, payload_log)
+        self._stack: ASGIApp = RequestContext(router, state, payload_log)
+        if tracing is not None:
+            self._stack = tracing.layer(self._stack, is_scoring_path, path_label)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
@@ -89,6 +93,7 @@ def create_app(
     reloader = Reloader(state, policy) if supervisor is None else None
     payload_options = PayloadLogOptions.from_settings(settings)
     payload_log = PayloadLog(payload_options, state.metrics) if payload_options is not None else None
+    tracing = Tracing() if settings.tracing != "off" else None  # in this process: a forked worker makes its own
 
     def activate(loaded: Scorer, seen: str | None) -> None:
         state.active = start_version(loaded, state, policy)
@@ -147,5 +152,7 @@ def create_app(
             if payload_log is not None:  # every request is answered: send what they queued, within the grace
                 left = settings.shutdown_grace_s - (time.monotonic() - state.shutdown_started if state.shutdown_started else 0)
                 await payload_log.close(timeout=max(left, 0.5))
+            if tracing is not None:
+                tracing.shutdown()
 
-    return ScorerApp(state, lifespan, routes_for(settings), payload_log)
+    return ScorerApp(state, lifespan, routes_for(settings), payload_log, tracing)

@@ -24,9 +24,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 
@@ -62,11 +62,20 @@ class CoalescingPolicy:
     max_queue_rows: int = 1 << 62  # beyond this, new requests are refused (Overloaded) instead of queued
 
 
+class CallTrace(Protocol):
+    """A queued request's trace (:class:`scorer.serving.tracing.RequestTrace`), told of each model call
+    its rows were in."""
+
+    def model_call(self, members: Sequence[Any], started_ns: int, rows: int, error: BaseException | None) -> None:
+        """In the model thread, after the call: ``members`` are the traces of every request in it."""
+
+
 @dataclass
 class _Item:
     table: Table
     future: asyncio.Future[Table]
     signature: tuple[tuple[str, ...], tuple[object, ...]]
+    trace: CallTrace | None = None
 
 
 class Coalescer:
@@ -116,9 +125,9 @@ class Coalescer:
         self._calls.put(None)
         return finished
 
-    def enqueue(self, table: Table) -> asyncio.Future[Table]:
+    def enqueue(self, table: Table, trace: CallTrace | None = None) -> asyncio.Future[Table]:
         """Queue ``table``; the future resolves to its output rows. Cancelling the future before its
-        batch starts means it is never scored."""
+        batch starts means it is never scored. ``trace`` (tracing on) is told of its model calls."""
         if self._closing or self._task is None:
             raise NotReady("the model is not accepting requests (starting or shutting down)")
         rows = len(table)
@@ -128,7 +137,7 @@ class Coalescer:
                 "retry later"
             )
         future: asyncio.Future[Table] = self._loop.create_future()
-        self._queue.append(_Item(table, future, table.signature()))
+        self._queue.append(_Item(table, future, table.signature(), trace))
         self._queued_rows += rows
         self._wakeup.set()
         return future
@@ -239,7 +248,8 @@ class Coalescer:
             started = time.perf_counter()
             done: asyncio.Future[tuple[list[Table | BaseException], int]] = loop.create_future()
             tables = [i.table for i in items]
-            self._calls.put((lambda: self._score(tables), done))
+            traces = [i.trace for i in items] if items[0].trace is not None else None  # tracing on: all have one
+            self._calls.put((lambda: self._score(tables, traces), done))
             results, retry_calls = await done
             call_seconds = time.perf_counter() - started
             expected = len(items)
@@ -254,29 +264,37 @@ class Coalescer:
                 else:
                     item.future.set_result(result)
 
-    def _score(self, tables: list[Table]) -> tuple[list[Table | BaseException], int]:
+    def _score(self, tables: list[Table], traces: list[CallTrace | None] | None = None,
+               ) -> tuple[list[Table | BaseException], int]:
         """Runs in the model thread: one call for all tables; if it fails, the failing request(s) are
         isolated by bisection. Returns one result per table and the number of calls made after the
-        first (0 when it succeeded)."""
+        first (0 when it succeeded). ``traces``: the requests' traces (tracing on), one per table."""
         results: list[Table | BaseException] = []
-        calls = self._bisect(tables, results)
+        calls = self._bisect(tables, results, traces)
         if calls > 1:
             log.info("batch of %d requests failed; %d more model calls isolated %d failing request(s)",
                      len(tables), calls - 1, sum(isinstance(r, BaseException) for r in results))
         return results, calls - 1
 
-    def _bisect(self, tables: list[Table], results: list[Table | BaseException]) -> int:
+    def _bisect(self, tables: list[Table], results: list[Table | BaseException],
+                traces: list[CallTrace | None] | None = None) -> int:
         """Score ``tables`` in one call and append one result per table to ``results``; if the call
         fails, score each half the same way (a single table keeps its own error). Returns the number
-        of model calls made."""
+        of model calls made. Each call is told to ``traces`` (one per table), if given."""
+        started = time.time_ns() if traces else 0
         try:
             out = self._run_model(tables[0] if len(tables) == 1 else Table.concat(tables))
         except Exception as exc:  # noqa: BLE001 - the model's error goes to its own request once isolated
+            if traces:
+                _tell(traces, started, sum(len(t) for t in tables), exc)
             if len(tables) == 1:
                 results.append(exc)
                 return 1
             mid = len(tables) // 2
-            return 1 + self._bisect(tables[:mid], results) + self._bisect(tables[mid:], results)
+            halves = (traces[:mid], traces[mid:]) if traces else (None, None)
+            return 1 + self._bisect(tables[:mid], results, halves[0]) + self._bisect(tables[mid:], results, halves[1])
+        if traces:
+            _tell(traces, started, sum(len(t) for t in tables), None)
         start = 0
         for t in tables:
             results.append(out.slice(start, start + len(t)) if len(tables) > 1 else out)
@@ -286,3 +304,14 @@ class Coalescer:
     def _run_model(self, table: Table) -> Table:
         out = self._predict(table)
         return Table.from_output(out) if isinstance(out, pd.DataFrame) else out
+
+
+def _tell(traces: list[CallTrace | None], started_ns: int, rows: int, error: BaseException | None) -> None:
+    """Tell the traces of one model call's requests about it (tracing must never fail a call)."""
+    first = next((t for t in traces if t is not None), None)
+    if first is None:
+        return
+    try:
+        first.model_call(traces, started_ns, rows, error)
+    except Exception:  # noqa: BLE001
+        log.warning("recording a model call's spans failed", exc_info=True)

@@ -31,6 +31,7 @@ from scorer.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, S
 from scorer.serving.auth import check_token
 from scorer.serving.bodies import decompress, receive_body
 from scorer.serving.state import ServerState, Version, state_of
+from scorer.serving import tracing
 from scorer.settings import Settings
 from scorer.table import Table
 
@@ -130,20 +131,29 @@ class ScoringEndpoint:
 
 async def _score(wire: Wire, state: ServerState, version: Version, receive: Receive, head: Head) -> Reply:
     scorer, coalescer = version.scorer, version.coalescer
+    trace = tracing.current()  # None unless tracing is on
     check_token(state.settings.auth_token, head.authorization, head.token)
     checked = wire.check(head, scorer, state)
     limit = state.settings.max_body_bytes
     body = await receive_body(receive, head.content_length, limit, state.settings.client_timeout_s)
     if head.content_encoding is not None:
         body = decompress(body, head.content_encoding, limit)
+    if trace is not None:
+        trace.start(version.headers)
     if len(body) > DECODE_OFFLOAD_BYTES or wire.heavy(body, head):
         decoded = await coalescer.offload(wire.read, body, head, checked, scorer, state.settings)
     else:
         decoded = wire.read(body, head, checked, scorer, state.settings)
-    result = await _until_scored(coalescer.enqueue(decoded.rows), receive, head.deadline)
+    if trace is not None:
+        trace.done("decode", len(decoded.rows))
+    result = await _until_scored(coalescer.enqueue(decoded.rows, trace), receive, head.deadline)
     if len(result) > ENCODE_OFFLOAD_ROWS:
-        return await coalescer.offload(decoded.reply, result)
-    return decoded.reply(result)
+        reply = await coalescer.offload(decoded.reply, result)
+    else:
+        reply = decoded.reply(result)
+    if trace is not None:
+        trace.done("encode")
+    return reply
 
 
 def check_size(frame: Table, settings: Settings) -> None:

@@ -63,6 +63,7 @@ from scorer.lifecycle import Outcome, ReloadLog, check, read_revision
 from scorer.serving.app import Supervisor, create_app
 from scorer.serving.reload import ADMIN_REQUEST, STATUS_FILE, last_result, log_outcome
 from scorer.serving.state import ServerState
+from scorer.serving import tracing
 from scorer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,11 @@ class _StopRequested(Exception):
 
 
 def serve(settings: Settings) -> int:
+    try:
+        tracing.require(settings)  # before anything starts: tracing on without its extra is a usage error
+    except ScorerError as exc:
+        print(f"scorer: {exc.message}", file=sys.stderr)
+        return exit_code(exc)
     if settings.workers <= 1:
         share_openmp(1)  # before the bundle loads an OpenMP runtime: the cores this process may use
         return run_worker(settings)
