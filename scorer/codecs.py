@@ -5,7 +5,8 @@ Accepted request bodies (``decode``):
 * JSON (``application/json``; also sniffed when the client sent no or a generic type):
   pandas ``to_json`` orients ``split`` / ``records`` / ``columns``, a columnar object
   ``{"col": [..]}``, one flat object ``{"col": value}`` meaning one row, and MLflow's
-  envelopes ``dataframe_split`` / ``dataframe_records`` / ``instances`` / ``inputs``.
+  envelopes ``dataframe_split`` / ``dataframe_records`` / ``instances`` / ``inputs``, each with
+  MLflow's inference ``params`` beside it if the client sends them (they travel in ``Table.params``).
 * ``text/csv`` with a header row (``text/csv; header=absent`` takes the schema's column order).
 * Parquet (``application/vnd.apache.parquet``) and Arrow IPC stream or file
   (``application/vnd.apache.arrow.stream`` / ``.file``); also sniffed by their magic bytes.
@@ -27,6 +28,7 @@ so a codec or envelope added here is documented without further edits.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from collections.abc import Callable, Sequence
@@ -157,10 +159,17 @@ def table_from_json(obj: Any, columns: Sequence[str] | None = None) -> Table:
         present = [k for k in ENVELOPES if k in obj]
         if present:
             key = present[0]
-            if len(obj) != 1:
-                extra = sorted(k for k in obj if k != key)
-                raise MalformedBody(f"the {key!r} envelope must be the only key; unsupported key(s): {extra}")
-            return ENVELOPES[key].parse(obj[key], columns)
+            extra = sorted(k for k in obj if k not in (key, PARAMS))
+            if extra:
+                raise MalformedBody(f"the {key!r} envelope must be the only key besides {PARAMS!r}; "
+                                    f"unsupported key(s): {extra}")
+            table = ENVELOPES[key].parse(obj[key], columns)
+            if PARAMS not in obj:
+                return table
+            params = obj[PARAMS]
+            if not isinstance(params, dict):
+                raise MalformedBody(f"{PARAMS!r} must be a JSON object of parameter names and values")
+            return dataclasses.replace(table, params=params) if params else table
         if not obj:
             raise MalformedBody("request body is an empty JSON object; send at least one row")
     elif not isinstance(obj, list):
@@ -272,6 +281,9 @@ JSON_SHAPES: tuple[JsonShape, ...] = (
               lambda obj: isinstance(obj, dict) and not any(isinstance(v, dict | list) for v in obj.values()),
               lambda obj, columns: Table({k: [v] for k, v in obj.items()}, 1)),
 )
+
+#: MLflow's key for inference parameters beside an envelope: ``{"dataframe_split": ..., "params": {...}}``.
+PARAMS = "params"
 
 #: The MLflow envelopes, by key.
 ENVELOPES: dict[str, Envelope] = {e.key: e for e in (

@@ -7,6 +7,9 @@ batch). Nothing here knows about HTTP.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -118,11 +121,25 @@ class Scorer:
             return "MLmodel input example"
         return "manifest sample_input"
 
+    @functools.cached_property
+    def takes_params(self) -> bool:
+        """Whether the model's ``predict`` takes inference params (a ``params`` argument, as MLflow's
+        pyfunc ``predict(model_input, params=None)``): a request's params reach it; else they are ignored."""
+        try:
+            return "params" in inspect.signature(self.model.predict).parameters
+        except (TypeError, ValueError):
+            return False
+
     def prepare(self, data: Table | pd.DataFrame) -> Table:
-        """Check and coerce one request's table to the input schema (raises SchemaError)."""
+        """Check and coerce one request's table to the input schema (raises SchemaError); a Table's
+        params stay with it."""
         if self.schema is None:
-            return Table.from_frame(data.to_frame() if isinstance(data, Table) else data)
-        return self.schema.coerce(data)
+            prepared = Table.from_frame(data.to_frame() if isinstance(data, Table) else data)
+        else:
+            prepared = self.schema.coerce(data)
+        if isinstance(data, Table) and data.params:
+            return dataclasses.replace(prepared, params=data.params)
+        return prepared
 
     def predict(self, data: Table | pd.DataFrame) -> pd.DataFrame:
         """Run the model on a prepared batch; one output row per input row. Zero rows never reach the model."""
@@ -130,9 +147,11 @@ class Scorer:
         if len(df) == 0:
             return pd.DataFrame({c: [] for c in self.output_columns or ["prediction"]})
         model = self.model
+        params = data.params if isinstance(data, Table) and self.takes_params else None
         try:
             pre = model.preprocess(df)
-            raw = model.predict(pre)
+            predict: Any = model.predict  # a subclass's predict with a params argument (takes_params)
+            raw = predict(pre) if params is None else predict(pre, params=dict(params))
             out = to_frame(raw, len(df))
             out = model.postprocess(out, pre)
         except ScorerError:
@@ -148,7 +167,7 @@ class Scorer:
         columns (:class:`~scorer.table.ColumnarModel`) and keeps the default pre/postprocess hooks gets
         the Table's arrays directly; any other model goes through :meth:`predict`."""
         model = self.model
-        if (data.n_rows == 0 or not isinstance(model, ColumnarModel)
+        if (data.n_rows == 0 or data.params or not isinstance(model, ColumnarModel)
                 or type(model).preprocess is not CustomPreprocessor.preprocess
                 or type(model).postprocess is not CustomPreprocessor.postprocess):
             return Table.from_output(self.predict(data))

@@ -32,6 +32,11 @@ Contract:
   a DataFrame and the (preprocessed) input batch.
 * Each row's result must depend only on that row: scorer coalesces concurrent requests
   into one ``predict`` call and splits the result back.
+* ``predict(df, params=None)``, a ``predict`` with a ``params`` argument, receives a request's
+  inference params (MLflow's ``{"dataframe_split": ..., "params": {...}}``, the Open Inference
+  Protocol's request ``parameters``) as a dict: requests with different params are never batched
+  together, so a call's params are every row's. Without that argument, params are ignored and the
+  answer carries ``Warning: 299 scorer "params ignored: ..."``.
 * Optional attributes ``input_schema`` (``{"column": "float" | "int" | "bool" |
   "string" | "any"}``) and ``output_columns`` describe the interface when the bundle has
   no manifest: set them in the class body, or on ``self`` in ``load``.

@@ -8,6 +8,7 @@ DataFrame per model call. Custom code only ever sees DataFrames.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -54,10 +55,13 @@ class ColumnarModel(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Table:
-    """Named columns of equal length: numpy arrays, or plain lists straight from a decoder."""
+    """Named columns of equal length: numpy arrays, or plain lists straight from a decoder; and the
+    request's ``params`` (MLflow's ``params``, the Open Inference Protocol's ``parameters``), for a
+    model that takes them."""
 
     columns: Mapping[str, Column]
     n_rows: int
+    params: Mapping[str, Any] | None = None
 
     def __len__(self) -> int:
         return self.n_rows
@@ -130,15 +134,18 @@ class Table:
         """Rows ``start:stop`` (views, no copy)."""
         if start == 0 and stop == self.n_rows:
             return self
-        return Table({n: v[start:stop] for n, v in self.columns.items()}, stop - start)
+        return Table({n: v[start:stop] for n, v in self.columns.items()}, stop - start, self.params)
 
     def __getitem__(self, name: str) -> NDArray[Any]:
         return np.asarray(self.columns[name])
 
-    def signature(self) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-        """Column names and dtypes (``list`` for plain lists): only Tables with equal signatures are
-        scored together."""
-        return tuple(self.columns), tuple([getattr(v, "dtype", list) for v in self.columns.values()])
+    def signature(self) -> tuple[Any, ...]:
+        """Column names and dtypes (``list`` for plain lists), and the params: only Tables with equal
+        signatures are scored together."""
+        names, dtypes = tuple(self.columns), tuple([getattr(v, "dtype", list) for v in self.columns.values()])
+        if self.params is None:
+            return names, dtypes
+        return names, dtypes, json.dumps(self.params, sort_keys=True, default=str)
 
     @staticmethod
     def concat(tables: Sequence[Table]) -> Table:
@@ -147,7 +154,7 @@ class Table:
         names = list(tables[0].columns)
         return Table(
             {n: np.concatenate([np.asarray(t.columns[n]) for t in tables]) for n in names},
-            sum(t.n_rows for t in tables),
+            sum(t.n_rows for t in tables), tables[0].params,  # a batch's tables have equal signatures: equal params
         )
 
 

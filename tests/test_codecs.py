@@ -455,9 +455,13 @@ def test_columnar_lists_of_different_lengths() -> None:
 
 
 def test_envelope_with_extra_key() -> None:
-    """An envelope must be alone; an extra key is named in the error."""
+    """An envelope must be alone but for MLflow's params (kept with the table); another key is named in the error."""
+    with pytest.raises(MalformedBody, match="extra"):
+        decode(b'{"instances": [{"a": 1}], "extra": {"x": 1}}', JSON)
+    table = decode_table(b'{"instances": [{"a": 1}], "params": {"x": 1}}', JSON)
+    assert table.params == {"x": 1} and list(table.columns["a"]) == [1]
     with pytest.raises(MalformedBody, match="params"):
-        decode(b'{"instances": [{"a": 1}], "params": {"x": 1}}', JSON)
+        decode(b'{"instances": [{"a": 1}], "params": [1]}', JSON)
 
 
 def test_json_scalar_body_refused() -> None:

@@ -74,7 +74,7 @@ class CallTrace(Protocol):
 class _Item:
     table: Table
     future: asyncio.Future[Table]
-    signature: tuple[tuple[str, ...], tuple[object, ...]]
+    signature: tuple[object, ...]
     trace: CallTrace | None = None
 
 

@@ -33,7 +33,7 @@ from scorer._version import __version__
 from scorer.core import Scorer
 from scorer.errors import MalformedBody, ModelNotFound
 from scorer.serving.auth import protected
-from scorer.serving.predict import Decoded, Head, ScoringEndpoint, Wire, check_size
+from scorer.serving.predict import Decoded, Head, ScoringEndpoint, Wire, check_size, with_params
 from scorer.serving.state import ServerState
 from scorer.settings import Settings
 
@@ -70,14 +70,14 @@ def _read_v2(body: bytes, head: Head, name: str, scorer: Scorer, settings: Setti
     columns = list(scorer.schema.columns) if scorer.schema else None
     rows, request = open_inference.read_request(body, _header_length(head), columns, scorer.output_columns)
     check_size(rows, settings)
-    prepared = scorer.prepare(rows)
+    prepared, extra = with_params(scorer.prepare(rows), request.params, scorer)
     version = scorer.version_label
 
     def reply(result: Any) -> tuple[bytes, str, list[tuple[bytes, bytes]]]:
         payload, length = open_inference.write_response(result, request, name, version)
         if length is None:
-            return payload, codecs.JSON, []
-        return payload, "application/octet-stream", [(b"inference-header-content-length", str(length).encode())]
+            return payload, codecs.JSON, extra
+        return payload, "application/octet-stream", [(b"inference-header-content-length", str(length).encode()), *extra]
 
     return Decoded(prepared, reply)
 
@@ -92,7 +92,8 @@ def _read_v1(body: bytes, head: Head, name: str, scorer: Scorer, settings: Setti
     columns = list(scorer.schema.columns) if scorer.schema else None
     rows = codecs.table_from_json(obj, columns)
     check_size(rows, settings)
-    return Decoded(scorer.prepare(rows), lambda result: (codecs.json_predictions(result), codecs.JSON, []))
+    prepared, extra = with_params(scorer.prepare(rows), rows.params, scorer)
+    return Decoded(prepared, lambda result: (codecs.json_predictions(result), codecs.JSON, extra))
 
 
 V2 = Wire(check=_path_model, read=_read_v2, heavy=lambda body, head: False)

@@ -200,6 +200,8 @@ OPERATIONS: dict[str, Operation] = {
     "/invocations": _SCORE,
     "/health": Operation("200 while the process is alive",
                          lambda: {"ok": _ok("the process is alive", _status_body("ok"))}),
+    "/version": Operation("the server's version, as text (MLflow's scoring server route)",
+                          lambda: {"ok": _ok("the version", {"text/plain": {"schema": _TEXT}})}),
     "/ready": _READY,
     "/ping": _READY,
     "/metadata": Operation("the loaded bundle", lambda: {"ok": _ok("the loaded bundle", {

@@ -18,7 +18,8 @@ micro-batched together.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,8 +178,24 @@ def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Sett
     return scorer.prepare(frame)
 
 
+#: The response header that says a request's params were ignored (RFC 9110's Warning, code 299: miscellaneous).
+IGNORED_PARAMS = (b"warning", b'299 scorer "params ignored: this model takes none (its predict has no params argument)"')
+
+
+def with_params(rows: Table, params: Mapping[str, Any] | None, scorer: Scorer) -> tuple[Table, list[tuple[bytes, bytes]]]:
+    """A request's rows with its params, for a model that takes them; without them, and the warning
+    header that says so, for one that does not (rows without params batch with any other request's)."""
+    if not params:
+        return (dataclasses.replace(rows, params=None), []) if rows.params else (rows, [])
+    if scorer.takes_params:
+        return dataclasses.replace(rows, params=params), []
+    return dataclasses.replace(rows, params=None), [IGNORED_PARAMS]
+
+
 def _read_table(body: bytes, head: Head, media: str, scorer: Scorer, settings: Settings) -> Decoded:
-    return Decoded(_table(body, head.content_type, scorer, settings), lambda result: (codecs.encode(result, media), media, []))
+    table = _table(body, head.content_type, scorer, settings)
+    rows, extra = with_params(table, table.params, scorer)
+    return Decoded(rows, lambda result: (codecs.encode(result, media), media, extra))
 
 
 #: ``/predict`` and ``/invocations``: every codec of :mod:`scorer.codecs`.

@@ -2,7 +2,7 @@
 
 ``POST /predict`` and ``POST /invocations`` (the same endpoint, :mod:`scorer.serving.predict`),
 the Open Inference Protocol's and KServe V1's routes (:mod:`scorer.serving.inference`),
-``GET /health`` (process alive), ``GET /ready`` and ``GET /ping`` (200 once the bundle is loaded,
+``GET /health`` (process alive), ``GET /version`` (MLflow's), ``GET /ready`` and ``GET /ping`` (200 once the bundle is loaded,
 else 503, and 503 again from SIGTERM on), ``GET /metadata``, ``GET /metrics``, ``GET /openapi.json``,
 and, only when an auth token is configured, ``POST /admin/reload`` (check the model source now).
 The router takes the scoring routes' POSTs straight to their endpoint and everything else through
@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scorer import codecs
+from scorer._version import __version__
 from scorer.errors import NotReady
 from scorer.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from scorer.serving.openapi import document as openapi_document
@@ -38,6 +39,12 @@ def _json(body: dict[str, Any]) -> Response:
 def _state(request: Request) -> ServerState:
     state: ServerState = request.app.state
     return state
+
+
+async def version(request: Request) -> Response:
+    """``GET /version``: the server's version as plain text (MLflow's scoring server has this route; its
+    client's ``get_version`` reads it)."""
+    return Response(__version__, media_type="text/plain")
 
 
 async def health(request: Request) -> Response:
@@ -85,6 +92,7 @@ ROUTES = [
     Route("/predict", score, methods=["POST"]),
     Route("/invocations", score, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
+    Route("/version", version, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
     Route("/ping", ready, methods=["GET"]),
     Route("/metadata", metadata, methods=["GET"]),

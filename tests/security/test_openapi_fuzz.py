@@ -47,7 +47,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ROUTES = {"POST /predict", "POST /invocations", "GET /health", "GET /ready", "GET /ping", "GET /metadata",
+ROUTES = {"POST /predict", "POST /invocations", "GET /health", "GET /version", "GET /ready", "GET /ping", "GET /metadata",
           "GET /metrics", "GET /openapi.json",
           # the Open Inference Protocol and KServe V1 (scorer.serving.inference)
           "GET /v2", "GET /v2/health/live", "GET /v2/health/ready", "GET /v2/models/{name}",
