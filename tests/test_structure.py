@@ -116,6 +116,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.serving.state",
             "scorer.serving.loading",
             "scorer.serving.reload",
+            "scorer.serving.sagemaker",
         },
     ),
     ("serving endpoints", {"scorer.serving.predict", "scorer.serving.routes"}),

@@ -6,7 +6,8 @@ request to another version) and encodes the answer in the format ``Accept`` aske
 names that version (``X-Model-Version``, ``X-Model-Digest``). It skips Starlette's
 request objects (about half of the per-request cost of a one-row request); request id, metrics and
 error responses are the request-context layer's (:mod:`scorer.serving.context`): this endpoint
-only raises.
+only raises. A plain ``text/csv`` ``Accept`` is answered with a header line on ``/predict`` and without
+one on the paths of :data:`scorer.serving.sagemaker.CSV_LINES_PATHS` (``/invocations``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from scorer.core import Scorer
 from scorer.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, ScorerError
 from scorer.serving.auth import check_token
 from scorer.serving.bodies import decompress, receive_body
+from scorer.serving.sagemaker import CSV_LINES_PATHS
 from scorer.serving.state import ServerState, Version, state_of
 from scorer.settings import Settings
 from scorer.table import Table
@@ -36,6 +38,10 @@ DECODE_OFFLOAD_BYTES = 256 * 1024
 #: A row count, not bytes, because the size is not known before encoding: 2,000 rows of a classifier's
 #: three output columns are about 180 KiB of JSON (80 KiB of CSV), the order of DECODE_OFFLOAD_BYTES.
 ENCODE_OFFLOAD_ROWS = 2000
+
+
+#: Content-Types of one row per line: their rows are counted before the body is parsed.
+_LINE_FORMATS = ("text/csv", codecs.JSONL, *(alias for alias, mt in codecs.ALIASES.items() if mt == codecs.JSONL))
 
 
 @dataclass(slots=True)
@@ -74,9 +80,10 @@ class ScoringEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = state_of(scope)
         headers = _headers(scope, asyncio.get_running_loop().time() + state.settings.request_timeout_s)
+        csv = codecs.CSV_LINES if scope["path"] in CSV_LINES_PATHS else codecs.CSV
         version = state.hold()  # this request is scored, and answered, by the version serving now
         try:
-            payload, media = await _score(state, version, receive, headers)
+            payload, media = await _score(state, version, receive, headers, csv)
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode()),
                                     *version.headers]})
@@ -88,10 +95,11 @@ class ScoringEndpoint:
 score = ScoringEndpoint()
 
 
-async def _score(state: ServerState, version: Version, receive: Receive, headers: _Headers) -> tuple[bytes, str]:
+async def _score(state: ServerState, version: Version, receive: Receive, headers: _Headers,
+                 csv: str = codecs.CSV) -> tuple[bytes, str]:
     scorer, coalescer = version.scorer, version.coalescer
     check_token(state.settings.auth_token, headers.authorization, headers.token)
-    media = codecs.negotiate(headers.accept)
+    media = codecs.negotiate(headers.accept, csv=csv)
     limit = state.settings.max_body_bytes
     body = await receive_body(receive, headers.content_length, limit, state.settings.client_timeout_s)
     if headers.content_encoding is not None:
@@ -109,10 +117,10 @@ async def _score(state: ServerState, version: Version, receive: Receive, headers
 def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Settings) -> Table:
     """Decode a request body and check it against the input schema."""
     columns = list(scorer.schema.columns) if scorer.schema else None
-    if content_type is not None and content_type.startswith("text/csv"):
+    if content_type is not None and content_type.startswith(_LINE_FORMATS):
         if body.count(b"\n") > settings.max_request_rows + 1:
             raise PayloadTooLarge(f"more than {settings.max_request_rows} rows per request (counted before parsing)")
-        if body.count(b",", 0, body.find(b"\n")) >= settings.max_columns:
+        if content_type.startswith("text/csv") and body.count(b",", 0, body.find(b"\n")) >= settings.max_columns:
             raise PayloadTooLarge(f"more than {settings.max_columns} columns per request (counted before parsing)")
     frame = codecs.decode(body, content_type, columns, limits=Limits.of(settings))
     if len(frame.columns) > settings.max_columns:
