@@ -173,6 +173,8 @@ def _decode_json(body: bytes, params: dict[str, str], columns: Sequence[str] | N
         hint = ""
         if body.lstrip()[:1] == b"{" and b'"' not in body[:64]:
             hint = ' (keys and strings must be in double quotes: {"feature1": 1.0, "feature2": "text"}; check the shell quoting)'
+        elif "after document" in str(exc) and b"\n" in body.strip():
+            hint = f" (one JSON value per line? send Content-Type: {JSONL})"
         raise MalformedBody(f"request body is not valid JSON: {exc}{hint}") from None
     return table_from_json(obj, columns)
 

@@ -237,6 +237,8 @@ def test_json_lines_in_and_out(served: Callable[[str], LiveServer], media: str) 
     ("\n\n", "application/jsonlines", "", 400, "malformed_body", "empty"),
     ("[1, 2, 3]\n", "application/jsonlines", "", 400, "malformed_body", "3 values"),
     ("1,2\n3,4,5\n", "text/csv", "", 400, "malformed_body", "CSV"),
+    ('{"a": 1, "b": 2}\n{"a": 3, "b": 4}\n', "application/json", "", 400, "malformed_body",
+     "one JSON value per line? send Content-Type: application/jsonlines"),
     ("1,2\n", "text/csv; header=maybe", "", 415, "unsupported_media_type", "header"),
     ("1,2\n", "text/csv", "text/csv; header=maybe", 406, "not_acceptable", "header"),
 ])
