@@ -7,7 +7,9 @@ Accepted request bodies (``decode``):
   ``{"col": [..]}``, one flat object ``{"col": value}`` meaning one row, and MLflow's
   envelopes ``dataframe_split`` / ``dataframe_records`` / ``instances`` / ``inputs``, each with
   MLflow's inference ``params`` beside it if the client sends them (they travel in ``Table.params``).
-* ``text/csv`` with a header row (``text/csv; header=absent`` takes the schema's column order).
+* ``text/csv``: with a header row, or without one (the schema's column order); see "CSV headers" below.
+* JSON Lines (``application/jsonlines``; ``application/jsonl``, ``application/x-jsonlines``): one JSON
+  object ``{column: value}`` per line, or one array per line in the schema's column order.
 * Parquet (``application/vnd.apache.parquet``) and Arrow IPC stream or file
   (``application/vnd.apache.arrow.stream`` / ``.file``); also sniffed by their magic bytes.
 
@@ -16,8 +18,27 @@ metadata before they are decoded, and to their expanded size before they are con
 (:mod:`scorer._columnar_limits`); they become a Table by :meth:`Table.from_arrow`, and Arrow and
 Parquet replies are made by :meth:`Table.to_arrow`, without a DataFrame in between where the types allow.
 
-Responses (``encode``): ``{"predictions": [...]}`` JSON by default, or CSV / Arrow / Parquet
-when the ``Accept`` header asks for it. NaN and infinities always become ``null``.
+Responses (``encode``): ``{"predictions": [...]}`` JSON by default, or CSV / JSON Lines / Arrow /
+Parquet when the ``Accept`` header asks for it. NaN and infinities always become ``null``.
+
+CSV headers (RFC 4180's ``header=present|absent`` parameter):
+
+* Request: ``header=present`` or ``header=absent`` decides. Without it (SageMaker Batch Transform sends a
+  bare ``text/csv``, and each of its mini-batches after the first has no header line), a bundle with an
+  input schema has its first line read as a header when that line names every schema column (in any
+  order, extra columns allowed), and also when its number of fields is not the schema's (so a header
+  that lacks a column is still answered 422 naming it). Otherwise (as many fields as the schema has
+  columns, not all of them schema names) the body is headerless, in the schema's column order. The
+  one ambiguity: a data row whose values are exactly the column names (an all-text schema) is read as
+  a header and not scored; a client that may send one says ``header=absent``. Without a schema the
+  first line is always the header.
+* Response: ``text/csv; header=absent`` is one line per row and no header line, written by Arrow's CSV
+  writer as ``scorer batch`` writes its CSV files (strings quoted, ``true``/``false``), so its lines are
+  byte for byte the data lines of ``scorer batch --keep-columns none``. ``text/csv; header=present``
+  (and plain ``text/csv`` on ``/predict``) keeps the header line (written by pandas, as before).
+  ``application/jsonlines`` is one JSON object ``{column: value}`` per row and line, for one output
+  column too, again as ``scorer batch`` writes ``.jsonl``. Which form a plain ``text/csv`` ``Accept``
+  gets is the caller's choice (:func:`negotiate`'s ``csv``): ``/invocations`` answers headerless.
 
 Everything above is dispatched on the tables at the end of each section: :data:`DECODERS` (request
 media type -> decoder; :data:`ALIASES` and :data:`SNIFFED` lead to them), :data:`JSON_SHAPES` and
@@ -28,6 +49,7 @@ so a codec or envelope added here is documented without further edits.
 
 from __future__ import annotations
 
+import csv as pycsv
 import dataclasses
 import io
 import re
@@ -47,6 +69,9 @@ from scorer.table import Table
 
 JSON = "application/json"
 CSV = "text/csv"
+#: CSV without a header line: one line per row (SageMaker Batch Transform's ``AssembleWith=Line``).
+CSV_LINES = "text/csv; header=absent"
+JSONL = "application/jsonlines"
 PARQUET = "application/vnd.apache.parquet"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 ARROW_FILE = "application/vnd.apache.arrow.file"
@@ -59,6 +84,8 @@ ALIASES = {
     "application/parquet": PARQUET,
     "application/x-arrow": ARROW_STREAM,
     "application/vnd.apache.arrow": ARROW_STREAM,
+    "application/jsonl": JSONL,
+    "application/x-jsonlines": JSONL,
 }
 #: Types clients send when they did not choose one (requests' data=str, curl -d): look at the bytes.
 SNIFFED = ("", "application/x-www-form-urlencoded", "text/plain", "application/octet-stream")
@@ -148,6 +175,8 @@ def _decode_json(body: bytes, params: dict[str, str], columns: Sequence[str] | N
         hint = ""
         if body.lstrip()[:1] == b"{" and b'"' not in body[:64]:
             hint = ' (keys and strings must be in double quotes: {"feature1": 1.0, "feature2": "text"}; check the shell quoting)'
+        elif "after document" in str(exc) and b"\n" in body.strip():
+            hint = f" (one JSON value per line? send Content-Type: {JSONL})"
         raise MalformedBody(f"request body is not valid JSON: {exc}{hint}") from None
     return table_from_json(obj, columns)
 
@@ -302,8 +331,13 @@ def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | No
 
     if not body.strip():
         raise MalformedBody("CSV body is empty; send a header line and rows")
+    header = params.get("header")
+    if header not in (None, "present", "absent"):
+        raise UnsupportedMediaType("text/csv's header parameter must be 'present' or 'absent'")
+    if header is None and columns:
+        header = "present" if _is_header(_first_record(body), columns) else "absent"
     read = csv.ReadOptions()
-    if params.get("header") == "absent":
+    if header == "absent":
         if not columns:
             raise MalformedBody("headerless CSV needs a model with a known input schema; send a header line")
         read = csv.ReadOptions(column_names=list(columns))
@@ -312,6 +346,37 @@ def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | No
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise MalformedBody(f"CSV could not be parsed: {_without_data(str(exc))}") from None
     return _from_arrow(table)
+
+
+def _first_record(body: bytes) -> list[str]:
+    """The fields of the body's first non-blank CSV record (read lazily: a quoted field may span lines)."""
+    text = io.TextIOWrapper(io.BytesIO(body), encoding="utf-8-sig", newline="")
+    try:
+        return next((row for row in pycsv.reader(text) if row), [])
+    except pycsv.Error as exc:
+        raise MalformedBody(f"CSV could not be parsed: the first line: {exc}") from None
+
+
+def _is_header(fields: list[str], columns: Sequence[str]) -> bool:
+    """Whether a bare ``text/csv`` body's first record is its header (see the module docstring)."""
+    return set(columns) <= set(fields) or len(fields) != len(columns)
+
+
+def _decode_jsonl(body: bytes, columns: Sequence[str] | None) -> Table:
+    rows = []
+    for number, line in enumerate(body.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise MalformedBody(f"JSON Lines: line {number} is not valid JSON: {exc}") from None
+    if not rows:
+        raise MalformedBody("JSON Lines body is empty; send one JSON object per line")
+    if not (all(isinstance(r, dict) for r in rows) or all(isinstance(r, list) for r in rows)):
+        raise MalformedBody("JSON Lines: every line must be a JSON object {column: value}, or every line an array "
+                            "in the input schema's column order")
+    return _from_records(rows, columns)
 
 
 def _columnar_limits(limits: Limits | None) -> Limits:
@@ -384,7 +449,11 @@ class Decoder:
 DECODERS: dict[str, Decoder] = {
     JSON: Decoder(lambda body, params, columns, limits: _decode_json(body, params, columns), binary=False),
     CSV: Decoder(lambda body, params, columns, limits: _decode_csv(body, params, columns), binary=False,
-                 params={"header": "'absent': no header line, the columns are the input schema's, in order"}),
+                 params={"header": "'absent': no header line, the columns are the input schema's, in order; "
+                                   "'present': the first line is the header; without it, with an input schema, the "
+                                   "first line is the header when it names every schema column or has another "
+                                   "number of fields than the schema has columns"}),
+    JSONL: Decoder(lambda body, params, columns, limits: _decode_jsonl(body, columns), binary=False),
     PARQUET: Decoder(lambda body, params, columns, limits: _decode_parquet(body, limits), binary=True, columnar=True),
     ARROW_STREAM: Decoder(lambda body, params, columns, limits: _decode_arrow(body, limits), binary=True, columnar=True),
     ARROW_FILE: Decoder(lambda body, params, columns, limits: _decode_arrow(body, limits), binary=True, columnar=True),
@@ -430,6 +499,24 @@ def _encode_csv(result: pd.DataFrame | Table) -> bytes:
     return frame.to_csv(index=False).encode()
 
 
+def _encode_csv_lines(result: pd.DataFrame | Table) -> bytes:
+    """One line per row, no header line: Arrow's CSV writer, as ``scorer batch`` writes CSV files."""
+    from pyarrow import csv
+
+    sink = pa.BufferOutputStream()
+    csv.write_csv(_arrow_table(result), sink, csv.WriteOptions(include_header=False))
+    return sink.getvalue().to_pybytes()
+
+
+def _encode_jsonl(result: pd.DataFrame | Table) -> bytes:
+    """One JSON object per row and line, as ``scorer batch`` writes ``.jsonl`` files."""
+    table = _arrow_table(result)
+    names = table.column_names
+    columns = [column.to_pylist() for column in table.columns]
+    return b"".join(orjson.dumps(dict(zip(names, row, strict=True)), default=_json_default) + b"\n"
+                    for row in zip(*columns, strict=True))
+
+
 def _encode_arrow(result: pd.DataFrame | Table, *, file: bool = False) -> bytes:
     table = _arrow_table(result)
     sink = pa.BufferOutputStream()
@@ -458,6 +545,8 @@ class Encoder:
 ENCODERS: dict[str, Encoder] = {
     JSON: Encoder(json_predictions, binary=False),
     CSV: Encoder(_encode_csv, binary=False),
+    CSV_LINES: Encoder(_encode_csv_lines, binary=False),
+    JSONL: Encoder(_encode_jsonl, binary=False),
     ARROW_STREAM: Encoder(_encode_arrow, binary=True),
     ARROW_FILE: Encoder(lambda frame: _encode_arrow(frame, file=True), binary=True),
     PARQUET: Encoder(_encode_parquet, binary=True),
@@ -466,8 +555,10 @@ ENCODERS: dict[str, Encoder] = {
 ACCEPT_RANGES = {"*/*": JSON, "application/*": JSON, "text/*": CSV}
 
 
-def negotiate(accept: str | None) -> str:
-    """The response media type for an ``Accept`` header (q-values honoured; default JSON)."""
+def negotiate(accept: str | None, *, csv: str = CSV) -> str:
+    """The response media type for an ``Accept`` header (q-values honoured; default JSON). ``csv``: what
+    ``text/csv`` (and ``text/*``) without a ``header`` parameter stands for, :data:`CSV` (with a header
+    line) or :data:`CSV_LINES`; ``header=present`` / ``header=absent`` choose either way."""
     if not accept:
         return JSON
     choices = []
@@ -478,10 +569,13 @@ def negotiate(accept: str | None) -> str:
         except ValueError:
             q = 0.0
         if q > 0 and mt:
-            choices.append((-q, i, mt))
-    for _, _, mt in sorted(choices):
-        if mt in ACCEPT_RANGES:
-            return ACCEPT_RANGES[mt]
+            choices.append((-q, i, mt, params.get("header")))
+    for _, _, mt, header in sorted(choices):
+        mt = ACCEPT_RANGES.get(mt, mt)
+        if mt == CSV:
+            if header not in (None, "present", "absent"):
+                raise NotAcceptable("text/csv's header parameter must be 'present' or 'absent'")
+            return csv if header is None else CSV if header == "present" else CSV_LINES
         if mt in ENCODERS:
             return mt
     raise NotAcceptable(f"cannot produce any of Accept: {accept!r}; available: {', '.join(ENCODERS)}")

@@ -119,6 +119,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.serving.reload",
             "scorer.serving.payload_log",
             "scorer.serving.tracing",
+            "scorer.serving.sagemaker",
         },
     ),
     ("serving endpoints", {"scorer.serving.predict"}),

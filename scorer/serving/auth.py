@@ -1,7 +1,8 @@
 """The optional bearer token (``auth_token`` / ``SCORER_AUTH_TOKEN``) and the routes it guards.
 
 Guarded: scoring, ``/metadata``, ``/metrics`` and ``/openapi.json`` (it names the input columns and
-their types, as ``/metadata`` does); ``/health``, ``/ready`` and ``/ping`` stay open for probes.
+their types, as ``/metadata`` does); ``/health``, ``/ready``, ``/ping`` and ``/execution-parameters`` stay open
+for probes and SageMaker.
 The check is made by the guarded endpoints (a Starlette endpoint through :func:`protected`), not by
 the request-context layer: it applies to some routes only, after the router has matched the method
 (``GET /predict`` is 405 with or without a token), and scoring says "not ready" (503) before it

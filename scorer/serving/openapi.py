@@ -45,6 +45,7 @@ from scorer.errors import (
     ScorerError,
     Unauthorized,
 )
+from scorer.serving.sagemaker import CSV_LINES_PATHS
 
 _JSON_TYPES = {"float": {"type": "number"}, "int": {"type": "integer"}, "bool": {"type": "boolean"},
                "string": {"type": "string"}, "any": {}}
@@ -143,8 +144,11 @@ def _score() -> dict[str, Any]:
                     for name, meaning in (d.params or {}).items()) + ".")}
     ok = {mt: {"schema": _media_schema(mt, encoder.binary, _ref("Predictions"))} for mt, encoder in codecs.ENCODERS.items()}
     ranges = "; ".join(f"`{r}` means `{mt}`" for r, mt in codecs.ACCEPT_RANGES.items())
+    lines = ", ".join(f"`{p}`" for p in sorted(CSV_LINES_PATHS))
     return {"description": f"Score a table. `Accept` picks the answer's media type (q-values honoured; default "
-                           f"`{codecs.JSON}`; {ranges}); one it cannot produce is 406.",
+                           f"`{codecs.JSON}`; {ranges}); one it cannot produce is 406. A plain `{codecs.CSV}` answer "
+                           f"has a header line, except on {lines} (SageMaker Batch Transform), where it is "
+                           f"`{codecs.CSV_LINES}`; `header=present` or `header=absent` in `Accept` chooses.",
             "requestBody": request,
             "ok": _ok("one prediction per input row, as JSON or in the media type Accept asks for", ok)}
 
@@ -212,6 +216,14 @@ OPERATIONS: dict[str, Operation] = {
                                lambda: {"ok": _ok("checked (one process): loaded or unchanged", {codecs.JSON: {
                                    "schema": _ref("Reload")}})},
                                (NotReady, BundleError, ReloadRejected), protected=True),
+    "/execution-parameters": Operation(
+        "SageMaker Batch Transform's execution parameters: the defaults this server asks a job for",
+        lambda: {"ok": _ok("derived from the settings workers and max_body_bytes", {codecs.JSON: {"schema": {
+            "type": "object", "additionalProperties": False,
+            "required": ["MaxConcurrentTransforms", "BatchStrategy", "MaxPayloadInMB"],
+            "properties": {"MaxConcurrentTransforms": {"type": "integer", "minimum": 1},
+                           "BatchStrategy": {"type": "string", "enum": ["MULTI_RECORD"]},
+                           "MaxPayloadInMB": {"type": "integer", "minimum": 1, "maximum": 100}}}}})}),
     "/openapi.json": Operation("this document", lambda: {"ok": _ok("this document", {
         codecs.JSON: {"schema": {"type": "object", "required": ["openapi", "paths"]}}})}, protected=True),
     "/v2": Operation("server metadata (Open Inference Protocol)", _json_ok("the server", {

@@ -6,7 +6,8 @@ request to another version) and encodes the answer in the format ``Accept`` aske
 names that version (``X-Model-Version``, ``X-Model-Digest``). It skips Starlette's
 request objects (about half of the per-request cost of a one-row request); request id, metrics and
 error responses are the request-context layer's (:mod:`scorer.serving.context`): this endpoint
-only raises.
+only raises. A plain ``text/csv`` ``Accept`` is answered with a header line on ``/predict`` and without
+one on the paths of :data:`scorer.serving.sagemaker.CSV_LINES_PATHS` (``/invocations``).
 
 The endpoint is the same for every protocol: what differs is its :class:`Wire`, how a body becomes
 prepared rows and how the result becomes the answer (``/predict`` and ``/invocations``: the codecs
@@ -31,6 +32,7 @@ from scorer.core import Scorer
 from scorer.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, ScorerError
 from scorer.serving.auth import check_token
 from scorer.serving.bodies import decompress, receive_body
+from scorer.serving.sagemaker import CSV_LINES_PATHS
 from scorer.serving.state import ServerState, Version, state_of
 from scorer.serving import tracing
 from scorer.settings import Settings
@@ -48,6 +50,10 @@ DECODE_OFFLOAD_BYTES = 256 * 1024
 ENCODE_OFFLOAD_ROWS = 2000
 
 
+#: Content-Types of one row per line: their rows are counted before the body is parsed.
+_LINE_FORMATS = ("text/csv", codecs.JSONL, *(alias for alias, mt in codecs.ALIASES.items() if mt == codecs.JSONL))
+
+
 @dataclass(slots=True)
 class Head:
     """What a scoring request says besides its body: the headers the endpoints read, and the route's
@@ -61,6 +67,7 @@ class Head:
     content_encoding: str | None = None
     header_length: bytes | None = None  # Inference-Header-Content-Length (the binary tensor extension)
     deadline: float = 0.0
+    path: str = ""
     path_params: dict[str, str] | None = None
 
 
@@ -90,7 +97,7 @@ class Wire:
 
 
 def _head(scope: Scope, deadline: float) -> Head:
-    request = Head(deadline=deadline, path_params=scope.get("path_params"))
+    request = Head(deadline=deadline, path=scope["path"], path_params=scope.get("path_params"))
     for key, value in scope["headers"]:
         if key == b"content-type":
             request.content_type = value.decode("latin-1")
@@ -168,10 +175,10 @@ def check_size(frame: Table, settings: Settings) -> None:
 def _table(body: bytes, content_type: str | None, scorer: Scorer, settings: Settings) -> Table:
     """Decode a request body and check it against the input schema."""
     columns = list(scorer.schema.columns) if scorer.schema else None
-    if content_type is not None and content_type.startswith("text/csv"):
+    if content_type is not None and content_type.startswith(_LINE_FORMATS):
         if body.count(b"\n") > settings.max_request_rows + 1:
             raise PayloadTooLarge(f"more than {settings.max_request_rows} rows per request (counted before parsing)")
-        if body.count(b",", 0, body.find(b"\n")) >= settings.max_columns:
+        if content_type.startswith("text/csv") and body.count(b",", 0, body.find(b"\n")) >= settings.max_columns:
             raise PayloadTooLarge(f"more than {settings.max_columns} columns per request (counted before parsing)")
     frame = codecs.decode(body, content_type, columns, limits=Limits.of(settings))
     check_size(frame, settings)
@@ -199,7 +206,12 @@ def _read_table(body: bytes, head: Head, media: str, scorer: Scorer, settings: S
 
 
 #: ``/predict`` and ``/invocations``: every codec of :mod:`scorer.codecs`.
-TABLES = Wire(check=lambda head, scorer, state: codecs.negotiate(head.accept), read=_read_table,
+def _accept(head: Head, scorer: Scorer, state: ServerState) -> str:
+    """The answer's media type; a plain ``text/csv`` is headerless on SageMaker's path."""
+    return codecs.negotiate(head.accept, csv=codecs.CSV_LINES if head.path in CSV_LINES_PATHS else codecs.CSV)
+
+
+TABLES = Wire(check=_accept, read=_read_table,
               heavy=lambda body, head: codecs.is_columnar(body, head.content_type))
 score = ScoringEndpoint(TABLES)
 

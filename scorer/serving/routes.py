@@ -4,6 +4,7 @@
 the Open Inference Protocol's and KServe V1's routes (:mod:`scorer.serving.inference`),
 ``GET /health`` (process alive), ``GET /version`` (MLflow's), ``GET /ready`` and ``GET /ping`` (200 once the bundle is loaded,
 else 503, and 503 again from SIGTERM on), ``GET /metadata``, ``GET /metrics``, ``GET /openapi.json``,
+``GET /execution-parameters`` (SageMaker Batch Transform's, :mod:`scorer.serving.sagemaker`; open, like ``/ping``),
 and, only when an auth token is configured, ``POST /admin/reload`` (check the model source now).
 The router takes the scoring routes' POSTs straight to their endpoint and everything else through
 this table with Starlette's router, which also answers other methods on these paths (405 with
@@ -28,6 +29,7 @@ from scorer.serving.openapi import document as openapi_document
 from scorer.serving.auth import protected
 from scorer.serving import inference
 from scorer.serving.predict import score
+from scorer.serving.sagemaker import execution_parameters as sagemaker_execution_parameters
 from scorer.serving.state import ServerState
 from scorer.settings import Settings
 
@@ -88,6 +90,10 @@ async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
+async def execution_parameters(request: Request) -> Response:
+    return _json(sagemaker_execution_parameters(_state(request).settings))
+
+
 ROUTES = [
     Route("/predict", score, methods=["POST"]),
     Route("/invocations", score, methods=["POST"]),
@@ -98,6 +104,7 @@ ROUTES = [
     Route("/metadata", metadata, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/execution-parameters", execution_parameters, methods=["GET"]),
     *inference.ROUTES,
 ]
 ADMIN_ROUTES = [Route("/admin/reload", admin_reload, methods=["POST"])]

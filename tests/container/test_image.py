@@ -366,7 +366,9 @@ def _port_free(port: int) -> bool:
 def test_sagemaker_hosting_contract(image: dict[str, object], sum_bundle, public_dir: Path) -> None:  # type: ignore[no-untyped-def]
     """As SageMaker runs it: `docker run IMAGE serve` with its environment, the model at /opt/ml/model,
     port 8080 (the image default; a free port only if 8080 is taken on this machine), GET /ping and
-    POST /invocations with CSV in and CSV or JSON out, as a SageMaker client sends them."""
+    POST /invocations with CSV in and CSV or JSON out, as a SageMaker client sends them: a plain
+    text/csv answer has no header line (one line per row, for Batch Transform's AssembleWith=Line),
+    ``header=present`` asks for one."""
     bundle = publish(sum_bundle(), public_dir / "sum")
     container = (DockerContainer(str(image["name"])).with_kwargs(network_mode="host").with_command("serve")
                  .with_volume_mapping(str(bundle), "/opt/ml/model", "ro")
@@ -386,7 +388,11 @@ def test_sagemaker_hosting_contract(image: dict[str, object], sum_bundle, public
                    "X-Amzn-SageMaker-Custom-Attributes": "trace=1"}
         response = requests.post(url + "/invocations", data="a,b\n1,2\n3,4\n", headers=headers)
         assert response.status_code == 200, response.text
-        assert response.headers["content-type"].startswith("text/csv")
+        assert response.headers["content-type"] == "text/csv; header=absent"
+        assert response.text.splitlines() == ["3,2", "7,2"]
+        response = requests.post(url + "/invocations", data="a,b\n1,2\n3,4\n",
+                                 headers={**headers, "Accept": "text/csv; header=present"})
+        assert response.headers["content-type"] == "text/csv"
         assert response.text.splitlines() == ["sum,rows_in_call", "3.0,2", "7.0,2"]
         response = requests.post(url + "/invocations", data="a,b\n1,2\n", headers={"Content-Type": "text/csv",
                                                                                       "Accept": "application/json"})
