@@ -124,6 +124,22 @@ def object_store_block(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(L)
 
 
+def protocols_block(results: dict[str, dict[str, Any]]) -> str:
+    data = results.get("protocols")
+    if not data:
+        return missing("every client protocol on one server", "benchmarks/bench_protocols.py")
+    f = data["figures"]
+    L = ["Tabular bundle, one row per request, one `scorer serve` (one worker) pinned to one core, wrk on the other; "
+         "each protocol's body as its client sends it, every answer first checked against in-process predictions.",
+         "", "| protocol | p50 ms, 1 connection | rows/s, 64 connections | ÷ /predict | p99 ms, 64 |",
+         "|---|---:|---:|---:|---:|"]
+    for p in f["protocols"]:
+        L.append(f"| {p['name']} | {p['p50_ms_1']:.2f} | {p['rows_s_64']:,} | {p['rows_s_vs_predict']:.2f}× | "
+                 f"{p['p99_ms_64']:.1f} |")
+    L += ["", f"- {run_line('protocols', data['run'])}"]
+    return "\n".join(L)
+
+
 def peers_block(results: dict[str, dict[str, Any]]) -> str:
     data = results.get("peers")
     if not data or not data["run"].get("complete"):
@@ -231,7 +247,8 @@ def extras_block(results: dict[str, dict[str, Any]]) -> str:
 
 BLOCKS: dict[Path, dict[str, Callable[[dict[str, dict[str, Any]]], str]]] = {
     README: {"serve": serve_block, "batch": batch_block, "peers": peers_block, "jvm": jvm_block,
-             "spark_engine": spark_engine_block, "reload": reload_block, "object_store": object_store_block},
+             "spark_engine": spark_engine_block, "reload": reload_block, "object_store": object_store_block,
+             "protocols": protocols_block},
     BENCH_README: {"peers_report": peers_report_block, "extras": extras_block},
 }
 
