@@ -207,3 +207,20 @@ def test_predict_errors_carry_mlflow_error_codes(client: TestClient) -> None:
         assert ERROR_CODE_TO_HTTP_STATUS[code] == 400, (status, code)  # MLflow's client-error codes are all 400
     not_found = client.get("/nope")
     assert not_found.status_code == 404 and ERROR_CODE_TO_HTTP_STATUS[not_found.json()["error_code"]] == 404
+
+
+def test_protocol_paths_are_scoring_paths_labelled_by_their_template() -> None:
+    """The layers that treat scoring requests apart (drain's Connection: close, payload logging, tracing)
+    see the protocols' inference routes as scoring routes; metrics and spans name them by template."""
+    from scorer.serving.routes import is_scoring_path, path_label
+
+    for path in ("/predict", "/invocations", "/v2/models/m/infer", "/v2/models/m/versions/3/infer",
+                 "/v1/models/m:predict"):
+        assert is_scoring_path(path), path
+    for path in ("/v2/models/m", "/v2/models/m/ready", "/v1/models/m", "/health", "/v2/health/ready"):
+        assert not is_scoring_path(path), path
+    assert path_label("/v2/models/fraud/infer") == "/v2/models/{name}/infer"
+    assert path_label("/v2/models/fraud/versions/7/infer") == "/v2/models/{name}/versions/{version}/infer"
+    assert path_label("/v1/models/fraud:predict") == "/v1/models/{name}:predict"
+    assert path_label("/v1/models/fraud") == "/v1/models/{name}"
+    assert path_label("/predict") == "/predict" and path_label("/nope/v2") == "other"

@@ -112,3 +112,54 @@ def sum_app(tmp_path_factory):  # type: ignore[no-untyped-def]
     (root / "code" / "custom_preprocess.py").write_text(SUM_CODE)
     with TestClient(create_app(Settings(), scorer=Scorer.load(root)), raise_server_exceptions=False) as client:
         yield client
+
+
+# --- the Open Inference Protocol's requests -------------------------------------------------------------
+
+tensor = st.fixed_dictionaries(
+    {"name": st.sampled_from(["a", "b", "s", "x", "m"]),
+     "shape": st.lists(st.integers(-1, 4), min_size=0, max_size=3) | json_values,
+     "datatype": st.sampled_from(["FP64", "FP32", "INT64", "INT8", "UINT64", "BOOL", "BYTES", "FP16", "X"])},
+    optional={"data": json_values, "parameters": st.fixed_dictionaries(
+        {}, optional={"binary_data_size": st.integers(-2, 40) | json_values})})
+_ELEMENTS = {"FP64": st.floats(allow_nan=False, allow_infinity=False) | st.integers(-5, 5) | st.none(),
+             "INT64": st.integers(-2**63, 2**63 - 1), "BOOL": st.booleans(), "BYTES": st.text(max_size=6)}
+
+
+@st.composite
+def valid_tensors(draw: st.DrawFn) -> list[dict]:  # type: ignore[type-arg]
+    """One tensor per column, well formed: the same row count, data of the datatype (nested or flat)."""
+    rows = draw(st.integers(0, 4))
+    tensors = []
+    for name in draw(st.lists(st.sampled_from(["a", "b", "s", "x"]), min_size=1, max_size=4, unique=True)):
+        datatype = draw(st.sampled_from(list(_ELEMENTS)))
+        data = draw(st.lists(_ELEMENTS[datatype], min_size=rows, max_size=rows))
+        nested = draw(st.booleans())
+        tensors.append({"name": name, "datatype": datatype, "shape": [rows, 1] if nested else [rows],
+                        "data": [[v] for v in data] if nested else data})
+    return tensors
+
+
+infer_request = st.fixed_dictionaries(
+    {"inputs": valid_tensors() | st.lists(tensor, max_size=4) | json_values},
+    optional={"id": json_values, "parameters": st.dictionaries(st.sampled_from(["binary_data_output", "p"]),
+                                                              json_values, max_size=2),
+              "outputs": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["y", "z"])}), max_size=2) | json_values})
+
+
+@given(request=infer_request, binary=st.binary(max_size=48), header=st.booleans() | st.none())
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_inference_request_is_a_table_or_a_4xx(request: dict, binary: bytes, header: bool | None) -> None:  # type: ignore[type-arg]
+    """Any JSON header (valid or not), any binary data after it, any header length: a Table whose columns
+    are the inputs (then coerced to the schema), or one of our 4xx errors."""
+    from scorer import open_inference
+
+    head = json.dumps(request).encode()
+    body = head + binary if header is not None else head
+    length = None if header is None else (len(head) if header else len(body) + 1)
+    try:
+        table, answer = open_inference.read_request(body, length, list(SCHEMA.columns), ["y"])
+        SCHEMA.coerce(table)
+        assert answer.outputs is None or set(answer.outputs) <= {"y"}
+    except RequestError as exc:
+        assert 400 <= http_status(exc) < 500
