@@ -103,23 +103,27 @@ def test_tritonclient_scores_like_predict(example: str, example_bundles: dict[st
         client.close()
 
 
-def test_kserve_client_scores_like_predict(example_bundles: dict[str, Path], live_server: Callable[..., Any]) -> None:
+@pytest.mark.parametrize("example", ["spam", "tabular"])
+def test_kserve_client_scores_like_predict(example: str, example_bundles: dict[str, Path],
+                                           live_server: Callable[..., Any], tmp_path: Path) -> None:
     """KServe's own REST client, V2 (JSON and binary tensors) and V1 (instances), equals /predict."""
     assert KSERVE_PYTHON.exists(), "KServe's client venv is missing: scripts/test makes .venv-kserve"
-    bundle = example_bundles["spam"]
-    frame = _frame("spam", bundle)
+    bundle = example_bundles[example]
+    frame = _frame(example, bundle)
+    rows = tmp_path / "rows.csv"
+    frame.to_csv(rows, index=False)
     with live_server(bundle) as server:
         expected = _predict(server, frame)
-        run = subprocess.run([str(KSERVE_PYTHON), str(REPO / "tests" / "kserve_client.py"), server.url, "spam",
-                              str(bundle / "sample.csv"), json.dumps(["prediction", "probability_spam"])],
-                             capture_output=True, text=True, timeout=120)
+        binary_outputs = [expected.columns[0], expected.columns[-1]]
+        run = subprocess.run([str(KSERVE_PYTHON), str(REPO / "tests" / "kserve_client.py"), server.url, example,
+                              str(rows), json.dumps(binary_outputs)], capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr[-3000:]
         answer = json.loads(run.stdout)
     assert answer["server_live"] and answer["server_ready"] and answer["model_ready_v2"] and answer["model_ready_v1"]
     assert answer["v2_json_id"] == "kserve-json"
     for column in expected.columns:
         assert answer["v2_json"][column] == expected[column].tolist(), column
-    assert list(answer["v2_binary"]) == ["prediction", "probability_spam"]
+    assert list(answer["v2_binary"]) == binary_outputs
     for column in answer["v2_binary"]:
         assert answer["v2_binary"][column] == expected[column].tolist(), column
     assert answer["v1"] == expected.to_dict(orient="records")
