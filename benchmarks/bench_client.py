@@ -15,9 +15,10 @@ frame (``_harness.make_frame``), three ways to get a DataFrame of predictions fr
 Each call is the whole round trip: encode the frame, the request, the model call, decode the answer to
 a DataFrame. Before timing, each way's answer is checked against in-process predictions of the same
 rows (``_harness.check_answers``; the vendor's ``to_json`` writes 10 significant digits, so its
-probabilities differ slightly: the largest difference is recorded). Timing: ``_harness.time_call``
-with the shared repeat policy (3 untimed calls, then the median of at least 200 calls over 4 s, 15 over
-8 s for 100,000 rows). Reported: median ms per call, rows/s from it, and the Arrow client's speedup over
+probabilities differ slightly: the largest difference is recorded). Timing: the shared repeat policy
+(``_harness.repeat_policy``: 3 untimed calls, then the median of at least 200 calls over 4 s per way, 15
+over 8 s for 100,000 rows), the three ways' calls taken in turn (``time_interleaved``: on a shared
+machine each way meets the same load). Reported: median ms per call, rows/s from it, and the Arrow client's speedup over
 the JSON client and over the vendor snippet at each size. The in-process limit of each size is measured
 too (``_harness.run_baseline``), for scale. Nothing here asserts on timings.
 Results: ``benchmarks/results/client.json`` (and ``client.md``, not committed).
@@ -64,6 +65,33 @@ def callers(url: str) -> dict[str, Callable[[Any], Any]]:
     return {"client arrow": arrow.predict, "client json": plain.predict, "vendor requests + to_json": vendor}
 
 
+def time_interleaved(calls: dict[str, Callable[[], Any]], min_repeats: int, budget_s: float) -> dict[str, Any]:
+    """``_harness.time_call``'s policy (warm-up calls, then at least ``min_repeats`` timed calls and until
+    ``budget_s`` per way is spent), with the ways' calls taken in turn: on a shared machine whose load
+    comes and goes, each way meets the same load, so their ratio holds even when the absolute times move."""
+    import statistics
+
+    for fn in calls.values():
+        for _ in range(h.WARMUP_CALLS):
+            fn()
+    times: dict[str, list[float]] = {way: [] for way in calls}
+    watch = h.CpuWatch()
+    deadline = time.perf_counter() + budget_s * len(calls)
+    while min(map(len, times.values())) < min_repeats or time.perf_counter() < deadline:
+        for way, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[way].append(time.perf_counter() - t0)
+    cpu = watch.stop()
+    out = {}
+    for way, ts in times.items():
+        ts.sort()
+        out[way] = {"median_ms": statistics.median(ts) * 1e3, "min_ms": ts[0] * 1e3,
+                    "p90_ms": ts[int(0.9 * (len(ts) - 1))] * 1e3, "repeats": len(ts),
+                    "warmup_calls": h.WARMUP_CALLS, "interleaved": True, "cpu": cpu}
+    return out
+
+
 def run(args: argparse.Namespace, bundle: Path, pin: bool, work: Path) -> dict[str, Any]:
     build = load_build_module()
     big = h.make_frame(build, BUNDLE, max(ROWS), DATA_SEED)
@@ -84,14 +112,14 @@ def run(args: argparse.Namespace, bundle: Path, pin: bool, work: Path) -> dict[s
             expected = base["expected"][str(n)]
             out["limit"][str(n)] = base["by_rows"][str(n)]
             for way in WAYS:
-                call = ways[way]
-                got = call(frame)
+                got = ways[way](frame)
                 rtol = 1e-8 if way.startswith("vendor") else 1e-12
                 out["max_abs_diff"][way][str(n)] = h.check_answers(got, expected, f"{way}, {n} rows", rtol=rtol,
                                                                   atol=1e-9 if way.startswith("vendor") else 0)
-                reps, budget = h.repeat_policy(n, args.quick)
-                server.wait_idle()
-                t = h.time_call(lambda: call(frame), min_repeats=reps, budget_s=budget)
+            reps, budget = h.repeat_policy(n, args.quick)
+            server.wait_idle()
+            timed = time_interleaved({way: (lambda call=ways[way]: call(frame)) for way in WAYS}, reps, budget)
+            for way, t in timed.items():
                 t["rows"], t["rows_s"] = n, n / (t["median_ms"] / 1e3)
                 out["ways"][way][str(n)] = t
                 h.log(f"{n:>7,} rows  {way:<26} median {t['median_ms']:9.2f} ms  {t['rows_s']:>12,.0f} rows/s "
