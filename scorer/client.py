@@ -349,8 +349,7 @@ def _arrow_body(frame: pd.DataFrame) -> bytes | None:
     the numpy array where the column is one (half the cost of converting the Series), else the Series."""
     try:
         arrays = []
-        for i in range(frame.shape[1]):
-            column = frame.iloc[:, i]
+        for _, column in frame.items():  # not iloc[:, i]: a third of the cost, duplicate names alike
             values = column.to_numpy() if isinstance(column.dtype, np.dtype) else column
             arrays.append(pa.array(values, from_pandas=True))
         table = pa.Table.from_arrays(arrays, names=[str(c) for c in frame.columns])
@@ -377,6 +376,6 @@ def _json_body(frame: pd.DataFrame) -> bytes:
     """MLflow's ``dataframe_split`` envelope, which scorer and MLflow's server both read. Missing values
     (NaN, None, NA) are ``null``; floats are written in full."""
     columns = [str(c) for c in frame.columns]
-    values = [frame.iloc[:, i].tolist() for i in range(frame.shape[1])]
+    values = [column.tolist() for _, column in frame.items()]
     rows = list(zip(*values)) if values else [() for _ in range(len(frame))]
     return orjson.dumps({"dataframe_split": {"columns": columns, "data": rows}}, default=_json_value)
