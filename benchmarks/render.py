@@ -141,7 +141,7 @@ def client_block(results: dict[str, dict[str, Any]]) -> str:
                  f"| {s['arrow_over_vendor']:.2f}× |")
     L += ["", f"At 100,000 rows the Arrow client is {f['arrow_over_json_at_100000']:.2f}× as fast as the same client "
           f"speaking JSON, {f['arrow_over_vendor_at_100000']:.2f}× the vendor snippet.", "",
-          f"- {run_line('client', data['run'])} {data['run'].get('notes', '')}".rstrip()]
+          f"- {run_line('client', data['run'])}" + (f" Note: {data['run']['notes']}." if data["run"].get("notes") else "")]
     return "\n".join(L)
 
 
