@@ -140,6 +140,27 @@ def protocols_block(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(L)
 
 
+def client_block(results: dict[str, dict[str, Any]]) -> str:
+    data = results.get("client")
+    if not data:
+        return missing("`scorer.Client` vs the vendor's `requests` snippet", "benchmarks/bench_client.py")
+    f = data["figures"]
+    ways = [w for w in f["sizes"][0] if isinstance(f["sizes"][0][w], dict)]
+    L = [f"The {f['bundle']} bundle on one `scorer serve` worker; per call: frame encoded, request, model call, answer "
+         "decoded to a DataFrame; median ms and the rows/s it gives.", "",
+         "| rows per call | " + " | ".join(f"{w}: ms (rows/s)" for w in ways)
+         + " | in-process limit rows/s | Arrow client ÷ JSON client | Arrow client ÷ vendor |",
+         "|---:|" + "---:|" * (len(ways) + 3)]
+    for s in f["sizes"]:
+        cells = [f"{s[w]['median_ms']:,.2f} ({s[w]['rows_s']:,})" for w in ways]
+        L.append(f"| {s['rows']:,} | " + " | ".join(cells) + f" | {s['limit_rows_s']:,} | {s['arrow_over_json']:.2f}× "
+                 f"| {s['arrow_over_vendor']:.2f}× |")
+    L += ["", f"At 100,000 rows the Arrow client is {f['arrow_over_json_at_100000']:.2f}× as fast as the same client "
+          f"speaking JSON, {f['arrow_over_vendor_at_100000']:.2f}× the vendor snippet.", "",
+          f"- {run_line('client', data['run'])}" + (f" Note: {data['run']['notes']}." if data["run"].get("notes") else "")]
+    return "\n".join(L)
+
+
 def peers_block(results: dict[str, dict[str, Any]]) -> str:
     data = results.get("peers")
     if not data or not data["run"].get("complete"):
@@ -248,7 +269,7 @@ def extras_block(results: dict[str, dict[str, Any]]) -> str:
 BLOCKS: dict[Path, dict[str, Callable[[dict[str, dict[str, Any]]], str]]] = {
     README: {"serve": serve_block, "batch": batch_block, "peers": peers_block, "jvm": jvm_block,
              "spark_engine": spark_engine_block, "reload": reload_block, "object_store": object_store_block,
-             "protocols": protocols_block},
+             "protocols": protocols_block, "client": client_block},
     BENCH_README: {"peers_report": peers_report_block, "extras": extras_block},
 }
 

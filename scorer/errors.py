@@ -31,6 +31,12 @@
         ├── KeepColumnsError       --keep-columns names a column the input lacks: fails that file
         └── BatchFailed            the (Spark) job fails with this one line, raised in a task or the driver
 
+and, on the other side of the wire, what :class:`scorer.Client` raises (never a server: not in the tables)::
+
+    ScorerError
+    └── ScorerClientError        an error answer (status, the server's code, message, request id, body), or none
+        └── ClientTimeout          no answer within the client's timeout
+
 Transports never pick status codes themselves: they call :func:`http_status`; commands never pick
 exit codes for an error themselves: they call :func:`exit_code` (a bundle that fails to load is a
 :class:`BundleError`, so exit :data:`EXIT_LOAD_FAILED` wherever it happens).
@@ -218,6 +224,38 @@ class BatchFailed(BatchError):
 
     def __str__(self) -> str:
         return self.MARKER + self.message
+
+
+class ScorerClientError(ScorerError):
+    """:class:`scorer.Client`'s call failed: the server answered ``status`` with its error ``code``,
+    ``message`` and ``request_id`` (``body``: the answer's raw bytes), after ``attempts`` requests; or no
+    answer came (``status`` None; ``code`` ``connection_refused``, ``connection_error`` or ``timeout``).
+    ``code`` is the server's, per instance."""
+
+    code = "client_error"
+
+    def __init__(self, status: int | None, code: str, message: str, *, request_id: str | None = None,
+                 body: bytes = b"", attempts: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.body = body
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status} " if self.status is not None else ""
+        request = f" (request {self.request_id})" if self.request_id else ""
+        return f"{where}{self.code}: {self.message}{request}"
+
+
+class ClientTimeout(ScorerClientError):
+    """No answer within :class:`scorer.Client`'s timeout (one socket operation took longer)."""
+
+    code = "timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, "timeout", message)
 
 
 #: The only place an error class meets an HTTP status. Looked up along the MRO.

@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.table",
             "scorer.schema",
             "scorer.preprocessor",
+            "scorer.client",
         },
     ),
     (

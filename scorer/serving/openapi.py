@@ -42,6 +42,7 @@ from scorer.errors import (
     RequestError,
     ReloadRejected,
     RequestTimeout,
+    ScorerClientError,
     ScorerError,
     Unauthorized,
 )
@@ -83,7 +84,9 @@ def _subclasses(klass: type[ScorerError]) -> list[type[ScorerError]]:
 
 def error_codes(status: int) -> list[str]:
     """Every ``error`` code an answer with this status can carry."""
-    codes = {k.code for k in _subclasses(ScorerError) if _status_of(k) == status} | set(_OTHER_CODES.get(status, []))
+    codes = {k.code for k in _subclasses(ScorerError)
+             if _status_of(k) == status and not issubclass(k, ScorerClientError)}  # the client's, never answered
+    codes |= set(_OTHER_CODES.get(status, []))
     return sorted(codes)
 
 
