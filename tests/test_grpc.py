@@ -1,7 +1,8 @@
 """The Open Inference Protocol over gRPC (``--grpc-port``, the ``grpc`` extra), proven against real
-``scorer serve`` processes with Triton's own gRPC client (``tritonclient.grpc``: raw tensor contents)
-and, for the typed ``contents`` form, with the service stub and messages tritonclient ships. Every
-answer is compared with ``/predict``'s for the same rows, value for value."""
+``scorer serve`` processes with Triton's own gRPC client (``tritonclient.grpc``: raw tensor contents),
+the service stub and messages tritonclient ships (the typed ``contents`` form) and KServe's
+``InferenceGRPCClient`` (both forms; run from .venv-kserve). Every answer is compared with ``/predict``'s
+for the same rows, value for value."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import BundleFactory, LiveServer, free_port
 
+REPO = Path(__file__).resolve().parent.parent
+KSERVE_PYTHON = REPO / ".venv-kserve" / "bin" / "python"
 TYPES = {"float64": "FP64", "int64": "INT64", "bool": "BOOL"}
 
 # A sum model that also answers whether grpc is loaded in the server process.
@@ -334,3 +337,28 @@ def test_usage_errors_exit_2(tmp_path: Path, bundle_factory: BundleFactory) -> N
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"scorer: --grpc-port {port}: cannot listen on 127.0.0.1: Address already in use"]
+
+
+def test_kserve_grpc_client_scores_like_predict(example_bundles: dict[str, Path],
+                                                live_server: Callable[..., Any]) -> None:
+    """KServe's own gRPC client (``InferenceGRPCClient``, run from .venv-kserve), with typed ``contents``
+    (its default) and with ``raw_input_contents``: health calls, every output equal to /predict's, the
+    request id echoed, an unknown model NOT_FOUND with our message."""
+    assert KSERVE_PYTHON.exists(), "KServe's client venv is missing: scripts/test makes .venv-kserve"
+    bundle = example_bundles["spam"]
+    frame = _frame("spam", bundle)
+    context, target = _grpc_server(live_server, bundle)
+    with context as server:
+        expected = _predict(server, frame)
+        run = subprocess.run([str(KSERVE_PYTHON), str(REPO / "tests" / "kserve_grpc_client.py"), target, "spam",
+                              str(bundle / "sample.csv")], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-3000:]
+        answer = json.loads(run.stdout)
+    assert answer["server_live"] and answer["server_ready"] and answer["model_ready"]
+    for form in ("typed", "raw"):
+        assert answer[f"{form}_id"] == f"kserve-{form}"
+        assert list(answer[form]) == list(expected.columns)
+        for column in expected.columns:
+            assert answer[form][column] == expected[column].tolist(), (form, column)
+    assert "NOT_FOUND" in answer["unknown_model_error"]
+    assert "model 'nope' is not served here; this server serves 'spam'" in answer["unknown_model_error"]
