@@ -176,7 +176,10 @@ def test_typed_contents_and_bad_values(example_bundles: dict[str, Path], live_se
 
         good = tensor(name="feature1", datatype="FP64", shape=[len(frame)],
                       contents=service_pb2.InferTensorContents(fp64_contents=frame["feature1"].tolist()))
-        answer = stub.ModelInfer(request(good), timeout=30)
+        answer, call = stub.ModelInfer.with_call(request(good), timeout=30)
+        trailing = dict(call.trailing_metadata())
+        assert trailing["x-model-version"] == answer.model_version and trailing["x-model-digest"].startswith("sha256:")
+        assert trailing["x-request-id"]
         assert answer.id == "typed" and [o.name for o in answer.outputs] == list(expected.columns)
         probabilities = np.frombuffer(answer.raw_output_contents[2], dtype="<f8").tolist()
         assert answer.outputs[2].datatype == "FP64" and probabilities == expected["probability_spam"].tolist()
@@ -362,3 +365,26 @@ def test_kserve_grpc_client_scores_like_predict(example_bundles: dict[str, Path]
             assert answer[form][column] == expected[column].tolist(), (form, column)
     assert "NOT_FOUND" in answer["unknown_model_error"]
     assert "model 'nope' is not served here; this server serves 'spam'" in answer["unknown_model_error"]
+
+
+def test_big_requests_and_the_body_limit(sum_bundle: Callable[..., Path], live_server: Callable[..., Any]) -> None:
+    """A request of 40,000 rows (640 KB of raw data: decoded, and its answer encoded, in the model thread)
+    is answered right; a message over --max-body-bytes is RESOURCE_EXHAUSTED (413's code), and the server
+    goes on serving."""
+    context, target = _grpc_server(live_server, sum_bundle(), "--max-body-bytes", "1000000")
+    with context:
+        client = triton.InferenceServerClient(target)
+        rows = 40_000
+        a, b = triton.InferInput("a", [rows], "FP64"), triton.InferInput("b", [rows], "FP64")
+        a.set_data_from_numpy(np.arange(1000, 1000 + rows, dtype=np.float64))  # no 666: the model raises on it
+        b.set_data_from_numpy(np.full(rows, 0.5))
+        sums = client.infer("sum", [a, b]).as_numpy("sum")
+        assert sums.shape == (rows,) and sums.tolist() == (np.arange(1000, 1000 + rows) + 0.5).tolist()
+        big = rows * 2
+        a, b = triton.InferInput("a", [big], "FP64"), triton.InferInput("b", [big], "FP64")
+        a.set_data_from_numpy(np.zeros(big))
+        b.set_data_from_numpy(np.zeros(big))
+        status, _ = _error(lambda: client.infer("sum", [a, b]))
+        assert status == "StatusCode.RESOURCE_EXHAUSTED"
+        assert client.is_server_ready()
+        client.close()
