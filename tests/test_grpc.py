@@ -7,6 +7,7 @@ for the same rows, value for value."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -148,6 +149,10 @@ def test_tritonclient_grpc_scores_like_predict(example: str, example_bundles: di
         status, message = _error(lambda: client.infer(example, _inputs(frame.iloc[:, :1])))
         assert status == "StatusCode.INVALID_ARGUMENT" and "missing required column" in message
         client.close()
+        # The metrics count gRPC calls by method and by the HTTP status of their answer.
+        metrics = requests.get(server.url + "/metrics", timeout=10).text
+        assert re.search(r"scorer_requests_total\{[^}]*path=\"/inference.GRPCInferenceService/ModelInfer\"[^}]*"
+                         r"status=\"404\"[^}]*\} 2.0", metrics), metrics
 
 
 def test_typed_contents_and_bad_values(example_bundles: dict[str, Path], live_server: Callable[..., Any]) -> None:

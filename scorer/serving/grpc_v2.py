@@ -144,6 +144,9 @@ class _Service:
             status = 200
             try:
                 return await method(request, context)
+            except asyncio.CancelledError:  # the client cancelled, or its deadline passed
+                status = 499
+                raise
             except Exception as exc:  # noqa: BLE001 - every error is answered with a status code
                 status, body, _ = error_parts(exc, echo=self.state.settings.echo_bad_values, protocol=True)
                 await context.abort(grpc_code(status), orjson.loads(body)["error"], (("x-request-id", rid),))
@@ -179,8 +182,8 @@ class _Service:
 
     async def model_metadata(self, request: pb.ModelMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        self._check_token(context)  # before the load check, as the HTTP route
         scorer, _ = self.state.loaded()
-        self._check_token(context)
         name = check_model(self.state, scorer, request.name, request.version or None)
         sample = scorer.sample_output
         outputs = {c: open_inference.datatype_of(sample[c]) for c in sample.columns} if sample is not None else None
@@ -199,8 +202,7 @@ class _Service:
             scorer, coalescer = version.scorer, version.coalescer
             self._check_token(context)
             name = check_model(state, scorer, request.model_name, request.model_version or None)
-            size = sum(len(r) for r in request.raw_input_contents)
-            if size > DECODE_OFFLOAD_BYTES:
+            if request.ByteSize() > DECODE_OFFLOAD_BYTES:  # as a big HTTP body: decoded in the model thread
                 rows, infer, extra = await coalescer.offload(_read, request, scorer, state.settings)
             else:
                 rows, infer, extra = _read(request, scorer, state.settings)
