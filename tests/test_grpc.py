@@ -167,13 +167,14 @@ def test_typed_contents_and_bad_values(example_bundles: dict[str, Path], live_se
         expected = _predict(server, frame)
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         tensor = service_pb2.ModelInferRequest.InferInputTensor
+        texts = [v.encode() for v in frame["feature2"]]
 
         def request(feature1: Any) -> Any:
             message = service_pb2.ModelInferRequest(model_name="spam", id="typed")
             message.inputs.extend([
                 feature1,
                 tensor(name="feature2", datatype="BYTES", shape=[len(frame)],
-                       contents=service_pb2.InferTensorContents(bytes_contents=[v.encode() for v in frame["feature2"]])),
+                       contents=service_pb2.InferTensorContents(bytes_contents=texts)),
                 tensor(name="feature3", datatype="FP64", shape=[len(frame)],
                        contents=service_pb2.InferTensorContents(fp64_contents=frame["feature3"].tolist())),
             ])

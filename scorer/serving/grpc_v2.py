@@ -36,7 +36,7 @@ import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
@@ -96,6 +96,10 @@ def address(settings: Settings) -> str:
     return f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
 
 
+Context: TypeAlias = Any  # grpc.aio.ServicerContext (grpcio ships no types)
+Method = Callable[[Any, Context], Awaitable[Any]]
+
+
 async def start(state: ServerState) -> grpc.aio.Server:
     """Start serving gRPC on ``grpc_port`` in the running event loop; the caller stops it (with its grace)."""
     settings = state.settings
@@ -124,9 +128,6 @@ async def start(state: ServerState) -> grpc.aio.Server:
     return server
 
 
-Method = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
-
 class _Service:
     """The RPCs; each one raises our errors, and :meth:`wrap` answers them with a status code."""
 
@@ -136,7 +137,7 @@ class _Service:
     def wrap(self, name: str, method: Method) -> Method:
         label = f"/{SERVICE}/{name}"
 
-        async def rpc(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def rpc(request: Any, context: Context) -> Any:
             metadata = _metadata(context)
             rid = metadata.get("x-request-id", "")[:128] or uuid.uuid4().hex
             token = request_id.set(rid)
@@ -157,18 +158,18 @@ class _Service:
 
         return rpc
 
-    async def server_live(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+    async def server_live(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def server_ready(self, request: pb.ServerReadyRequest,
-                           context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+                           context: Context) -> pb.ServerReadyResponse:
         try:
             self.state.ready()
         except NotReady:
             return pb.ServerReadyResponse(ready=False)
         return pb.ServerReadyResponse(ready=True)
 
-    async def model_ready(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+    async def model_ready(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
         try:
             scorer, _ = self.state.ready()
         except NotReady:
@@ -177,25 +178,25 @@ class _Service:
         return pb.ModelReadyResponse(ready=True)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest,
-                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+                              context: Context) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="scorer", version=__version__)
 
     async def model_metadata(self, request: pb.ModelMetadataRequest,
-                             context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+                             context: Context) -> pb.ModelMetadataResponse:
         self._check_token(context)  # before the load check, as the HTTP route
         scorer, _ = self.state.loaded()
         name = check_model(self.state, scorer, request.name, request.version or None)
         sample = scorer.sample_output
         outputs = {c: open_inference.datatype_of(sample[c]) for c in sample.columns} if sample is not None else None
-        meta = open_inference.model_metadata(name, scorer.version_label, scorer.schema.columns if scorer.schema else None,
-                                             outputs)
+        inputs = scorer.schema.columns if scorer.schema else None
+        meta = open_inference.model_metadata(name, scorer.version_label, inputs, outputs)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
             inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["inputs"]],
             outputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["outputs"]])
 
-    async def model_infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def model_infer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         state = self.state
         version = state.hold()  # scored, and answered, by the version serving now (as an HTTP request)
         try:
@@ -223,12 +224,12 @@ class _Service:
         finally:
             version.release()
 
-    def _check_token(self, context: grpc.aio.ServicerContext) -> None:
+    def _check_token(self, context: Context) -> None:
         metadata = _metadata(context)
         check_token(self.state.settings.auth_token, metadata.get("authorization"), metadata.get("token"))
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+def _metadata(context: Context) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 

@@ -9,8 +9,8 @@ grpcio-tools 1.70.0 (protoc 29.0, protobuf Python gencode 5.29.0)::
 Committed rather than generated at build time, so that building scorer needs no protoc and the
 default install stays free of grpc: the code is only imported with ``--grpc-port`` set. Gencode 5.29
 loads on every protobuf runtime from 5.29 on (a runtime refuses only gencode newer than itself; tested
-with 5.29.6, 6.33.6 and 7.36.2): the ``grpc`` extra asks for ``protobuf>=5.29``. No ``_pb2_grpc.py``: the service's
-six methods are registered by :mod:`scorer.serving.grpc_v2` with grpc's generic handler, which ties
+with 5.29.6, 6.33.6 and 7.36.2): the ``grpc`` extra asks for ``protobuf>=5.29``. No ``_pb2_grpc.py``: the
+service's six methods are registered by :mod:`scorer.serving.grpc_v2` with grpc's generic handler, which ties
 the code to no grpcio-tools version.
 
 The messages are registered in protobuf's default descriptor pool, under ``grpc_predict_v2.proto``
