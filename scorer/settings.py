@@ -186,6 +186,10 @@ class Settings:
         "off", "serve: OpenTelemetry spans of scoring requests, exported over OTLP/HTTP to the collector the standard "
         "OTEL_* variables name (needs the scorer[tracing] extra).", choices=TracingMode
     )
+    grpc_port: int = _setting(
+        0, "serve: also serve the Open Inference Protocol over gRPC on this port (same host, same process; needs the "
+        "scorer[grpc] extra and one worker). 0: off."
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -202,6 +206,8 @@ class Settings:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
         _check_payload_log(self)
+        if not 0 <= self.grpc_port <= 65535 or (self.grpc_port and self.grpc_port == self.port):
+            raise ValueError(f"grpc_port must be 0 (off) or a port from 1 to 65535 other than port, not {self.grpc_port}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -130,8 +130,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: ScorerApp) -> AsyncIterator[None]:
         loader = None
+        grpc_server = None
         if payload_log is not None:
             payload_log.start()
+        if settings.grpc_port:  # the optional gRPC server (its extra): imported only when on
+            from scorer.serving import grpc_v2
+
+            grpc_server = await grpc_v2.start(state)
         if scorer is not None:
             activate(scorer, revision)
         else:
@@ -146,6 +151,9 @@ def create_app(
             if reloader is not None:
                 await reloader.stop()
             left = settings.shutdown_grace_s - (time.monotonic() - state.shutdown_started if state.shutdown_started else 0)
+            if grpc_server is not None:  # in-flight gRPC requests finish within what is left of the grace
+                await grpc_server.stop(grace=max(left, 0.5))
+                left = settings.shutdown_grace_s - (time.monotonic() - state.shutdown_started if state.shutdown_started else 0)
             if state.coalescer is not None and not await state.coalescer.stop(timeout=max(left, 0.5)):
                 log.error("a model call was still running %.0f s after shutdown began: abandoned, its requests "
                           "failed", settings.shutdown_grace_s)

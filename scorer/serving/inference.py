@@ -43,7 +43,9 @@ def model_name(settings: Settings, scorer: Scorer) -> str:
     return settings.model_name or scorer.bundle.name
 
 
-def _check_model(state: ServerState, scorer: Scorer, name: str, version: str | None) -> str:
+def check_model(state: ServerState, scorer: Scorer, name: str, version: str | None) -> str:
+    """The served model's name, if ``name`` (and ``version``, when given) is what this server serves;
+    :class:`ModelNotFound` otherwise (the HTTP routes and gRPC's, :mod:`scorer.serving.grpc_v2`)."""
     served = model_name(state.settings, scorer)
     if name != served:
         raise ModelNotFound(f"model {name!r} is not served here; this server serves {served!r}")
@@ -55,7 +57,7 @@ def _check_model(state: ServerState, scorer: Scorer, name: str, version: str | N
 
 def _path_model(head: Head, scorer: Scorer, state: ServerState) -> str:
     params = head.path_params or {}
-    return _check_model(state, scorer, params.get("name", ""), params.get("version"))
+    return check_model(state, scorer, params.get("name", ""), params.get("version"))
 
 
 def _header_length(head: Head) -> int | None:
@@ -145,7 +147,7 @@ def _loaded_model(request: Request) -> tuple[Scorer, str]:
     state = _state(request)
     scorer, _ = state.loaded()
     params = request.path_params
-    return scorer, _check_model(state, scorer, params["name"], params.get("version"))
+    return scorer, check_model(state, scorer, params["name"], params.get("version"))
 
 
 @protected

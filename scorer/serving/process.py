@@ -57,7 +57,7 @@ from scorer.serving.loading import LoadingResponder
 from scorer._logging import configure
 from scorer.core import Scorer
 from scorer.load_options import LoadOptions
-from scorer.errors import EXIT_OK, ScorerError, exit_code
+from scorer.errors import EXIT_OK, ScorerError, UsageError, exit_code
 from scorer.jvm import jvm_started
 from scorer.lifecycle import Outcome, ReloadLog, check, read_revision
 from scorer.serving.app import Supervisor, create_app
@@ -255,6 +255,7 @@ class _StopRequested(Exception):
 def serve(settings: Settings) -> int:
     try:
         tracing.require(settings)  # before anything starts: tracing on without its extra is a usage error
+        _require_grpc(settings)
     except ScorerError as exc:
         print(f"scorer: {exc.message}", file=sys.stderr)
         return exit_code(exc)
@@ -295,6 +296,29 @@ def serve(settings: Settings) -> int:
         return run_worker(settings, sock, scorer=loaded, revision=seen)
     with metrics.shared_between_workers() as status_dir:
         return _Supervision(settings, sock, loaded, seen, openmp_threads, status_dir).run()
+
+
+def _require_grpc(settings: Settings) -> None:
+    """With ``grpc_port``: one worker, the extra installed, the port free; else :class:`UsageError` (exit 2).
+    gRPC is served by the one process only: N forked workers would each need their own gRPC server on one
+    port (SO_REUSEPORT) and a supervisor that never imports grpc before forking; scale with replicas instead."""
+    if not settings.grpc_port:
+        return
+    if settings.workers > 1:
+        raise UsageError(f"--grpc-port serves gRPC from one process: it cannot be combined with --workers "
+                         f"{settings.workers} (run one worker per replica, or turn gRPC off)")
+    try:
+        import scorer.serving.grpc_v2  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"--grpc-port needs the grpc extra (pip install 'scorer[grpc]'); missing: {exc.name}") from None
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.grpc_port))
+        except OSError as exc:
+            raise UsageError(f"--grpc-port {settings.grpc_port}: cannot listen on {settings.host}: "
+                             f"{exc.strerror or exc}") from None
 
 
 def _load_in_supervisor(source: str, options: LoadOptions, openmp_threads: int) -> Scorer:
