@@ -140,18 +140,17 @@ def _flatten(data: Any) -> list[Any]:
     return flat
 
 
+#: The Python types a JSON decoder gives for each datatype's values (exact types: a bool is no number here).
+_JSON_TYPES = {"BYTES": frozenset({str}), "BOOL": frozenset({bool}), "FP": frozenset({int, float}),
+               "INT": frozenset({int})}
+
+
 def _check_json_values(name: str, datatype: str, values: list[Any]) -> None:
     """JSON tensor values must be of the tensor's datatype (null stands for a missing value)."""
-    if datatype == "BYTES":
-        allowed: tuple[type, ...] = (str,)
-    elif datatype == "BOOL":
-        allowed = (bool,)
-    elif datatype.startswith(("INT", "UINT")):
-        allowed = (int,)
-    else:
-        allowed = (int, float)
+    kind = datatype if datatype in ("BYTES", "BOOL") else "FP" if datatype.startswith("FP") else "INT"
+    allowed = _JSON_TYPES[kind] | {type(None)}
     for row, v in enumerate(values):
-        if v is not None and (not isinstance(v, allowed) or (isinstance(v, bool) and datatype != "BOOL")):
+        if type(v) not in allowed:
             raise MalformedBody(f"input {name!r}: element {row} is a {type(v).__name__}, not {datatype}")
 
 
