@@ -186,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     facts = h.finish_facts(facts, started)
     facts["mode"] = "quick" if args.quick else "full"
     facts["code_changed_during_run"] = before != code_state()
-    facts["notes"] = ("other work shared the machine's two cores during the run (see each timing's "
-                      "cpu.foreign_cpu_pct); the client is this process, pinned to core 0, the server to core 1. "
-                      "An uncommitted `.venv-mlflow` is the worktree's link to the MLflow venv, not code")
+    foreign = [t["cpu"].get("foreign_cpu_pct", 0) for way in raw["ways"].values() for t in way.values()]
+    facts["notes"] = (f"other processes used up to {max(foreign, default=0):.0f}% of a core during a timing "
+                      "(each timing's cpu.foreign_cpu_pct); the client is this process, pinned to core 0, the server "
+                      "to core 1")
     h.write_results("client", facts, fig, {"config": {"rows": list(ROWS), "data_seed": DATA_SEED, "bundle": BUNDLE,
                                                      "server": "scorer serve, default settings, one worker"},
                                           **raw})
