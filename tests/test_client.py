@@ -222,7 +222,7 @@ def test_refused_connections_are_retried_then_reported() -> None:
 def test_timeout(live_server: Serve, sum_bundle: Callable[..., Path]) -> None:
     """A model call longer than the client's timeout raises ClientTimeout; a longer timeout gets the answer."""
     df = pd.DataFrame({"a": [1.0], "b": [2.0]})
-    with live_server(sum_bundle(delay=3)) as server:
+    with live_server(sum_bundle(delay=1.5)) as server:
         with pytest.raises(ClientTimeout) as caught:
             scorer.Client(server.url, timeout=0.5).predict(df)
         assert (caught.value.status, caught.value.code) == (None, "timeout")
