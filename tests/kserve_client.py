@@ -21,7 +21,8 @@ from kserve.protocol.infer_type import RequestedOutput
 TYPES = {"float64": "FP64", "int64": "INT64", "bool": "BOOL"}
 
 
-def _inputs(frame: pd.DataFrame, binary: bool) -> list[InferInput]:
+def inputs_of(frame: pd.DataFrame, binary: bool) -> list[InferInput]:
+    """One tensor per column (tests/kserve_grpc_client.py uses it too); ``binary``: raw bytes, not typed data."""
     inputs = []
     for name in frame.columns:
         values = frame[name].to_numpy()
@@ -34,7 +35,7 @@ def _inputs(frame: pd.DataFrame, binary: bool) -> list[InferInput]:
     return inputs
 
 
-def _outputs(response: object) -> dict[str, list[object]]:
+def outputs_of(response: object) -> dict[str, list[object]]:
     out = {}
     for tensor in response.outputs:  # type: ignore[attr-defined]
         values = tensor.as_numpy()
@@ -52,19 +53,19 @@ async def main(url: str, model: str, path: str) -> None:
         "model_ready_v2": await v2.is_model_ready(url, model),
         "model_ready_v1": await v1.is_model_ready(url, model),
     }
-    plain = InferRequest(model, _inputs(frame, binary=False), request_id="kserve-json")
+    plain = InferRequest(model, inputs_of(frame, binary=False), request_id="kserve-json")
     answer = await v2.infer(url, plain, model_name=model)
-    result["v2_json"] = _outputs(answer)
+    result["v2_json"] = outputs_of(answer)
     result["v2_json_id"] = answer.id
     names = json.loads(sys.argv[4]) if len(sys.argv) > 4 else []
-    binary = InferRequest(model, _inputs(frame, binary=True), request_id="kserve-binary",
+    binary = InferRequest(model, inputs_of(frame, binary=True), request_id="kserve-binary",
                           request_outputs=[RequestedOutput(n, parameters={"binary_data": True}) for n in names])
-    result["v2_binary"] = _outputs(await v2.infer(url, binary, model_name=model))
+    result["v2_binary"] = outputs_of(await v2.infer(url, binary, model_name=model))
     rows = json.loads(frame.to_json(orient="values"))
     answer_v1 = await v1.infer(url, {"instances": rows}, model_name=model)
     result["v1"] = answer_v1["predictions"]
     try:
-        await v2.infer(url, InferRequest("nope", _inputs(frame, binary=False)), model_name="nope")
+        await v2.infer(url, InferRequest("nope", inputs_of(frame, binary=False)), model_name="nope")
     except Exception as exc:  # the client's error for a 404: what a user sees
         result["unknown_model_error"] = f"{type(exc).__name__}: {exc}"
     await v2.close()

@@ -15,31 +15,9 @@ import sys
 
 import numpy as np
 import pandas as pd
-from kserve import InferenceGRPCClient, InferInput, InferRequest
+from kserve import InferenceGRPCClient, InferRequest
 
-TYPES = {"float64": "FP64", "int64": "INT64", "bool": "BOOL"}
-
-
-def _inputs(frame: pd.DataFrame, raw: bool) -> list[InferInput]:
-    inputs = []
-    for name in frame.columns:
-        values = frame[name].to_numpy()
-        datatype = TYPES.get(str(values.dtype), "BYTES")
-        if datatype == "BYTES":
-            values = values.astype(object)
-        tensor = InferInput(name, [len(frame)], datatype)
-        tensor.set_data_from_numpy(values, binary_data=raw)
-        inputs.append(tensor)
-    return inputs
-
-
-def _outputs(response: object) -> dict[str, list[object]]:
-    out = {}
-    for tensor in response.outputs:  # type: ignore[attr-defined]
-        values = tensor.as_numpy()
-        out[tensor.name] = [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
-    return out
-
+from kserve_client import inputs_of, outputs_of  # this script's folder is on sys.path
 
 async def main(target: str, model: str, path: str) -> None:
     frame = pd.read_csv(path)
@@ -50,11 +28,11 @@ async def main(target: str, model: str, path: str) -> None:
         "model_ready": await client.is_model_ready(model),
     }
     for form in ("typed", "raw"):
-        answer = await client.infer(InferRequest(model, _inputs(frame, raw=form == "raw"), request_id=f"kserve-{form}"))
-        result[form] = _outputs(answer)
+        answer = await client.infer(InferRequest(model, inputs_of(frame, binary=form == "raw"), request_id=f"kserve-{form}"))
+        result[form] = outputs_of(answer)
         result[f"{form}_id"] = answer.id
     try:
-        await client.infer(InferRequest("nope", _inputs(frame, raw=True)))
+        await client.infer(InferRequest("nope", inputs_of(frame, binary=True)))
     except Exception as exc:  # the client's error for NOT_FOUND: what a user sees
         result["unknown_model_error"] = f"{type(exc).__name__}: {exc}"
     await client.close()

@@ -27,7 +27,8 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import BundleFactory, LiveServer, free_port
+from tests.test_protocols import example_frame, predict_answer
+from tests.conftest import BundleFactory, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 KSERVE_PYTHON = REPO / ".venv-kserve" / "bin" / "python"
@@ -63,24 +64,6 @@ SLOW_LOAD_MODEL = """
 """
 
 
-def _frame(name: str, bundle: Path) -> pd.DataFrame:
-    if name == "spam":
-        return pd.read_csv(bundle / "sample.csv")
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    sample = manifest["sample_input"]
-    return pd.DataFrame(sample["data"], columns=sample["columns"])
-
-
-def _predict(server: LiveServer, frame: pd.DataFrame) -> pd.DataFrame:
-    answer = requests.post(server.url + "/predict", data=frame.to_json(orient="split", index=False),
-                           headers={"Content-Type": "application/json"}, timeout=30)
-    assert answer.status_code == 200, answer.text
-    predictions = answer.json()["predictions"]
-    if predictions and isinstance(predictions[0], dict):
-        return pd.DataFrame(predictions)
-    return pd.DataFrame({"prediction": predictions})
-
-
 def _inputs(frame: pd.DataFrame) -> list[triton.InferInput]:
     inputs = []
     for name in frame.columns:
@@ -114,10 +97,10 @@ def test_tritonclient_grpc_scores_like_predict(example: str, example_bundles: di
     equal to /predict's, the request id echoed; the versioned call; errors as gRPC status codes with our
     message (unknown model or version NOT_FOUND, a missing column INVALID_ARGUMENT, no value echoed)."""
     bundle = example_bundles[example]
-    frame = _frame(example, bundle)
+    frame = example_frame(example, bundle)
     context, target = _grpc_server(live_server, bundle)
     with context as server:
-        expected = _predict(server, frame)
+        expected = predict_answer(server, frame)
         client = triton.InferenceServerClient(target)
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(example)
         metadata = client.get_model_metadata(example, as_json=True)
@@ -161,10 +144,10 @@ def test_typed_contents_and_bad_values(example_bundles: dict[str, Path], live_se
     A value that does not fit its column is INVALID_ARGUMENT naming the column, the value not echoed;
     a count that does not match the shape is INVALID_ARGUMENT too."""
     bundle = example_bundles["spam"]
-    frame = _frame("spam", bundle)
+    frame = example_frame("spam", bundle)
     context, target = _grpc_server(live_server, bundle)
     with context as server, grpc.insecure_channel(target) as channel:
-        expected = _predict(server, frame)
+        expected = predict_answer(server, frame)
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         tensor = service_pb2.ModelInferRequest.InferInputTensor
         texts = [v.encode() for v in frame["feature2"]]
@@ -355,10 +338,10 @@ def test_kserve_grpc_client_scores_like_predict(example_bundles: dict[str, Path]
     request id echoed, an unknown model NOT_FOUND with our message."""
     assert KSERVE_PYTHON.exists(), "KServe's client venv is missing: scripts/test makes .venv-kserve"
     bundle = example_bundles["spam"]
-    frame = _frame("spam", bundle)
+    frame = example_frame("spam", bundle)
     context, target = _grpc_server(live_server, bundle)
     with context as server:
-        expected = _predict(server, frame)
+        expected = predict_answer(server, frame)
         run = subprocess.run([str(KSERVE_PYTHON), str(REPO / "tests" / "kserve_grpc_client.py"), target, "spam",
                               str(bundle / "sample.csv")], capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr[-3000:]

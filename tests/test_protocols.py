@@ -29,7 +29,7 @@ KSERVE_PYTHON = REPO / ".venv-kserve" / "bin" / "python"
 TYPES = {"float64": "FP64", "int64": "INT64", "bool": "BOOL"}
 
 
-def _frame(name: str, bundle: Path) -> pd.DataFrame:
+def example_frame(name: str, bundle: Path) -> pd.DataFrame:
     if name == "spam":
         return pd.read_csv(bundle / "sample.csv")
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -37,7 +37,7 @@ def _frame(name: str, bundle: Path) -> pd.DataFrame:
     return pd.DataFrame(sample["data"], columns=sample["columns"])
 
 
-def _predict(server: LiveServer, frame: pd.DataFrame) -> pd.DataFrame:
+def predict_answer(server: LiveServer, frame: pd.DataFrame) -> pd.DataFrame:
     """/predict's answer as columns (what every protocol's answer must equal)."""
     answer = requests.post(server.url + "/predict", data=frame.to_json(orient="split", index=False),
                            headers={"Content-Type": "application/json"}, timeout=30)
@@ -71,9 +71,9 @@ def test_tritonclient_scores_like_predict(example: str, example_bundles: dict[st
     """Triton's HTTP client, with its defaults (binary inputs and outputs) and with JSON tensors: every
     output equals /predict's, the request id is echoed, and the client's health and metadata calls work."""
     bundle = example_bundles[example]
-    frame = _frame(example, bundle)
+    frame = example_frame(example, bundle)
     with live_server(bundle) as server:
-        expected = _predict(server, frame)
+        expected = predict_answer(server, frame)
         client = triton.InferenceServerClient(server.url.removeprefix("http://"))
         assert client.is_server_live() and client.is_server_ready()
         name = client.get_model_metadata(example)["name"]
@@ -109,11 +109,11 @@ def test_kserve_client_scores_like_predict(example: str, example_bundles: dict[s
     """KServe's own REST client, V2 (JSON and binary tensors) and V1 (instances), equals /predict."""
     assert KSERVE_PYTHON.exists(), "KServe's client venv is missing: scripts/test makes .venv-kserve"
     bundle = example_bundles[example]
-    frame = _frame(example, bundle)
+    frame = example_frame(example, bundle)
     rows = tmp_path / "rows.csv"
     frame.to_csv(rows, index=False)
     with live_server(bundle) as server:
-        expected = _predict(server, frame)
+        expected = predict_answer(server, frame)
         binary_outputs = [expected.columns[0], expected.columns[-1]]
         run = subprocess.run([str(KSERVE_PYTHON), str(REPO / "tests" / "kserve_client.py"), server.url, example,
                               str(rows), json.dumps(binary_outputs)], capture_output=True, text=True, timeout=120)
