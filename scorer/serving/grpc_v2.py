@@ -51,8 +51,8 @@ from scorer.errors import MalformedBody, NotReady, RequestTimeout
 from scorer.serving._oip_grpc import grpc_predict_v2_pb2 as pb
 from scorer.serving.auth import check_token
 from scorer.serving.http_errors import error_parts
-from scorer.serving.inference import check_model
-from scorer.serving.predict import DECODE_OFFLOAD_BYTES, ENCODE_OFFLOAD_ROWS, check_size, with_params
+from scorer.serving.inference import check_model, metadata_of, read_infer
+from scorer.serving.predict import DECODE_OFFLOAD_BYTES, ENCODE_OFFLOAD_ROWS
 from scorer.serving.state import ServerState
 from scorer.settings import Settings
 from scorer.table import Table
@@ -186,10 +186,7 @@ class _Service:
         self._check_token(context)  # before the load check, as the HTTP route
         scorer, _ = self.state.loaded()
         name = check_model(self.state, scorer, request.name, request.version or None)
-        sample = scorer.sample_output
-        outputs = {c: open_inference.datatype_of(sample[c]) for c in sample.columns} if sample is not None else None
-        inputs = scorer.schema.columns if scorer.schema else None
-        meta = open_inference.model_metadata(name, scorer.version_label, inputs, outputs)
+        meta = metadata_of(scorer, name)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -237,11 +234,7 @@ def _read(request: pb.ModelInferRequest, scorer: Scorer, settings: Settings
           ) -> tuple[Table, open_inference.InferRequest, list[tuple[bytes, bytes]]]:
     """The request's prepared rows, what its answer must look like, and the extra metadata (ignored params)."""
     body, length = _as_rest(request)
-    columns = list(scorer.schema.columns) if scorer.schema else None
-    rows, infer = open_inference.read_request(body, length, columns, scorer.output_columns)
-    check_size(rows, settings)
-    prepared, extra = with_params(scorer.prepare(rows), infer.params, scorer)
-    return prepared, infer, extra
+    return read_infer(body, length, scorer, settings)
 
 
 def _as_rest(request: pb.ModelInferRequest) -> tuple[bytes, int]:

@@ -36,6 +36,7 @@ from scorer.serving.auth import protected
 from scorer.serving.predict import Decoded, Head, ScoringEndpoint, Wire, check_size, with_params
 from scorer.serving.state import ServerState
 from scorer.settings import Settings
+from scorer.table import Table
 
 
 def model_name(settings: Settings, scorer: Scorer) -> str:
@@ -68,11 +69,28 @@ def _header_length(head: Head) -> int | None:
     return int(head.header_length)
 
 
-def _read_v2(body: bytes, head: Head, name: str, scorer: Scorer, settings: Settings) -> Decoded:
+def read_infer(body: bytes, header_length: int | None, scorer: Scorer, settings: Settings
+               ) -> tuple[Table, open_inference.InferRequest, list[tuple[bytes, bytes]]]:
+    """An inference request (REST form: JSON header and binary data) as prepared rows, what its answer must
+    look like, and the extra response headers (ignored params); over HTTP and gRPC (:mod:`scorer.serving.grpc_v2`)."""
     columns = list(scorer.schema.columns) if scorer.schema else None
-    rows, request = open_inference.read_request(body, _header_length(head), columns, scorer.output_columns)
+    rows, request = open_inference.read_request(body, header_length, columns, scorer.output_columns)
     check_size(rows, settings)
     prepared, extra = with_params(scorer.prepare(rows), request.params, scorer)
+    return prepared, request, extra
+
+
+def metadata_of(scorer: Scorer, name: str) -> dict[str, Any]:
+    """The model's metadata as the protocol gives it (HTTP and gRPC): inputs by the input schema, outputs by
+    the answer to the bundle's sample input."""
+    inputs = scorer.schema.columns if scorer.schema else None
+    sample = scorer.sample_output
+    outputs = {c: open_inference.datatype_of(sample[c]) for c in sample.columns} if sample is not None else None
+    return open_inference.model_metadata(name, scorer.version_label, inputs, outputs)
+
+
+def _read_v2(body: bytes, head: Head, name: str, scorer: Scorer, settings: Settings) -> Decoded:
+    prepared, request, extra = read_infer(body, _header_length(head), scorer, settings)
     version = scorer.version_label
 
     def reply(result: Any) -> tuple[bytes, str, list[tuple[bytes, bytes]]]:
@@ -153,13 +171,11 @@ def _loaded_model(request: Request) -> tuple[Scorer, str]:
 @protected
 async def model_metadata(request: Request) -> Response:
     scorer, name = _loaded_model(request)
-    inputs = scorer.schema.columns if scorer.schema else None
-    sample = scorer.sample_output
-    outputs = {c: open_inference.datatype_of(sample[c]) for c in sample.columns} if sample is not None else None
-    return _json(open_inference.model_metadata(name, scorer.version_label, inputs, outputs))
+    return _json(metadata_of(scorer, name))
 
 
 async def model_ready(request: Request) -> Response:
+    """V2's ``.../ready`` and, behind the token, V1's ``GET /v1/models/{name}``: ``{"name", "ready"}``."""
     _state(request).ready()
     _, name = _loaded_model(request)
     return _json({"name": name, "ready": True})
@@ -171,12 +187,7 @@ async def v1_models(request: Request) -> Response:
     return _json({"models": [model_name(_state(request).settings, scorer)]})
 
 
-@protected
-async def v1_model(request: Request) -> Response:
-    state = _state(request)
-    state.ready()
-    _, name = _loaded_model(request)
-    return _json({"name": name, "ready": True})
+v1_model = protected(model_ready)
 
 
 def _v1_model_route() -> Route:

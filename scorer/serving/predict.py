@@ -193,7 +193,7 @@ def with_params(rows: Table, params: Mapping[str, Any] | None, scorer: Scorer) -
     """A request's rows with its params, for a model that takes them; without them, and the warning
     header that says so, for one that does not (rows without params batch with any other request's)."""
     if not params:
-        return (dataclasses.replace(rows, params=None), []) if rows.params else (rows, [])
+        return rows, []
     if scorer.takes_params:
         return dataclasses.replace(rows, params=params), []
     return dataclasses.replace(rows, params=None), [IGNORED_PARAMS]
@@ -205,12 +205,12 @@ def _read_table(body: bytes, head: Head, media: str, scorer: Scorer, settings: S
     return Decoded(rows, lambda result: (codecs.encode(result, media), media, extra))
 
 
-#: ``/predict`` and ``/invocations``: every codec of :mod:`scorer.codecs`.
 def _accept(head: Head, scorer: Scorer, state: ServerState) -> str:
     """The answer's media type; a plain ``text/csv`` is headerless on SageMaker's path."""
     return codecs.negotiate(head.accept, csv=codecs.CSV_LINES if head.path in CSV_LINES_PATHS else codecs.CSV)
 
 
+#: ``/predict`` and ``/invocations``: every codec of :mod:`scorer.codecs`.
 TABLES = Wire(check=_accept, read=_read_table,
               heavy=lambda body, head: codecs.is_columnar(body, head.content_type))
 score = ScoringEndpoint(TABLES)

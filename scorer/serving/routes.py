@@ -115,10 +115,7 @@ def is_scoring_path(path: str) -> bool:
     """Whether a request to ``path`` is scored (its body is rows, its answer predictions): ``/predict``,
     ``/invocations``, and the protocols' inference routes (``/v2/models/{name}[/versions/{v}]/infer``,
     ``/v1/models/{name}:predict``)."""
-    if path in SCORING_PATHS:
-        return True
-    return (path.startswith("/v2/models/") and path.endswith("/infer")) or (
-        path.startswith("/v1/models/") and path.endswith(":predict"))
+    return path in SCORING_PATHS or inference.scoring_route(path) is not None
 
 
 # A metrics label: any other path counts as "other".
