@@ -68,6 +68,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.spark_native.interface",
             "scorer.spark_native.model",
             "scorer.spark_ml",
+            "scorer.sklearn_plan",
+            "scorer.sklearn_plan.base",
             "scorer.h2o_mojo",
             "scorer.h2o_native",
             "scorer.h2o_native.mojo",
