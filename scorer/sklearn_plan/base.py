@@ -75,7 +75,8 @@ class EstimatorOp(Op):
         """The labels a classifier predicts from its probabilities (scikit-learn's argmax, first maximum)."""
         assert self.classes is not None
         labels: Array = np.asarray(self.classes, dtype=object if _mixed(self.classes) else None)
-        return labels[proba.argmax(axis=1)]
+        chosen: Array = labels[proba.argmax(axis=1)]
+        return chosen
 
 
 def _mixed(values: list[Any]) -> bool:
