@@ -49,7 +49,7 @@ _BATCH_ONLY = ("input", "output", "output_format", "chunk_rows", "max_inflight_m
                "bad_rows", "max_rejected_rows", "overwrite", "lock_seconds", "shard_count", "shard_index", "engine",
                "spark_master")
 _LOADING = ("bundle", "extra_columns", "echo_bad_values", "check_requirements", "install_requirements",
-            "requirements_cache", "mojo_backend", "spark_scoring",
+            "requirements_cache", "mojo_backend", "spark_scoring", "scoring_plan", "plan_cache",
             "bundle_digest", "log_level", "log_format")
 SERVE_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in _BATCH_ONLY)
 BATCH_SETTINGS = (*_LOADING, "workers", *_BATCH_ONLY)
@@ -70,17 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(batch, BATCH_SETTINGS)
     info = sub.add_parser("info", help="Load a bundle, score its sample input, and print its metadata as JSON.")
     _add_settings(info, INFO_SETTINGS)
+    bundle = sub.add_parser("bundle", help="Work on a bundle ahead of serving it.")
+    bundle_sub = bundle.add_subparsers(dest="bundle_command", required=True)
+    compile_ = bundle_sub.add_parser(
+        "compile", help="Compile a scikit-learn bundle's scoring plan, verify it and store it in --plan-cache (as "
+                        "part of an image's build: the server then starts without importing scikit-learn); "
+                        "exit 3 when the pipeline has no plan, naming the step.")
+    _add_settings(compile_, INFO_SETTINGS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    names = {"serve": SERVE_SETTINGS, "batch": BATCH_SETTINGS, "info": INFO_SETTINGS}[args.command]
+    names = {"serve": SERVE_SETTINGS, "batch": BATCH_SETTINGS, "info": INFO_SETTINGS, "bundle": INFO_SETTINGS}[args.command]
     try:
         settings = _settings(args, names)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.command == "bundle":  # compile: a plan or nothing (require), stored where --plan-cache says
+        settings = dataclasses.replace(settings, scoring_plan="require")
     if args.command == "serve":
         from scorer.serving.process import serve
 
@@ -103,10 +112,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scorer: {exc.message}", file=sys.stderr)
         return exit_code(exc)
     try:
-        sys.stdout.write(orjson.dumps(scorer.metadata(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        report: dict[str, Any] | None
+        if args.command == "info":
+            report = scorer.metadata()
+        else:
+            report = _compiled(scorer)
+            if report is None:
+                print(f"scorer: {settings.bundle}: the plan could not be stored (see the log)", file=sys.stderr)
+                return 3
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     finally:
         scorer.close()  # a registry download is not kept
     return EXIT_OK
+
+
+def _compiled(scorer: Any) -> dict[str, Any] | None:
+    """``scorer bundle compile``'s answer: where the plan is stored, or that the bundle has none to
+    compile (not a scikit-learn model); None when a plan was compiled but could not be stored."""
+    scoring = scorer.metadata()["scoring"] or {}
+    if scoring.get("path") == "plan" and "cache" not in scoring:
+        return None
+    plan = scoring["cache"] if scoring.get("path") == "plan" else "nothing to compile: not a scikit-learn model"
+    return {"bundle": str(scorer.bundle.root), "digest": f"sha256:{scorer.bundle.digest}", "plan": plan,
+            "scoring": scoring or None}
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from scorer.settings import ExtraColumns, MojoBackend, Settings, SparkScoring
+from scorer.settings import ExtraColumns, MojoBackend, ScoringPlan, Settings, SparkScoring
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +22,8 @@ class LoadOptions:
     extra_columns: ExtraColumns = "drop"  # input columns not in the schema: drop or reject
     mojo_backend: MojoBackend = "genmodel"  # H2O MOJO bundles on the JVM: genmodel or spark
     spark_scoring: SparkScoring = "auto"  # Spark pipelines and MOJOs: native, spark (the JVM) or auto
+    scoring_plan: ScoringPlan = "auto"  # scikit-learn pipelines: a compiled plan (auto, require) or off
+    plan_cache: str = ""  # stored plans; empty: <tmp>/scorer-plans-<uid>
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoadOptions:

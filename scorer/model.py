@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from scorer import _source_only, native_scoring
+from scorer import _source_only, native_scoring, scoring_plan
 from scorer.bundle import CUSTOM_MODULE, Bundle
 from scorer.errors import BundleCodeError, BundleError, BundleLayoutError, ModelOutputError
 from scorer.load_options import LoadOptions
@@ -88,6 +88,9 @@ def load_model(bundle: Bundle, options: LoadOptions | None = None) -> CustomPrep
         raise
     except Exception as exc:
         raise BundleCodeError(f"{where}: load() raised {type(exc).__name__}: {exc}") from exc
+    if type(model) is DefaultModel:
+        return scoring_plan.choose(model, lambda df: to_frame(model.predict(df), len(df)), bundle,
+                                   options or LoadOptions(), model.artifact)
     return model
 
 
@@ -98,7 +101,7 @@ def default_model(bundle: Bundle, options: LoadOptions) -> CustomPreprocessor:
         return native_scoring.spark_pipeline(path, options.spark_scoring, _sample(bundle))
     if flavor == "h2o":
         return native_scoring.h2o_mojo(path, options.spark_scoring, options.mojo_backend, _sample(bundle))
-    return DefaultModel(path)
+    return scoring_plan.cached(bundle, options) or DefaultModel(path)
 
 
 def _sample(bundle: Bundle) -> native_scoring.Sample:
@@ -111,7 +114,7 @@ def mlflow_model(bundle: Bundle, mlflow: MLflowModel, options: LoadOptions) -> C
     if code is not None:  # MLflow's code_paths: importable as MLflow makes them (first on sys.path)
         _activate(bundle, code)
     if mlflow.loader == "sklearn":
-        return DefaultModel(mlflow.artifact(), loader=lambda: load_sklearn(mlflow))
+        return scoring_plan.cached(bundle, options) or DefaultModel(mlflow.artifact(), loader=lambda: load_sklearn(mlflow))
     if mlflow.loader == "spark":
         return native_scoring.spark_pipeline(mlflow.artifact(), options.spark_scoring, _sample(bundle))
     return PyfuncModel(mlflow)

@@ -22,6 +22,7 @@ OutputFormat = Literal["same", "csv", "csv.gz", "parquet", "jsonl", "arrow"]
 BadRows = Literal["fail", "reject"]
 MojoBackend = Literal["genmodel", "spark"]
 SparkScoring = Literal["auto", "native", "spark"]
+ScoringPlan = Literal["auto", "off", "require"]
 Engine = Literal["local", "spark"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
@@ -149,6 +150,17 @@ class Settings:
         "scoring lacks), spark (the JVM: a local SparkSession for pipelines, --mojo-backend for MOJOs) or auto "
         "(native when every stage is supported and, where the JVM path is installed, the bundle's sample scores "
         "the same on both; else the JVM, and the log and /metadata say why).", choices=SparkScoring,
+    )
+    scoring_plan: ScoringPlan = _setting(
+        "auto", "scikit-learn pipelines: auto (compiled to a numpy scoring plan when every step compiles and the plan "
+        "answers the bundle's sample and edge rows as scikit-learn does; else scikit-learn, and the log and /metadata "
+        "say which step and why), require (the same, but no plan fails the load) or off (scikit-learn).",
+        choices=ScoringPlan,
+    )
+    plan_cache: str = _setting(
+        "", "Directory of stored scoring plans (data only: JSON and numpy arrays), keyed by bundle digest and "
+        "versions; a stored plan loads without scikit-learn. Private (0700, this uid's) when written; one baked "
+        "into an image is read when only root or this uid can change it. Empty: <tmp>/scorer-plans-<uid>."
     )
     engine: Engine = _setting(
         "local", "batch: local (this machine, a process per core) or spark (a Spark cluster; writes a Spark dataset).",

@@ -350,7 +350,8 @@ def _schemas(columns: dict[str, str] | None) -> dict[str, Any]:
                                     "named was resolved to: uri, kind, and for a registry name, version, alias or "
                                     "stage, run_id, source"},
                          "scoring": {"type": "object", "nullable": True, "description": "a Spark pipeline "
-                                     "or H2O MOJO: the path scoring it (native or jvm), why, and what the sample "
+                                     "or H2O MOJO: the path scoring it (native or jvm); a scikit-learn model: plan "
+                                     "or scikit-learn (and the stored plan's folder, cache); why, and what the "
                                      "verification compared (rows, difference, or why it was skipped)"},
                          "mlflow": {"type": "object", "nullable": True, "description": "an MLflow model: "
                                     "the flavor it is loaded by, run_id, model_id, mlflow_version"},
