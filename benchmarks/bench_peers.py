@@ -35,6 +35,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -258,6 +259,8 @@ def contenders(versions: dict[str, dict[str, Any]]) -> list[Contender]:
     sc, mf, ms = versions["scorer"], versions["mlflow"], versions["mlserver"]
     return [
         Contender("scorer", f"scorer {sc['scorer']}", "scorer", "scorer", lambda n: "/predict", scorer_probabilities),
+        Contender("scorer-sklearn", f"scorer {sc['scorer']} without plans", "scorer", "scorer", lambda n: "/predict",
+                  scorer_probabilities),
         Contender("mlflow", f"MLflow {mf['mlflow']}", "mlflow", "mlflow", lambda n: "/invocations", mlflow_probabilities),
         Contender("mlserver", f"MLServer {ms['mlserver']}", "mlserver", "v2", lambda n: f"/v2/models/{n}/infer",
                   v2_probabilities),
@@ -266,9 +269,15 @@ def contenders(versions: dict[str, dict[str, Any]]) -> list[Contender]:
     ]
 
 
+# scorer's stored scoring plans (--plan-cache): emptied before each run's first start of scorer, so that start
+# compiles (cold start without a stored plan) and the measured one loads the stored plan.
+PLAN_CACHE = WORK / "plans"
+
+
 def start(c: Contender, name: str, models: dict[str, Path], logs: Path, pin: bool) -> ServerProcess:
-    if c.key == "scorer":
-        return bench_serve.Server(models["scorer"], 1, SERVER_CPUS if pin else None, logs)
+    if c.kind == "scorer":
+        env = {"SCORER_SCORING_PLAN": "off"} if c.key == "scorer-sklearn" else {"SCORER_PLAN_CACHE": str(PLAN_CACHE)}
+        return bench_serve.Server(models["scorer"], 1, SERVER_CPUS if pin else None, logs, env=env)
     if c.key == "mlflow":
         return MLflowServer(models["mlflow"], logs, pin)
     return MLServer(models[c.key], logs, pin, c.key)
@@ -314,6 +323,19 @@ def run_server(c: Contender, name: str, models: dict[str, Path], bodies: dict[in
     pin = cfg["pinned"]
     wait_quiet()
     log(f"{name} / {c.label}: starting" + (f" pinned to core {SERVER_CPUS}" if pin else ""))
+    first: dict[str, Any] = {}
+    if c.key == "scorer":  # a start without a stored plan (it compiles, verifies and stores it), then the measured one
+        shutil.rmtree(PLAN_CACHE, ignore_errors=True)
+        compiling = start(c, name, models, logs, pin)
+        try:
+            first = {"cold_start_s": compiling.wait_ready(), "rss_mib_after_load": compiling.rss_mib()}
+            status, meta = http_request(compiling.port, "GET", "/metadata")
+            first["scoring"] = json.loads(meta).get("scoring") if status == 200 else None
+        finally:
+            compiling.stop()
+        log(f"{name} / {c.label}: first start (no stored plan) ready in {first['cold_start_s']:.2f}s, "
+            f"scoring {(first['scoring'] or {}).get('path')}")
+        wait_quiet()
     server = start(c, name, models, logs, pin)
     try:
         cold = server.wait_ready()
@@ -334,7 +356,7 @@ def run_server(c: Contender, name: str, models: dict[str, Path], bodies: dict[in
                 f"p50 {f_ms(res['p50_ms']):>6} p99 {f_ms(res['p99_ms']):>6} ms cpu {res['cpu'].get('server_cpu_pct', 0):3.0f}% "
                 f"foreign {res['cpu'].get('foreign_cpu_pct', 0):3.0f}%" + (f"  ERRORS {res['errors']}" if errs else ""))
             points.append(res)
-        return {"cold_start_s": cold, "rss_mib_after_load": rss_load, "rss_mib_after_runs": server.rss_mib(),
+        return {"first_start": first, "cold_start_s": cold, "rss_mib_after_load": rss_load, "rss_mib_after_runs": server.rss_mib(),
                 "processes": server.n_processes(), "max_abs_diff": max_diff, "points": points,
                 "log_tail": server.log_tail(5)}
     except Exception:
@@ -382,6 +404,13 @@ def aggregate(runs: list[dict[str, dict[str, Any]]], cs: list[Contender], scenar
                 "processes": max(r["processes"] for r in rs),
                 "max_abs_diff": max(r["max_abs_diff"] for r in rs),
             }
+            firsts = [r["first_start"] for r in rs if r.get("first_start")]
+            if firsts:
+                servers[c.label]["first_start"] = {
+                    "cold_start_s": stats([f["cold_start_s"] for f in firsts]),
+                    "rss_mib_after_load": stats([f["rss_mib_after_load"] for f in firsts]),
+                    "scoring_path": sorted({(f.get("scoring") or {}).get("path") or "?" for f in firsts}),
+                }
     return {"points": points, "servers": servers}
 
 
@@ -401,6 +430,7 @@ def f_spread(s: dict[str, Any]) -> str:
 
 def throughput_table(data: dict[str, Any]) -> list[str]:
     labels = [s["label"] for s in data["servers"]]
+    peer_labels = [s["label"] for s in data["servers"] if s["kind"] != "scorer"]
     L = ["| model | rows/req | conns | in-process limit | " + " | ".join(labels) + " | scorer ÷ best peer |",
          "|---|---:|---:|---:|" + "---:|" * len(labels) + "---:|"]
     for name, b in data["bundles"].items():
@@ -419,7 +449,7 @@ def throughput_table(data: dict[str, Any]) -> list[str]:
                     cell += f" ⚠ {agg['non_2xx']} non-2xx, {agg['socket_errors']} socket errors"
                 cells.append(cell)
             ours = (p["servers"].get(labels[0]) or {}).get("ok_rows_s", {}).get("mean")
-            peers = [(p["servers"].get(lb) or {}).get("ok_rows_s", {}).get("mean") for lb in labels[1:]]
+            peers = [(p["servers"].get(lb) or {}).get("ok_rows_s", {}).get("mean") for lb in peer_labels]
             peers = [x for x in peers if x]
             ratio = f"{ours / max(peers):.2f}×" if ours and peers else "–"
             L.append(f"| {name} | {rows:,} | {p['connections']} | {f_num(ip['rows_s']) if ip else '–'} | "
@@ -452,6 +482,11 @@ def server_table(data: dict[str, Any]) -> list[str]:
             sock = sum(p["servers"][label]["socket_errors"] for p in b["points"] if label in p["servers"])
             cs = s["cold_start_s"]
             cold = f"{cs['mean']:.2f}" + (f" ({cs['min']:.2f}–{cs['max']:.2f})" if cs["n"] > 1 else "")
+            if s.get("first_start"):
+                f = s["first_start"]
+                L.append(f"| {name} | {label}, first start (no stored plan: compiles, verifies, stores; scoring "
+                         f"{'/'.join(f['scoring_path'])}) | {f['cold_start_s']['mean']:.2f} | "
+                         f"{f['rss_mib_after_load']['mean']:.0f} | – | – | – | – |")
             L.append(f"| {name} | {label} | {cold} | {s['rss_mib_after_load']['mean']:.0f} | "
                      f"{s['rss_mib_after_runs']['mean']:.0f} | {s['processes']} | {non2xx} / {sock} | "
                      f"allclose, max abs diff {s['max_abs_diff']:.1e} |")
@@ -532,12 +567,18 @@ def render(data: dict[str, Any]) -> str:
 
 def in_process_section(data: dict[str, Any]) -> list[str]:
     L = ["## In-process limit (one process pinned to core 1, no HTTP; medians)", "",
-         "| model | rows | in-process limit (model call) ms | rows/s | scorer `score()` ms | decode split JSON ms | "
-         "decode → score → encode ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+         "The model call is the one the server makes: the scoring plan's when the bundle has one (scoring path "
+         "below), and the same bundle's scikit-learn call beside it.", "",
+         "| model | scoring | rows | in-process limit (model call) ms | rows/s | scikit-learn model call ms | "
+         "scorer `score()` ms | decode split JSON ms | decode → score → encode ms |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, b in data["bundles"].items():
+        path = (b["inprocess"].get("scoring") or {}).get("path", "?")
         for n in ROW_COUNTS:
             x = b["inprocess"]["by_rows"][str(n)]
-            L.append(f"| {name} | {n:,} | {f_ms(x['limit']['median_ms'])} | {f_num(x['limit']['rows_s'])} | "
+            sk = x.get("sklearn_limit")
+            L.append(f"| {name} | {path} | {n:,} | {f_ms(x['limit']['median_ms'])} | {f_num(x['limit']['rows_s'])} | "
+                     f"{f_ms(sk['median_ms']) if sk else '–'} | "
                      f"{f_ms(x['score']['median_ms'])} | {f_ms(x['decode']['median_ms'])} | {f_ms(x['pipeline']['median_ms'])} |")
     return L + [""]
 
@@ -613,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, help="seconds per measured wrk run (default 8; --quick 2)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per point and run (default 2; --quick 1)")
     parser.add_argument("--bundle", choices=(*BUNDLES, "all"), default="all")
-    parser.add_argument("--servers", default="scorer,mlflow,mlserver,mlserver-adaptive",
-                        help="comma-separated subset of scorer,mlflow,mlserver,mlserver-adaptive")
+    parser.add_argument("--servers", default="scorer,scorer-sklearn,mlflow,mlserver,mlserver-adaptive",
+                        help="comma-separated subset of scorer,scorer-sklearn,mlflow,mlserver,mlserver-adaptive")
     parser.add_argument("--no-readme", action="store_true", help="(kept for old scripts: benchmarks/render.py writes the READMEs)")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help="shared machine: for the first S seconds, wait for other processes to go quiet before "
@@ -646,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
             "mlserver": ensure_mlserver_repo(name, bundle, adaptive=False),
             "mlserver-adaptive": ensure_mlserver_repo(name, bundle, adaptive=True),
         }
+        models[name]["scorer-sklearn"] = bundle
     log(f"setup done in {time.perf_counter() - t0:.0f}s")
     if args.setup_only:
         return 0
@@ -733,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = finish_facts(facts, t0)
     facts["mode"] = "quick" if args.quick else "full"
     # benchmarks/render writes the README section only from a complete run (both models, all four servers).
-    facts["complete"] = not (args.quick or len(names) < len(BUNDLES) or len(cs) < 4)
+    facts["complete"] = not (args.quick or len(names) < len(BUNDLES) or len(cs) < 5)
     write_results("peers", facts, figures(data), data)
     print(md)
     log(f"total {data['meta']['elapsed_s'] / 60:.1f} min; wrote {RESULTS_DIR / 'peers.md'} and peers.json")

@@ -167,6 +167,10 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
     t0 = time.perf_counter()
     scorer = Scorer.load(bundle)
     load_s = time.perf_counter() - t0
+    # The same bundle on scikit-learn (no scoring plan), for the in-process comparison of the two model calls.
+    from scorer.load_options import LoadOptions
+
+    plain = Scorer.load(bundle, LoadOptions(scoring_plan="off"))
 
     frame = make_frame(build, name, max(ROW_COUNTS), DATA_SEED)
     columns = list(scorer.schema.columns) if scorer.schema else None
@@ -186,6 +190,7 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
             "score": time_call(lambda: scorer.score(df), min_repeats=reps, budget_s=budget),
             # The in-process limit every benchmark uses (benchmarks/_harness.py).
             "limit": baseline(scorer, df, quick, timer=time_call),
+            "sklearn_limit": baseline(plain, df, quick, timer=time_call),
             "decode": time_call(lambda: codecs.decode(body, "application/json", columns), min_repeats=reps, budget_s=side_budget),
             "encode": time_call(lambda: codecs.encode(out_frame, codecs.JSON), min_repeats=reps, budget_s=side_budget),
             # The server's whole per-request path minus HTTP: decode -> prepare -> predict -> encode.
@@ -213,6 +218,7 @@ def inprocess_main(name: str, bundle: Path, bodies: Path, out: Path, quick: bool
         pass
     payload = {
         "load_seconds": load_s,
+        "scoring": scorer.metadata()["scoring"],
         "limit_call": "benchmarks/_harness.py model_call: " + "Scorer.model.predict(Scorer.model.preprocess(Scorer.prepare(rows)))",
         "expected": expected,
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from scorer.sklearn_plan.base import Array, EstimatorOp, InvalidData, Op, Unsupported, compiler_for, step_name
+from scorer.sklearn_plan.sparse import SparseRows
+import scorer.sklearn_plan.steps  # noqa: F401  (registers every step)
 
 
 @dataclass
@@ -40,14 +42,17 @@ class Plan:
     ops: list[Op]  # on the whole matrix, after the column stage
     estimator: EstimatorOp
 
-    def features(self, columns: Mapping[str, Any], n_rows: int) -> Array:
-        """The float64 matrix the estimator gets."""
+    def features(self, columns: Mapping[str, Any], n_rows: int) -> Array | SparseRows:
+        """The float64 matrix the estimator gets (sparse rows when a branch is a text vectorizer)."""
         blocks = []
         for branch in self.branches:
             x = block([columns[name] for name in branch.columns], n_rows)
             for o in branch.ops:
                 x = o.apply(x)
             blocks.append(x)
+        if any(isinstance(b, SparseRows) for b in blocks):
+            return SparseRows.hstack([b if isinstance(b, SparseRows) else SparseRows.of_dense(as_float(b, "a block"))
+                                      for b in blocks])
         if len(blocks) == 1:
             matrix = blocks[0]
         elif blocks:
@@ -60,7 +65,11 @@ class Plan:
 
     def run(self, columns: Mapping[str, Any], n_rows: int) -> Array:
         """The estimator's answer: probabilities (n, classes) for a classifier, else predictions."""
-        return self.estimator.apply(self.features(columns, n_rows))
+        features = self.features(columns, n_rows)
+        if isinstance(features, SparseRows):
+            answer: Array = getattr(self.estimator, "apply_sparse")(features)
+            return answer
+        return self.estimator.apply(features)
 
     def steps(self) -> list[Op]:
         return [o for b in self.branches for o in b.ops] + [*self.ops, self.estimator]
@@ -114,7 +123,25 @@ def compile_pipeline(estimator: Any) -> Plan:
         while transformers and not _whole(transformers[0]):
             branches[0].ops.extend(_flat(transformers.pop(0)))
     ops = [o for t in transformers for o in _flat(t)]
+    _check_sparse(branches, ops, estimator_op, final)
     return Plan(inputs, branches, ops, estimator_op)
+
+
+def _check_sparse(branches: list[Branch], ops: list[Op], estimator: EstimatorOp, final: Any) -> None:
+    """Sparse rows (text features) only flow into steps that take them: the next text step in their
+    branch, and an estimator with ``apply_sparse`` (the linear models), with no whole-matrix step between."""
+    sparse = False
+    for branch in branches:
+        flowing = False
+        for o in branch.ops:
+            if flowing and not getattr(o, "accepts_sparse", False):
+                raise Unsupported(f"{type(o).__name__}: after a text vectorizer")
+            flowing = flowing or getattr(o, "sparse_output", False)
+        sparse = sparse or flowing
+    if sparse and ops:
+        raise Unsupported(f"{type(ops[0]).__name__}: on text features")
+    if sparse and not callable(getattr(estimator, "apply_sparse", None)):
+        raise Unsupported(f"{step_name(final)}: on text features")
 
 
 def _whole(step: Any) -> bool:
@@ -155,10 +182,13 @@ def _column_stage(ct: Any, inputs: list[str]) -> list[Branch]:
         selected = _columns(columns, inputs, name)
         if not selected and not (isinstance(transformer, str) and transformer == "passthrough"):
             continue  # a transformer given no columns is not fitted and adds nothing
-        if isinstance(columns, str):
-            raise Unsupported(f"ColumnTransformer transformer {name!r}: one column given as a string "
-                              "(a 1-D input, as text vectorizers take)")
-        branches.append(Branch(str(name), selected, _flat(transformer)))
+        ops = _flat(transformer)
+        one_dimensional = bool(ops) and getattr(ops[0], "one_dimensional", False)
+        if isinstance(columns, str) != one_dimensional:  # a 1-D column for a text vectorizer, and only for one
+            raise Unsupported(f"ColumnTransformer transformer {name!r}: "
+                              + ("a text vectorizer needs its column named by a string" if one_dimensional
+                                 else "one column named by a string (a 1-D input)"))
+        branches.append(Branch(str(name), selected, ops))
     return branches
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from scorer._version import __version__
 from scorer.sklearn_plan.base import OPS, Array, EstimatorOp, Op
 from scorer.sklearn_plan.pipeline import Branch, Plan
+import scorer.sklearn_plan.steps  # noqa: F401  (registers every step)
 
 FORMAT = 1
 
