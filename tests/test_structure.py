@@ -70,6 +70,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.spark_ml",
             "scorer.sklearn_plan",
             "scorer.sklearn_plan.base",
+            "scorer.sklearn_plan.preprocess",
             "scorer.h2o_mojo",
             "scorer.h2o_native",
             "scorer.h2o_native.mojo",
