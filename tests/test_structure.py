@@ -70,6 +70,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scorer.spark_ml",
             "scorer.sklearn_plan",
             "scorer.sklearn_plan.base",
+            "scorer.sklearn_plan.preprocess",
             "scorer.sklearn_plan.sparse",
             "scorer.sklearn_plan.text",
             "scorer.sklearn_plan.steps",
