@@ -27,18 +27,19 @@ after decoding, before ``to_pandas``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from scorer import _ipc_metadata, _parquet_pages
+from scorer import _parquet_pages
 from scorer.errors import MalformedBody, PayloadTooLarge
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pyarrow is imported by the functions, on the first columnar body: Limits needs none
+    import pyarrow as pa
+
     from scorer.settings import Settings
 
 _WIDE = 8  # bytes counted per value whose decoded width the Parquet metadata leaves open
@@ -79,6 +80,7 @@ def read_parquet(body: bytes, limits: Limits) -> tuple[pa.Table, Callable[[pa.Ta
     back, or reads the body again where a type cannot be cast). Raises PayloadTooLarge from the
     footer and page headers, before any page is decompressed; MalformedBody if they are
     unreadable; Arrow errors propagate."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -106,7 +108,7 @@ def read_parquet(body: bytes, limits: Limits) -> tuple[pa.Table, Callable[[pa.Ta
     limits.check(rows, 0, pages, "read from the Parquet page headers")
     strings = [leaves.column(j).path for j in range(len(leaves)) if leaves.column(j).physical_type == "BYTE_ARRAY"]
     # Extension types (JSON) would ignore read_dictionary: read their storage, dictionary-encoded.
-    table = pq.ParquetFile(pa.BufferReader(body), read_dictionary=strings, **_NO_EXTENSIONS).read()
+    table = pq.ParquetFile(pa.BufferReader(body), read_dictionary=strings, **_no_extensions()).read()
     schema = plain.schema_arrow
 
     def to_plain(measured: pa.Table) -> pa.Table:
@@ -120,6 +122,7 @@ def read_parquet(body: bytes, limits: Limits) -> tuple[pa.Table, Callable[[pa.Ta
     return table, to_plain
 
 
+@functools.cache
 def _no_extensions() -> dict[str, Any]:  # keyword arguments of a ParquetFile
     import inspect
 
@@ -129,8 +132,6 @@ def _no_extensions() -> dict[str, Any]:  # keyword arguments of a ParquetFile
         pq.ParquetFile).parameters else {}
 
 
-_NO_EXTENSIONS = _no_extensions()
-
 
 # --- Arrow IPC ----------------------------------------------------------------------------
 
@@ -138,6 +139,10 @@ _NO_EXTENSIONS = _no_extensions()
 def read_arrow(body: bytes, limits: Limits) -> pa.Table:
     """An Arrow IPC file (``ARROW1`` magic) or stream, checked from its metadata before decoding.
     Raises PayloadTooLarge, MalformedBody (metadata unreadable), or Arrow errors from decoding."""
+    import pyarrow as pa
+
+    from scorer import _ipc_metadata
+
     is_file = body[:6] == b"ARROW1"
     try:
         plan = (_ipc_metadata.file_plan if is_file else _ipc_metadata.stream_plan)(body)
@@ -154,6 +159,8 @@ def read_arrow(body: bytes, limits: Limits) -> pa.Table:
 def check_expanded(table: pa.Table, limits: Limits) -> None:
     """PayloadTooLarge unless the (validated) table's expanded size is within ``limits.max_bytes``;
     MalformedBody if it cannot be measured (types no valid body has, such as float dictionary indices)."""
+    import pyarrow as pa
+
     try:
         size = expanded_nbytes(table)
     except (pa.ArrowException, ValueError, TypeError, IndexError, NotImplementedError) as exc:
@@ -172,6 +179,8 @@ def expanded_nbytes(table: pa.Table) -> int:
 
 
 def _fixed_width(t: pa.DataType) -> int | None:
+    import pyarrow as pa
+
     if pa.types.is_null(t):
         return 8
     if pa.types.is_boolean(t):
@@ -183,12 +192,16 @@ def _fixed_width(t: pa.DataType) -> int | None:
 
 
 def _is_binary_like(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
     return (pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t)
             or pa.types.is_large_binary(t) or _is_view(t))
 
 
 def _is(kind: str, t: pa.DataType) -> bool:
     """``pa.types.is_<kind>(t)``, False where this pyarrow predates the type (view types came in 16)."""
+    import pyarrow as pa
+
     test = getattr(pa.types, "is_" + kind, None)
     return bool(test(t)) if test is not None else False
 
@@ -199,6 +212,9 @@ def _is_view(t: pa.DataType) -> bool:
 
 def _lengths(arr: pa.Array[Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
     """Byte length of each value of a binary-like array (0 for nulls), as int64."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if _is_view(arr.type):
         buffer = memoryview(arr.buffers()[1] or b"")  # a view array always has its views buffer
         views = np.frombuffer(buffer, dtype=np.int32).reshape(-1, 4)[arr.offset : arr.offset + len(arr), 0]
@@ -224,6 +240,9 @@ def _element_sizes(values: pa.Array[Any]) -> Callable[[np.ndarray[Any, Any] | No
 def _array_bytes(arr: pa.Array[Any]) -> int:
     # Dispatch on the array's class: pyarrow makes the class from the type (an extension type's
     # array is an ExtensionArray, a dictionary type's a DictionaryArray, ...).
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     t = arr.type
     n = len(arr)
     if isinstance(arr, pa.ExtensionArray):

@@ -21,6 +21,9 @@ Parquet replies are made by :meth:`Table.to_arrow`, without a DataFrame in betwe
 Responses (``encode``): ``{"predictions": [...]}`` JSON by default, or CSV / JSON Lines / Arrow /
 Parquet when the ``Accept`` header asks for it. NaN and infinities always become ``null``.
 
+pandas and pyarrow are imported by the codecs that use them, on first use: JSON bodies and JSON
+answers of a model that scores columns need neither.
+
 CSV headers (RFC 4180's ``header=present|absent`` parameter):
 
 * Request: ``header=present`` or ``header=absent`` decides. Without it (SageMaker Batch Transform sends a
@@ -53,19 +56,22 @@ import csv as pycsv
 import dataclasses
 import io
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pandas as pd
-import pyarrow as pa
 
 from scorer._columnar_limits import Limits, check_expanded, read_arrow, read_parquet
 from scorer.errors import MalformedBody, NotAcceptable, UnsupportedMediaType
 from scorer.settings import Settings
 from scorer.table import Table
+
+if TYPE_CHECKING:  # imported by the codecs that need them: JSON in and out needs neither
+    import pandas as pd
+    import pyarrow as pa
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -327,6 +333,7 @@ ENVELOPES: dict[str, Envelope] = {e.key: e for e in (
 
 
 def _decode_csv(body: bytes, params: dict[str, str], columns: Sequence[str] | None) -> Table:
+    import pyarrow as pa
     from pyarrow import csv
 
     if not body.strip():
@@ -386,6 +393,8 @@ def _columnar_limits(limits: Limits | None) -> Limits:
 
 def _decode_parquet(body: bytes, limits: Limits | None) -> Table:
     """Footer checked first; string columns read dictionary-encoded, measured, then made plain."""
+    import pyarrow as pa
+
     limits = _columnar_limits(limits)
     try:
         table, to_plain = read_parquet(body, limits)
@@ -396,6 +405,8 @@ def _decode_parquet(body: bytes, limits: Limits | None) -> Table:
 
 def _decode_arrow(body: bytes, limits: Limits | None) -> Table:
     """An IPC file (by its magic) or stream, checked from its metadata first."""
+    import pyarrow as pa
+
     limits = _columnar_limits(limits)
     try:
         table = read_arrow(body, limits)
@@ -411,6 +422,8 @@ def _from_arrow(table: pa.Table, limits: Limits | None = None,
     with dictionaries, run-end encodings and views expanded; then made plain by ``to_plain`` if
     given), and its pandas metadata (JSON that ``to_pandas`` interprets) is dropped; pandas' index
     columns are dropped by name instead."""
+    import pyarrow as pa
+
     try:
         table.validate(full=True)
     except (pa.ArrowException, ValueError) as exc:
@@ -464,10 +477,12 @@ DECODERS: dict[str, Decoder] = {
 
 
 def _json_default(value: Any) -> Any:
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
+    pandas = sys.modules.get("pandas")  # a pandas value exists only once pandas is imported
+    if pandas is not None:
+        if value is pandas.NA or value is pandas.NaT:
+            return None
+        if isinstance(value, pandas.Timestamp):
+            return value.isoformat()
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, bytes):
@@ -489,6 +504,8 @@ def json_predictions(frame: pd.DataFrame | Table) -> bytes:
 
 
 def _arrow_table(result: pd.DataFrame | Table) -> pa.Table:
+    import pyarrow as pa
+
     if isinstance(result, Table):
         return result.to_arrow()
     return pa.Table.from_pandas(result, preserve_index=False)
@@ -501,6 +518,7 @@ def _encode_csv(result: pd.DataFrame | Table) -> bytes:
 
 def _encode_csv_lines(result: pd.DataFrame | Table) -> bytes:
     """One line per row, no header line: Arrow's CSV writer, as ``scorer batch`` writes CSV files."""
+    import pyarrow as pa
     from pyarrow import csv
 
     sink = pa.BufferOutputStream()
@@ -518,6 +536,8 @@ def _encode_jsonl(result: pd.DataFrame | Table) -> bytes:
 
 
 def _encode_arrow(result: pd.DataFrame | Table, *, file: bool = False) -> bytes:
+    import pyarrow as pa
+
     table = _arrow_table(result)
     sink = pa.BufferOutputStream()
     with (pa.ipc.new_file if file else pa.ipc.new_stream)(sink, table.schema) as writer:
@@ -526,6 +546,7 @@ def _encode_arrow(result: pd.DataFrame | Table, *, file: bool = False) -> bytes:
 
 
 def _encode_parquet(result: pd.DataFrame | Table) -> bytes:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()

@@ -14,9 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, cast
 
 from scorer._version import __version__
 from scorer.bundle import Bundle, open_bundle
@@ -28,6 +26,9 @@ from scorer.requirements import check_requirements, ensure_requirements
 from scorer.schema import Schema
 from scorer.sources import Resolved, resolve
 from scorer.table import ColumnarModel, Table
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is made: a columnar model's server never needs it
+    import pandas as pd
 
 log = logging.getLogger("scorer.core")
 
@@ -98,15 +99,21 @@ class Scorer:
         sample = self.bundle.manifest.sample_input
         if not sample:
             return
+        # A model that scores columns gets the sample as a JSON request reaches it (lists, no DataFrame).
+        rows = _split_table(sample) if self.schema is not None and _scores_columns(self.model) else None
         try:
-            frame = pd.DataFrame(sample["data"], columns=sample["columns"])
-            out = self.score(frame)
+            if rows is not None:
+                out = self.predict_table(self.prepare(rows))
+            else:
+                import pandas as pd
+
+                out = Table.from_output(self.score(pd.DataFrame(sample["data"], columns=sample["columns"])))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleLayoutError(f"{self.bundle.source}: {self._sample_name()} is not a split table: {exc}") from exc
         except ScorerError as exc:
             raise BundleCodeError(f"{self.bundle.source}: scoring the {self._sample_name()} failed: "
                                   f"{exc.describe(echo=True)}") from exc
-        self.sample_output = Table.from_output(out)
+        self.sample_output = out
         if self.output_columns is None:
             self.output_columns = list(out.columns)
         elif list(out.columns) != self.output_columns:
@@ -145,6 +152,8 @@ class Scorer:
         """Run the model on a prepared batch; one output row per input row. Zero rows never reach the model."""
         df = data.to_frame() if isinstance(data, Table) else data
         if len(df) == 0:
+            import pandas as pd
+
             return pd.DataFrame({c: [] for c in self.output_columns or ["prediction"]})
         model = self.model
         params = data.params if isinstance(data, Table) and self.takes_params else None
@@ -167,12 +176,10 @@ class Scorer:
         columns (:class:`~scorer.table.ColumnarModel`) and keeps the default pre/postprocess hooks gets
         the Table's arrays directly; any other model goes through :meth:`predict`."""
         model = self.model
-        if (data.n_rows == 0 or data.params or not isinstance(model, ColumnarModel)
-                or type(model).preprocess is not CustomPreprocessor.preprocess
-                or type(model).postprocess is not CustomPreprocessor.postprocess):
+        if data.n_rows == 0 or data.params or not _scores_columns(model):
             return Table.from_output(self.predict(data))
         try:
-            columns = model.predict_columns({name: data[name] for name in data.columns}, data.n_rows)
+            columns = cast(ColumnarModel, model).predict_columns({name: data[name] for name in data.columns}, data.n_rows)
         except ScorerError:
             raise
         except Exception as exc:
@@ -204,6 +211,25 @@ class Scorer:
             "mlflow": ({"flavor": self.bundle.mlflow.loader, **self.bundle.mlflow.info}
                        if self.bundle.mlflow is not None else None),
         }
+
+
+def _scores_columns(model: CustomPreprocessor) -> bool:
+    """Whether :meth:`Scorer.predict_table` hands ``model`` a Table's arrays directly: it scores columns
+    (:class:`~scorer.table.ColumnarModel`) and keeps the default pre/postprocess hooks."""
+    return (isinstance(model, ColumnarModel) and type(model).preprocess is CustomPreprocessor.preprocess
+            and type(model).postprocess is CustomPreprocessor.postprocess)
+
+
+def _split_table(sample: dict[str, Any]) -> Table | None:
+    """A manifest's split-table sample as a Table of plain lists, as a JSON request's columns arrive;
+    None unless it is a well-formed one (unique column names, every row as long), so that the
+    DataFrame path reports whatever is wrong with it as it always has."""
+    columns, data = sample.get("columns"), sample.get("data")
+    if not (isinstance(columns, list) and isinstance(data, list) and data
+            and all(isinstance(c, str) for c in columns) and len(set(columns)) == len(columns)
+            and all(isinstance(row, list) and len(row) == len(columns) for row in data)):
+        return None
+    return Table({c: [row[i] for row in data] for i, c in enumerate(columns)}, len(data))
 
 
 def _discard(origin: Resolved) -> None:

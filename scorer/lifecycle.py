@@ -25,8 +25,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from scorer.core import Scorer
 from scorer.errors import ReloadRejected, ScorerError, SourceUnavailable
 from scorer.load_options import LoadOptions
@@ -95,6 +93,8 @@ def check(source: str, options: LoadOptions, current: Scorer, seen: str | None, 
 
 def _smoke_test_on(candidate: Scorer, current: Scorer) -> None:
     """The new version scores the serving version's sample input, when both take the same columns and types."""
+    import pandas as pd
+
     sample = current.bundle.manifest.sample_input
     if not sample or candidate.schema is None or current.schema is None:
         return

@@ -28,10 +28,9 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
 
 from scorer import _source_only, native_scoring, scoring_plan
 from scorer.bundle import CUSTOM_MODULE, Bundle
@@ -40,6 +39,9 @@ from scorer.load_options import LoadOptions
 from scorer.mlflow_model import MLflowModel, PyfuncModel, load_sklearn
 from scorer.preprocessor import CustomPreprocessor
 from scorer.table import frame_from_arrays
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("scorer.model")
 
@@ -229,6 +231,8 @@ class DefaultModel(CustomPreprocessor):
 
 def to_frame(result: Any, n_rows: int) -> pd.DataFrame:
     """Normalise what ``predict`` returned to a DataFrame with one row per input row."""
+    import pandas as pd
+
     if isinstance(result, pd.DataFrame):
         frame = result
         if not (isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1):

@@ -28,15 +28,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
 from scorer.errors import BundleLayoutError, ScorerError
 from scorer.preprocessor import CustomPreprocessor
 from scorer.schema import Schema
+
+if TYPE_CHECKING:  # the verification's (``auto`` with the JVM path installed): the native path needs neither
+    import pandas as pd
 
 log = logging.getLogger("scorer.native_scoring")
 
@@ -55,6 +56,8 @@ def _sample_frame(sample: Sample | None, schema: Mapping[str, str]) -> pd.DataFr
     """The sample as the model receives it: coerced by the bundle's schema (the manifest's, else the model's)."""
     if sample is None or not sample.rows:
         return None
+    import pandas as pd
+
     frame = pd.DataFrame(sample.rows["data"], columns=sample.rows["columns"])
     return Schema(sample.schema or schema).coerce(frame).to_frame()
 
@@ -102,6 +105,8 @@ def _jvm_answer(kind: str, path: Path, frame: pd.DataFrame, mojo_backend: str) -
 
 def _ipc(frame: pd.DataFrame) -> bytes:
     """A frame as Arrow IPC bytes (the values exactly: no text round trip)."""
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     table = pa.Table.from_pandas(frame, preserve_index=False)
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -110,6 +115,8 @@ def _ipc(frame: pd.DataFrame) -> bytes:
 
 
 def _frame(data: bytes) -> pd.DataFrame:
+    import pyarrow as pa
+
     result: pd.DataFrame = pa.ipc.open_stream(data).read_all().to_pandas()
     return result
 

@@ -18,8 +18,10 @@ error classes; the line never carries a secret (AWS's messages name keys and buc
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import pyarrow.fs as pafs
+if TYPE_CHECKING:  # imported when a store is opened: a local bundle's server never needs pyarrow
+    import pyarrow.fs as pafs
 
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")
 KINDS = ("credentials", "denied", "no_bucket", "no_key", "unreachable", "other")
@@ -56,6 +58,8 @@ def credentials_refused(uri: str) -> str | None:
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of ``uri`` and the path in it (``bucket/key``). Raises :class:`OSError` or
     :class:`ValueError` (an unsupported scheme, a malformed URI): pass it to :func:`cause`."""
+    import pyarrow.fs as pafs
+
     fs, path = pafs.FileSystem.from_uri(uri)
     return fs, path
 

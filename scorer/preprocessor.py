@@ -45,9 +45,10 @@ Contract:
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # ``import scorer`` does not import pandas: a model that scores columns never needs it
+    import pandas as pd
 
 
 class CustomPreprocessor:

@@ -12,32 +12,40 @@ else is a :class:`~scorer.errors.SchemaError` naming the column, the row and the
 Every cast between what arrives and what the model gets is here, so requests and ``scorer batch``
 share one coercion path: :meth:`Schema.narrow_arrow` is the Arrow half for tables read from files
 (columns dropped and text cast in Arrow, only where the result is what ``coerce`` gives), and
-:meth:`Schema.coerce` the numpy half for every Table or DataFrame.
+:meth:`Schema.coerce` the numpy half for every Table or DataFrame. The common columns (numbers, and
+text that is all strings) are coerced in numpy alone; pandas is imported only for the careful path
+(mixed values, the ones that need parsing, bad rows to name).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from scorer.errors import SchemaError
 from scorer.table import NONE, Table
+
+if TYPE_CHECKING:  # imported where used: JSON requests of a columnar model are coerced without them
+    import pandas as pd
+    import pyarrow as pa
 
 COLUMN_TYPES = ("float", "int", "bool", "string", "any")
 
 # Text that Arrow's cast turns into exactly what ``coerce`` would make of it. Arrow's cast accepts more
 # (``TRUE``, ``nan``, ``0x10``) that ``coerce`` refuses, so only columns whose every value matches are
 # cast in Arrow; the rest go to ``coerce``, which names the bad row.
-_ARROW_CASTS: dict[str, tuple[pa.DataType, str]] = {
-    "float": (pa.float64(), r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"),
-    "int": (pa.int64(), r"^-?[0-9]+$"),
-    "bool": (pa.bool_(), r"^(true|false|True|False|1|0)$"),
-}
+@functools.cache
+def _arrow_casts() -> dict[str, tuple[pa.DataType, str]]:
+    import pyarrow as pa
+
+    return {
+        "float": (pa.float64(), r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"),
+        "int": (pa.int64(), r"^-?[0-9]+$"),
+        "bool": (pa.bool_(), r"^(true|false|True|False|1|0)$"),
+    }
 
 
 class Schema:
@@ -55,7 +63,7 @@ class Schema:
 
     def coerce(self, data: Table | pd.DataFrame) -> Table:
         """Exactly the schema's columns, in its order, as numpy arrays of its types."""
-        if isinstance(data, pd.DataFrame):
+        if not isinstance(data, Table):  # a DataFrame
             if data.columns.has_duplicates:
                 dup = sorted({str(c) for c in data.columns[data.columns.duplicated()]})
                 raise SchemaError(f"duplicate column(s): {', '.join(dup)}", columns=dup)
@@ -74,7 +82,7 @@ class Schema:
                 continue
             values = present[name]
             fast = _fast_column(values, kind)
-            out[name] = fast if fast is not None else _coerce_column(name, pd.Series(values, dtype=_series_dtype(values)), kind)
+            out[name] = fast if fast is not None else _coerce_column(name, _series(values), kind)
         return Table(out, data.n_rows)
 
 
@@ -83,14 +91,18 @@ class Schema:
         (ids, text passed through) are left out, and text columns the schema wants as numbers or
         booleans are cast in Arrow when every value is one :meth:`coerce` would accept as the same
         value. Everything else is left for :meth:`coerce` (``text_columns``: JSON text kept as text)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         names = table.column_names
         if (self.extra_columns == "drop" and len(set(names)) == len(names)
                 and all(name in names for name in self.columns)):
             table = table.select([name for name in names if name in self.columns])
+        casts = _arrow_casts()
         for name, kind in self.columns.items():
-            if (kind in _ARROW_CASTS and name in table.column_names and name not in text_columns
+            if (kind in casts and name in table.column_names and name not in text_columns
                     and pa.types.is_string(table.schema.field(name).type)):
-                target, pattern = _ARROW_CASTS[kind]
+                target, pattern = casts[kind]
                 column = table.column(name)
                 if pc.all(pc.match_substring_regex(column, pattern)).as_py() is False:
                     continue
@@ -128,9 +140,12 @@ class Schema:
         return cached
 
 
-def _series_dtype(values: Any) -> Any:
-    # A list straight from JSON keeps its Python objects (None stays None) for exact error messages.
-    return None if isinstance(values, np.ndarray) else object
+def _series(values: Any) -> pd.Series:
+    """A column for the careful path; a list straight from JSON keeps its Python objects (None stays
+    None) for exact error messages."""
+    import pandas as pd
+
+    return pd.Series(values, dtype=None if isinstance(values, np.ndarray) else object)
 
 
 def _fast_column(values: Any, kind: str) -> np.ndarray | None:
@@ -141,8 +156,8 @@ def _fast_column(values: Any, kind: str) -> np.ndarray | None:
             return values.astype(np.float64, copy=False)
         if kind == "int" and k in "i":
             return values.astype(np.int64, copy=False)
-        if kind == "string" and k == "O" and pd.api.types.infer_dtype(values, skipna=False) == "string":
-            return values
+        if kind == "string" and k == "O" and all(v is None or isinstance(v, str) for v in values):
+            return values  # strings and None: what the careful path returns for them, without pandas
         return None
     if kind == "float":
         if any(type(v) is bool or type(v) is str for v in values):
@@ -160,7 +175,7 @@ def _fast_column(values: Any, kind: str) -> np.ndarray | None:
         except OverflowError:
             return None
     if kind == "string":
-        if all(type(v) is str for v in values):
+        if all(type(v) is str or v is None for v in values):  # None: missing, as the careful path keeps it
             return np.asarray(values, dtype=object) if values else np.empty(0, dtype=object)
         return None
     return None
@@ -186,6 +201,8 @@ def _bad(name: str, series: pd.Series, mask: np.ndarray, expected: str) -> Schem
 
 def _to_numeric(name: str, s: pd.Series, expected: str) -> pd.Series:
     """Numbers stay numbers; strings that parse as numbers become numbers; anything else is an error."""
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(s):
         raise SchemaError(f"column {name!r}: got booleans, expected {expected}", columns=[name])
     if pd.api.types.is_numeric_dtype(s):
@@ -202,6 +219,8 @@ def _to_numeric(name: str, s: pd.Series, expected: str) -> pd.Series:
 
 
 def _coerce_column(name: str, s: pd.Series, kind: str) -> Any:
+    import pandas as pd
+
     if kind == "any":
         return s.infer_objects().to_numpy()
     if kind == "float":

@@ -31,14 +31,15 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING, Any
 
 from scorer import mlflow_registry, object_store
 from scorer.bundle import local_root
 from scorer.errors import BundleError, BundleNotFound, SourceUnavailable
 from scorer.private_dir import download_dir, remove_download
+
+if TYPE_CHECKING:  # imported for object store sources only: a local bundle loads without pyarrow
+    import pyarrow.fs as pafs
 
 SUPPORTED = ("a bundle folder or .zip, an MLflow model directory (with an MLmodel file), models:/NAME/VERSION, "
              "models:/NAME@ALIAS, models:/NAME/STAGE, runs:/RUN_ID/PATH, s3://BUCKET/KEY.zip or s3://BUCKET/PREFIX/")
@@ -153,6 +154,8 @@ def _translated(uri: str) -> Iterator[None]:
 
 def _objects(uri: str) -> tuple[pafs.FileSystem, str, list[pafs.FileInfo]]:
     """What ``uri`` names in its store: one object, or every object under a prefix (sorted by key)."""
+    import pyarrow.fs as pafs
+
     refused = object_store.credentials_refused(uri)
     if refused:
         raise BundleNotFound(refused)

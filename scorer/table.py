@@ -4,24 +4,51 @@ Building a pandas DataFrame per request costs ~0.5 ms and coercing it column by 
 several more; a dict of numpy arrays costs microseconds. Requests are decoded and checked as
 Tables on the event loop; the model thread concatenates a batch per column and builds one
 DataFrame per model call. Custom code only ever sees DataFrames.
+
+Neither pandas nor pyarrow is imported here until a function needs it: a server whose model scores
+columns (:class:`ColumnarModel`) answers JSON without either. :func:`is_frame`, :func:`is_series` and
+:func:`pandas_na` ask about pandas objects without importing pandas (no object is one before it is).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeGuard, runtime_checkable
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 # A column: a numpy array, or a plain list/tuple straight from a JSON decoder.
 Column: TypeAlias = NDArray[Any] | Sequence[Any]
 # ``na_value`` for ``Series.to_numpy``: None is valid, but pandas' stubs do not list it.
 NONE: Any = None
+_NOT_NA = object()  # what pandas_na() gives while pandas is not imported: no value is it
+
+
+def is_frame(obj: object) -> TypeGuard[pd.DataFrame]:
+    """``isinstance(obj, pd.DataFrame)``, without importing pandas."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(obj, pandas.DataFrame)
+
+
+def is_series(obj: object) -> TypeGuard[pd.Series]:
+    """``isinstance(obj, pd.Series)``, without importing pandas."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(obj, pandas.Series)
+
+
+def pandas_na() -> Any:
+    """``pd.NA`` when pandas is imported, else an object no value is: ``v is pandas_na()`` is
+    ``v is pd.NA`` without importing pandas."""
+    pandas = sys.modules.get("pandas")
+    return pandas.NA if pandas is not None else _NOT_NA
 
 
 def frame_from_arrays(names: list[str], arrays: Sequence[NDArray[Any]], n_rows: int) -> pd.DataFrame:
@@ -31,6 +58,8 @@ def frame_from_arrays(names: list[str], arrays: Sequence[NDArray[Any]], n_rows: 
     one-row frame, the per-call overhead that matters when serving); falls back to the public
     constructor if a pandas release drops it.
     """
+    import pandas as pd
+
     index = pd.RangeIndex(n_rows)
     from_arrays = getattr(pd.DataFrame, "_from_arrays", None)
     if from_arrays is not None:
@@ -98,6 +127,8 @@ class Table:
         (NaN as null, the same inferred types and the same pandas schema metadata), without the
         DataFrame: columns are converted one by one and the metadata, which depends only on the
         names and types, is computed once per output signature."""
+        import pyarrow as pa
+
         names = [str(n) for n in self.columns]
         arrays = [pa.array(np.asarray(v), from_pandas=True) for v in self.columns.values()]
         key = (tuple(names), tuple(np.asarray(v).dtype.str for v in self.columns.values()),
@@ -121,6 +152,8 @@ class Table:
         """A model's output frame as plain numpy columns, once per batch in the model thread: strings
         and other extension/object columns become object arrays with ``None`` for missing values,
         so that slicing per request and encoding cost no pandas work."""
+        import pandas as pd
+
         columns: dict[str, NDArray[Any]] = {}
         for i, name in enumerate(df.columns):
             s = df.iloc[:, i]
@@ -158,17 +191,18 @@ class Table:
         )
 
 
-# Arrow types whose numpy form (with ``to_numpy``) is exactly what ``to_pandas`` then ``Series.to_numpy``
-# gives: ints become float64 with NaN when they have nulls, in both.
-_NUMERIC = (pa.types.is_integer, pa.types.is_float32, pa.types.is_float64)
 _PANDAS_METADATA: dict[tuple[Any, ...], Any] = {}  # output signature -> from_pandas' schema metadata
 
 
 def _direct_numpy(column: pa.ChunkedArray[Any]) -> NDArray[Any] | None:
     """A column as numpy without pandas, or None when only pandas gives its exact form. Numbers without
     nulls in one chunk are views of the Arrow buffers (read-only, as pandas' own views are)."""
+    import pyarrow as pa
+
     t = column.type
-    if any(test(t) for test in _NUMERIC) or (column.null_count == 0 and (
+    # Arrow types whose numpy form (with ``to_numpy``) is exactly what ``to_pandas`` then ``Series.to_numpy``
+    # gives: ints become float64 with NaN when they have nulls, in both.
+    if pa.types.is_integer(t) or pa.types.is_float32(t) or pa.types.is_float64(t) or (column.null_count == 0 and (
             pa.types.is_boolean(t) or pa.types.is_string(t) or pa.types.is_large_string(t))):
         if column.num_chunks == 1:
             return column.chunk(0).to_numpy(zero_copy_only=False)

@@ -26,16 +26,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from scorer.h2o_native.mojo import Mojo, Unsupported, read_mojo
 from scorer.h2o_native.outputs import Unify, labels
 from scorer.h2o_native.trees import Forest, build_forest, leaf_values
 from scorer.preprocessor import CustomPreprocessor
+from scorer.table import is_frame, is_series, pandas_na
+
+if TYPE_CHECKING:  # imported for DataFrames and text to parse: a Table of numbers and levels needs none
+    import pandas as pd
 
 __all__ = ["NativeMojo", "Unsupported"]
 
@@ -107,28 +110,33 @@ class NativeMojo(CustomPreprocessor):
         """The (n, features) doubles genmodel scores for a batch (a DataFrame, or a Table's numpy
         columns and their length): numbers as they are (NaN for a missing or unparseable one),
         categorical levels as their index in the domain (NaN when missing or unseen)."""
-        n = len(data) if isinstance(data, pd.DataFrame) else n_rows
+        n = len(data) if is_frame(data) else n_rows
         assert n is not None, "n_rows is required for columns"
         x = np.empty((n, len(self.features)), dtype=np.float64)
+        na = pandas_na()
         for j, name in enumerate(self.features):
             levels = self._levels[j]
             if name not in data:
                 x[:, j] = np.nan
                 continue
             column = data[name]
-            values = column.to_numpy() if isinstance(column, pd.Series) else np.asarray(column)
+            values = column.to_numpy() if is_series(column) else np.asarray(column)
             if levels is None:
                 if values.dtype.kind in "fiub":  # numpy numbers: as they are (the common case, no parsing)
                     x[:, j] = values
                 else:
+                    import pandas as pd
+
                     series = column if isinstance(column, pd.Series) else pd.Series(values, dtype=object)
                     x[:, j] = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             else:
-                x[:, j] = [_level(levels, name, v) for v in (column.tolist() if isinstance(column, pd.Series)
-                                                               else values.tolist())]
+                x[:, j] = [_level(levels, name, v, na) for v in (column.tolist() if is_series(column)
+                                                                   else values.tolist())]
         return x
 
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(self._outputs(self.rows(df)))
 
     def predict_columns(self, columns: Mapping[str, NDArray[Any]], n_rows: int) -> dict[str, NDArray[Any]]:
@@ -151,10 +159,10 @@ class NativeMojo(CustomPreprocessor):
         return out
 
 
-def _level(levels: dict[str, int], column: str, value: Any) -> float:
+def _level(levels: dict[str, int], column: str, value: Any, na: Any) -> float:
     """``EnumEncoder.encodeCatValue``: the level's index, else that of ``"<column>.<value>"``;
-    NaN for a missing value or an unseen level."""
-    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+    NaN for a missing value or an unseen level (``na``: :func:`~scorer.table.pandas_na`)."""
+    if value is None or (isinstance(value, float) and value != value) or value is na:
         return np.nan
     text = value if isinstance(value, str) else str(value)
     index = levels.get(text)

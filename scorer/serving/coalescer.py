@@ -26,12 +26,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from scorer.errors import NotReady, Overloaded
 from scorer.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ class Coalescer:
 
     def _run_model(self, table: Table) -> Table:
         out = self._predict(table)
-        return Table.from_output(out) if isinstance(out, pd.DataFrame) else out
+        return out if isinstance(out, Table) else Table.from_output(out)
 
 
 def _tell(traces: list[CallTrace | None], started_ns: int, rows: int, error: BaseException | None) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from scorer.errors import BundleCodeError
+
+if TYPE_CHECKING:  # imported by the stages that read Parquet tables
+    import pyarrow as pa
 
 
 @dataclass
@@ -50,11 +50,15 @@ class StageFiles:
 
     def table(self, sub: str = "data") -> pa.Table:
         """The Parquet table under ``<dir>/<sub>`` (all part files)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         where = self.path / sub
         files = sorted(p for p in where.glob("*.parquet") if not p.name.startswith((".", "_")))
         if not files:
             raise BundleCodeError(f"{where}: no Parquet data")
-        return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+        # ParquetFile, not read_table: the same table from one file, without pyarrow.dataset (which imports pandas)
+        return pa.concat_tables([pq.ParquetFile(f).read() for f in files], promote_options="default")
 
     def rows(self, sub: str = "data") -> list[dict[str, Any]]:
         return self.table(sub).to_pylist()

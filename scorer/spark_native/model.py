@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from scorer.preprocessor import CustomPreprocessor
@@ -23,20 +22,24 @@ from scorer.spark_native.base import Columns
 from scorer.spark_native.interface import analyse
 from scorer.spark_native.layout import read_pipeline
 from scorer.spark_native.pipeline import NativePipeline, compile_pipeline
-from scorer.table import frame_from_arrays
+from scorer.table import frame_from_arrays, is_series, pandas_na
+
+if TYPE_CHECKING:  # imported for DataFrames and text to parse: a Table of numbers and strings needs none
+    import pandas as pd
 
 
 def columns_of(data: pd.DataFrame | Mapping[str, Any], schema: dict[str, str]) -> Columns:
     """The schema's columns of a batch (a DataFrame, or a Table's numpy columns) in the native form
     (missing: NaN for numbers, None for strings)."""
     cols: Columns = {}
+    na = pandas_na()
     for name, kind in schema.items():
         if name not in data:
             continue
         values = data[name]
         if kind == "string":
-            objects = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else np.asarray(values, dtype=object)
-            cols[name] = np.array([None if v is None or v is pd.NA or v != v else str(v) for v in objects], dtype=object)
+            objects = values.to_numpy(dtype=object) if is_series(values) else np.asarray(values, dtype=object)
+            cols[name] = np.array([None if v is None or v is na or v != v else str(v) for v in objects], dtype=object)
         else:
             cols[name] = numbers(values)
     return cols
@@ -47,6 +50,8 @@ def numbers(values: pd.Series | NDArray[Any]) -> NDArray[np.float64]:
     errors="coerce")`` makes it; numpy numbers and booleans are converted without pandas."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         return values.astype(np.float64)
+    import pandas as pd
+
     series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
