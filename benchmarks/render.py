@@ -266,11 +266,19 @@ def extras_block(results: dict[str, dict[str, Any]]) -> str:
     return _import("bench_extras").render(data["raw"]).rstrip("\n") + "\n\n" + run_line("extras", data["run"])
 
 
+def onnx_block(results: dict[str, dict[str, Any]]) -> str:
+    data = results.get("onnx")
+    if not data:
+        return missing("skl2onnx + onnxruntime vs the pipelines' own answers", "benchmarks/bench_onnx.py")
+    return (_import("bench_onnx").render(data["figures"]).rstrip("\n") + "\n\n"
+            + run_line("onnx", data["run"], served=False))
+
+
 BLOCKS: dict[Path, dict[str, Callable[[dict[str, dict[str, Any]]], str]]] = {
     README: {"serve": serve_block, "batch": batch_block, "peers": peers_block, "jvm": jvm_block,
              "spark_engine": spark_engine_block, "reload": reload_block, "object_store": object_store_block,
              "protocols": protocols_block, "client": client_block},
-    BENCH_README: {"peers_report": peers_report_block, "extras": extras_block},
+    BENCH_README: {"peers_report": peers_report_block, "extras": extras_block, "onnx": onnx_block},
 }
 
 
