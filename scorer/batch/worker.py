@@ -44,11 +44,14 @@ def load_once(bundle: str, settings: Settings) -> Scorer:
 def pinned(settings: Settings, scorer: Scorer, bundle: str) -> Settings:
     """The settings another process loads this job's bundle with: ``bundle`` (the local copy) pinned by
     the digest this process loaded, and the scoring path this process chose (``--spark-scoring auto``
-    verifies once, here, not in every worker)."""
+    verifies once, here, not in every worker; a scikit-learn model without a plan is not compiled again,
+    and one with a plan is read from the plan cache this process stored it in)."""
     pinned = dataclasses.replace(settings, bundle=bundle, bundle_digest=scorer.bundle.digest)
-    scoring = getattr(scorer.model, "scoring", None)
-    if scoring:
-        pinned = dataclasses.replace(pinned, spark_scoring="native" if scoring["path"] == "native" else "spark")
+    path = (getattr(scorer.model, "scoring", None) or {}).get("path")
+    if path in ("native", "jvm"):
+        pinned = dataclasses.replace(pinned, spark_scoring="native" if path == "native" else "spark")
+    elif path == "scikit-learn":
+        pinned = dataclasses.replace(pinned, scoring_plan="off")
     return pinned
 
 
