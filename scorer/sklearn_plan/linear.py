@@ -52,7 +52,7 @@ class LinearOp(EstimatorOp):
         self.classes = None if self.output in ("value", "labels") else self.labels
         self.coef = coef
         self.intercept = intercept
-        self.n_features = int(coef.shape[-1])
+        self.n_features = int(coef.shape[0] if meta.get("transposed") else coef.shape[-1])
 
     def state(self) -> State:
         return dict(self.meta), {"coef": self.coef, "intercept": self.intercept}
@@ -69,8 +69,8 @@ class LinearOp(EstimatorOp):
         if not finite.all():
             column = int(np.flatnonzero(~finite.all(axis=0))[0])
             raise InvalidData(f"{self.name}: column {column} contains NaN or infinity")
-        if self.coef.ndim == 1:
-            out: Array = X @ self.coef + self.intercept
+        if self.coef.ndim == 1 or self.meta.get("transposed"):
+            out: Array = X @ self.coef + self.intercept  # coef stored as scikit-learn's coef_.T
         else:
             out = X @ self.coef.T + self.intercept
         return out
@@ -108,7 +108,7 @@ def _coefficients(est: Any, regressor: bool) -> tuple[Array, Array]:
     if not regressor and coef.ndim not in (1, 2):
         raise Unsupported(f"{name}(coef_ shape {coef.shape}): unexpected coefficient shape")
     intercept = np.asarray(est.intercept_, dtype=np.float64)
-    return np.ascontiguousarray(coef), intercept
+    return coef, intercept
 
 
 def _labels(est: Any) -> list[Any]:
@@ -123,7 +123,11 @@ def _labels(est: Any) -> list[Any]:
 
 def _op(est: Any, output: str, labels: list[Any] | None, regressor: bool) -> LinearOp:
     coef, intercept = _coefficients(est, regressor)
-    meta = {"name": step_name(est), "output": output, "labels": labels}
+    # the operand scikit-learn hands BLAS is coef_.T: keep its memory layout (a C-ordered coef_.T when
+    # coef_ is Fortran-ordered), so that numpy takes the same BLAS path
+    transposed = coef.ndim == 2 and not coef.flags.c_contiguous and coef.T.flags.c_contiguous
+    coef = np.ascontiguousarray(coef.T if transposed else coef)
+    meta = {"name": step_name(est), "output": output, "labels": labels, "transposed": transposed}
     return LinearOp(meta, coef, intercept)
 
 

@@ -47,7 +47,6 @@ from scorer.sklearn_plan.base import (
 from scorer.sklearn_plan.links import binary_proba, expit, softmax
 
 MISSING_CODE = 256  # category code of a missing or unknown category: the go-left table's last column
-ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _CELLS = 1 << 17  # elements per working array in one chunk of rows (fits the CPU caches)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -227,23 +226,27 @@ class Forest:
 
     # -- the bit masks -------------------------------------------------------------------------
     def _build_masks(self, column: Array, threshold: Array) -> None:
+        """Per split: the bits of its left subtree's leaves (leaves numbered left to right in their
+        tree), dropped when a row goes right; uint32 masks when every tree has at most 32 leaves."""
         nodes = self.nodes
         self.masks_ok = True
         cols: list[Array] = []
         thrs: list[Array] = []
         cats: list[Array] = []
-        masks: list[Array] = []
+        drops: list[Array] = []
         seg_starts: list[int] = []
         leaf_nodes: list[Array] = []
         leaf_starts: list[int] = []
         at = 0
         n_leaves = 0
+        widest = 1
         for t in range(self.n_trees):
             lo, hi = int(nodes.starts[t]), int(nodes.starts[t + 1])
             in_order = _leaves_in_order(nodes.left, nodes.right, lo)
             if len(in_order) > 64:
                 self.masks_ok = False
                 return
+            widest = max(widest, len(in_order))
             rank = {leaf: i for i, leaf in enumerate(in_order)}
             first, last = _leaf_ranges(nodes.left, nodes.right, lo, rank)
             splits = [i for i in range(lo, hi) if nodes.left[i] >= 0]
@@ -251,30 +254,29 @@ class Forest:
             leaf_starts.append(n_leaves)
             leaf_nodes.append(np.array(in_order, dtype=np.int64))
             n_leaves += len(in_order)
-            if not splits:  # a one-leaf tree: a split that never drops anything
+            if not splits:  # a one-leaf tree: a split that drops nothing
                 cols.append(np.zeros(1, np.int64))
                 thrs.append(np.full(1, np.nan))
                 cats.append(np.full(1, -1, np.int64))
-                masks.append(np.array([ALL_ONES], dtype=np.uint64))
+                drops.append(np.zeros(1, dtype=np.uint64))
                 at += 1
                 continue
             s = np.array(splits, dtype=np.int64)
             left_first = np.array([first[int(nodes.left[i])] for i in splits], dtype=np.uint64)
             left_last = np.array([last[int(nodes.left[i])] for i in splits], dtype=np.uint64)
-            # the left subtree's leaves are left_first..left_last: keep every other bit
-            span = left_last - left_first + np.uint64(1)
-            ones = np.where(span >= 64, ALL_ONES, (np.uint64(1) << (span % np.uint64(64))) - np.uint64(1))
-            masks.append(~(ones << left_first))
+            span = left_last - left_first + np.uint64(1)  # < 64: the right subtree has a leaf
+            drops.append(((np.uint64(1) << span) - np.uint64(1)) << left_first)
             cols.append(column[s])
             thrs.append(threshold[s])
             cats.append(nodes.cat[s].astype(np.int64))
             at += len(splits)
+        self.mask_dtype = np.uint32 if widest <= 32 else np.uint64
         self.mask_column = np.concatenate(cols).astype(np.intp)
         self.mask_threshold = np.concatenate(thrs)
         cat = np.concatenate(cats)
         self.mask_cat_at = np.flatnonzero(cat >= 0).astype(np.intp)
         self.mask_cat_row = cat[self.mask_cat_at].astype(np.intp)
-        self.mask_keep = np.concatenate(masks)
+        self.mask_drop = np.concatenate(drops).astype(self.mask_dtype)
         self.mask_starts = np.array(seg_starts, dtype=np.intp)
         self.leaf_start = np.array(leaf_starts, dtype=np.intp)
         leaf_value = self.nodes.value[np.concatenate(leaf_nodes)]
@@ -286,10 +288,14 @@ class Forest:
         if self.mask_cat_at.size:
             codes = val[:, self.mask_cat_at].astype(np.intp)
             le[:, self.mask_cat_at] = self.categories.left[self.mask_cat_row, codes]
-        keep = np.where(le, ALL_ONES, self.mask_keep)
-        alive = np.bitwise_and.reduceat(keep, self.mask_starts, axis=1)
-        lowest = alive & (~alive + np.uint64(1))
-        leaf = np.bitwise_count(lowest - np.uint64(1)).astype(np.intp)
+        drop: Array = le.view(np.uint8).astype(self.mask_dtype)
+        np.subtract(drop, 1, out=drop, casting="unsafe")  # 0 where the row goes left, all ones where right
+        np.bitwise_and(drop, self.mask_drop, out=drop)
+        gone = np.bitwise_or.reduceat(drop, self.mask_starts, axis=1)
+        lowest = ~gone
+        lowest &= gone + 1  # the lowest leaf still there: alive & -alive, with -alive = gone + 1
+        lowest -= 1
+        leaf = np.bitwise_count(lowest).astype(np.intp)
         leaf += self.leaf_start
         values: Array = self.leaf_value[leaf]
         return values
@@ -314,7 +320,10 @@ class Forest:
         n = X.shape[0]
         shape = (n, self.n_trees) if self.width == 1 else (n, self.n_trees, self.width)
         out = np.empty(shape, dtype=np.float64)
-        masks = self.masks_ok if strategy is None else strategy == "masks"
+        if strategy is None:  # the cheaper: every split once, or the walk's levels over every tree
+            masks = self.masks_ok and (n <= 16 or self.mask_column.size * 2 <= self.n_trees * self.walk_depth * 3)
+        else:
+            masks = strategy == "masks"
         if masks and not self.masks_ok:
             raise ValueError("this forest has trees of more than 64 leaves")
         per_row = self.mask_column.size if masks else self.n_trees
