@@ -26,7 +26,7 @@ class Case:
     seed: int
     pipeline: Any
     train: pd.DataFrame
-    score: pd.DataFrame
+    score: list[pd.DataFrame]  # blocks of rows, compared block by block
     description: list[str] = field(default_factory=list)
 
 
@@ -242,30 +242,39 @@ def _handles_nan(estimator: Any) -> bool:
     return type(estimator).__name__.startswith(("HistGradientBoosting", "RandomForest", "DecisionTree", "ExtraTrees"))
 
 
-def _scoring_rows(rng: np.random.Generator, train: pd.DataFrame, cat_levels: dict[str, list[Any]]) -> pd.DataFrame:
-    """Rows not seen in training, with the edge values of every column."""
+def _scoring_rows(rng: np.random.Generator, train: pd.DataFrame, cat_levels: dict[str, list[Any]]) -> list[pd.DataFrame]:
+    """Blocks of rows not seen in training: a sample of training rows followed by, per column, the values
+    a pipeline answers (split points and the next float above, huge magnitudes, signed zeros, known
+    levels), all in one block; then each value it may refuse (missing, ±inf, unseen and empty levels) as
+    a block of its own row, so that a refusal is compared row by row without searching for it."""
     n = 60
     base = train.sample(n, random_state=int(rng.integers(0, 2**31)), replace=True).reset_index(drop=True)
-    rows = [base]
+    safe_blocks = [base]
+    risky_blocks = []
     for column in train.columns:
         values = train[column]
         if column.startswith("x"):
             finite = np.unique(values.to_numpy()[np.isfinite(values.to_numpy())])
             mids = (finite[:-1] + finite[1:]) / 2 if len(finite) > 1 else finite
             picks = rng.choice(mids, size=min(6, len(mids)), replace=False) if len(mids) else np.array([])
-            edges = [np.nan, np.inf, -np.inf, 1e300, -1e300, 0.0, -0.0, *picks, *np.nextafter(picks, np.inf)]
+            safe: list[Any] = [0.0, -0.0, *picks, *np.nextafter(picks, np.inf)]
+            risky: list[Any] = [np.nan, np.inf, -np.inf, 1e300, -1e300]
         elif _text(values):
-            levels = cat_levels[column]
-            edges = [None, "never-seen", "", *levels]
+            safe, risky = list(cat_levels[column]), [None, "never-seen", ""]
         else:
-            edges = [int(v) for v in cat_levels[column]] + [999, -7]
-        block = base.iloc[: len(edges)].copy() if len(edges) <= n else pd.concat([base] * (len(edges) // n + 1)).iloc[: len(edges)].copy()
-        block = block.reset_index(drop=True)
-        if _text(values):
-            column_values = np.empty(len(edges), dtype=object)
-            column_values[:] = edges
-            block[column] = column_values
-        else:
-            block[column] = np.asarray(edges, dtype=values.to_numpy().dtype)
-        rows.append(block)
-    return pd.concat(rows, ignore_index=True)
+            safe, risky = [int(v) for v in cat_levels[column]], [999, -7]
+        safe_blocks.append(_with(base, column, safe, values))
+        risky_blocks += [_with(base, column, [v], values) for v in risky]
+    return [pd.concat(safe_blocks, ignore_index=True), *risky_blocks]
+
+
+def _with(base: pd.DataFrame, column: str, edges: list[Any], values: pd.Series) -> pd.DataFrame:
+    """Rows of ``base`` with ``column`` set to each of ``edges`` in turn."""
+    block = pd.concat([base] * (len(edges) // len(base) + 1)).iloc[: len(edges)].reset_index(drop=True)
+    if _text(values):
+        column_values = np.empty(len(edges), dtype=object)
+        column_values[:] = edges
+        block[column] = column_values
+    else:
+        block[column] = np.asarray(edges, dtype=values.to_numpy().dtype)
+    return block

@@ -41,6 +41,9 @@ class Plan:
     branches: list[Branch]
     ops: list[Op]  # on the whole matrix, after the column stage
     estimator: EstimatorOp
+    # The column stage's output is sparse in scikit-learn (ColumnTransformer.sparse_output_): estimators
+    # then validate it without missing-value support, so NaN and infinity are refused before the estimator.
+    finite: bool = False
 
     def features(self, columns: Mapping[str, Any], n_rows: int) -> Array | SparseRows:
         """The float64 matrix the estimator gets (sparse rows when a branch is a text vectorizer)."""
@@ -61,7 +64,10 @@ class Plan:
             matrix = np.empty((n_rows, 0))
         for o in self.ops:
             matrix = o.apply(matrix)
-        return as_float(matrix, "the estimator's input")
+        matrix = as_float(matrix, "the estimator's input")
+        if self.finite and not np.isfinite(matrix).all():
+            raise InvalidData(f"{type(self.estimator).__name__}: sparse features with NaN or infinity")
+        return matrix
 
     def run(self, columns: Mapping[str, Any], n_rows: int) -> Array:
         """The estimator's answer: probabilities (n, classes) for a classifier, else predictions."""
@@ -115,8 +121,10 @@ def compile_pipeline(estimator: Any) -> Plan:
     estimator_op = _compile(final)
     if not isinstance(estimator_op, EstimatorOp):
         raise Unsupported(f"{step_name(final)}: the last step is not an estimator")
+    finite = False
     if transformers and type(transformers[0]) is ColumnTransformer:
         branches = _column_stage(transformers[0], inputs)
+        finite = bool(getattr(transformers[0], "sparse_output_", False))
         transformers = transformers[1:]
     else:
         branches = [Branch("input", inputs, [])]
@@ -124,7 +132,7 @@ def compile_pipeline(estimator: Any) -> Plan:
             branches[0].ops.extend(_flat(transformers.pop(0)))
     ops = [o for t in transformers for o in _flat(t)]
     _check_sparse(branches, ops, estimator_op, final)
-    return Plan(inputs, branches, ops, estimator_op)
+    return Plan(inputs, branches, ops, estimator_op, finite)
 
 
 def _check_sparse(branches: list[Branch], ops: list[Op], estimator: EstimatorOp, final: Any) -> None:

@@ -94,6 +94,7 @@ def save(cache: Path, bundle_digest: str, stored: StoredPlan) -> Path:
         "branches": [{"name": b.name, "columns": b.columns, "ops": [ref(o) for o in b.ops]} for b in plan.branches],
         "ops": [ref(o) for o in plan.ops],
         "estimator": ref(plan.estimator),
+        "finite": plan.finite,
         "labels": None,
         "verified": stored.verified,
     }
@@ -188,6 +189,7 @@ def _rebuild(document: dict[str, Any], arrays: dict[str, Array]) -> StoredPlan:
         branches=[Branch(b["name"], list(b["columns"]), [op_of(r) for r in b["ops"]]) for b in document["branches"]],
         ops=[op_of(r) for r in document["ops"]],
         estimator=estimator,
+        finite=bool(document["finite"]),
     )
     labels = arrays[document["labels"]] if document["labels"] is not None else None
     return StoredPlan(plan, labels, document["input_schema"], document["verified"])

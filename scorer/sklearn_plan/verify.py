@@ -94,9 +94,10 @@ def _compare_group(plan_answer: Answer, reference: Answer, rows: pd.DataFrame) -
     ours, theirs = _outcome(plan_answer, rows), _outcome(reference, rows)
     if isinstance(ours, pd.DataFrame) and isinstance(theirs, pd.DataFrame):
         return compare(ours, theirs)
-    if len(rows) > 1:  # one side refused the group: row by row, so a refused row cannot hide the others
-        for i in range(len(rows)):
-            found = _compare_group(plan_answer, reference, rows.iloc[i:i + 1].reset_index(drop=True))
+    if len(rows) > 1:  # one side refused the group: halves, down to single rows, so no refused row hides another
+        half = len(rows) // 2
+        for part in (rows.iloc[:half], rows.iloc[half:]):
+            found = _compare_group(plan_answer, reference, part.reset_index(drop=True))
             if found is not None:
                 return found
         return None
