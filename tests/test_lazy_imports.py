@@ -90,17 +90,28 @@ def test_columnar_model_serves_json_without_pandas(name: str, live_server: Calla
 
 def test_dataframe_models_still_serve_and_load_pandas(example_bundles: dict[str, Path],
                                                       sum_bundle: Callable[..., Path],
-                                                      live_server: Callable[..., Any]) -> None:
-    """Custom code (it imports pandas itself) and a scikit-learn pipeline (it scores DataFrames) answer as
-    before; their servers do map pandas, which shows the check above would see it."""
+                                                      live_server: Callable[..., Any], tmp_path: Path) -> None:
+    """Custom code (it imports pandas itself) and a scikit-learn pipeline scored by scikit-learn
+    (``--scoring-plan off``: it scores DataFrames) answer as before; their servers do map pandas, which
+    shows the check above would see it. The same pipeline from a stored scoring plan maps neither pandas
+    nor scikit-learn."""
     with live_server(sum_bundle()) as server:
         answer = post(server, "/predict", {"a": [1.5, 2.0], "b": [10, 20]})["predictions"]
         assert [p["sum"] for p in answer] == [11.5, 22.0]
         assert loaded(server, PANDAS)
     tabular = example_bundles["tabular"]
     sample = json.loads((tabular / "manifest.json").read_text())["sample_input"]
-    want = expected(tabular, sample["columns"], sample["data"])
-    with live_server(tabular) as server:
+    want = expected(tabular, sample["columns"], sample["data"], scoring_plan="off")
+    with live_server(tabular, env={"SCORER_SCORING_PLAN": "off"}) as server:
         assert post(server, "/predict", {"columns": sample["columns"], "data": sample["data"]})["predictions"] == want
         assert post(server, "/invocations", {"dataframe_split": sample})["predictions"] == want
         assert loaded(server, PANDAS)
+    plans = {"SCORER_PLAN_CACHE": str(tmp_path / "plans")}
+    with live_server(tabular, env=plans):  # compiles the plan (with scikit-learn, so pandas) and stores it
+        pass
+    with live_server(tabular, env=plans) as server:
+        answer = post(server, "/predict", {"columns": sample["columns"], "data": sample["data"]})["predictions"]
+        assert [a["prediction"] for a in answer] == [w["prediction"] for w in want]
+        for a, w in zip(answer, want, strict=True):
+            assert all(abs(a[k] - w[k]) <= 1e-12 for k in w if k != "prediction")
+        assert not loaded(server, PANDAS) and not loaded(server, "sklearn/")

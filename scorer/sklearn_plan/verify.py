@@ -1,10 +1,12 @@
 """Checking a plan against the pipeline it was compiled from, on the bundle's sample and edge rows.
 
-The rows (as a request brings them: both sides get them through the schema's coercion): the sample, then the sample's first row with one column changed at a time to each edge value
-of its kind (missing values, signed zeros, ±inf and huge magnitudes for numbers; an unknown category, the
-empty string and missing for text; each category an encoder learned, as ints and as floats where the
-column is numeric). Both sides score the same DataFrame; where scikit-learn raises, the plan must raise
-too (each such group is then scored row by row, so one refused row does not hide the others).
+The rows (as a request brings them: both sides get them through the schema's coercion): the sample, and
+its first row with one column changed at a time to each value of the column's kind that a pipeline
+answers (signed zeros, small numbers, each category an encoder learned), all in one group; then, one row
+each, the values a pipeline may refuse (missing values, ±inf and huge magnitudes for numbers; an unknown
+category, the empty string and missing for text). Both sides score the same rows; where scikit-learn
+raises, the plan must raise too (a group one side refuses is split in halves down to single rows, so one
+refused row does not hide the others).
 
 The contract: the same columns, labels equal, numbers within 1e-12 (``|a - b| <= 1e-12 * max(1, |b|)``,
 NaN equal to NaN).
@@ -21,41 +23,50 @@ import pandas as pd
 from scorer.sklearn_plan.pipeline import Plan
 
 TOLERANCE = 1e-12
-FLOAT_EDGES = (np.nan, 0.0, -0.0, np.inf, -np.inf, 1e300, -1e300, 5e-324, 0.5, -1.0)
-INT_EDGES = (0, 1, -1, 2, 2**31, -(2**31))
-TEXT_EDGES = (None, "", "\x00scorer-unknown-category")
+# Per column kind: values a pipeline answers (compared together, in one group), and values it may refuse
+# (compared one row each, so a refusal needs no search for the row that caused it).
+SAFE = {"float": (0.0, -0.0, 5e-324, 0.5, -1.0, 1e300, -1e300), "int": (0, 1, -1, 2), "bool": (True, False),
+        "string": (), "any": (0.0, 1)}
+RISKY = {"float": (np.nan, np.inf, -np.inf), "int": (2**31, -(2**31)), "bool": (),
+         "string": (None, "", "\x00scorer-unknown-category"),
+         "any": (None, "", "\x00scorer-unknown-category", np.nan)}
 
 Answer = Callable[[pd.DataFrame], pd.DataFrame]
 
 
 def edge_frames(sample: pd.DataFrame, schema: Mapping[str, str], plan: Plan) -> list[pd.DataFrame]:
-    """Groups of rows to compare: the sample, then per column its edge rows (one group per column)."""
-    groups = [sample.reset_index(drop=True)]
+    """Groups of rows to compare: the sample with, per column, its first row changed to each value the
+    pipeline answers (one group); then one single-row group per value it may refuse."""
     if sample.empty:
-        return groups
+        return [sample]
     base = sample.iloc[:1]
     learned = _learned_values(plan)
+    answered = [sample.reset_index(drop=True).astype(object)]
+    refused = []
     for column in sample.columns:
         kind = schema.get(column, "any")
-        values: list[Any] = list(learned.get(column, []))
-        if kind == "float":
-            values += list(FLOAT_EDGES)
-        elif kind == "int":
-            values = [int(v) for v in values if _integral(v)] + list(INT_EDGES)
-        elif kind == "bool":
-            values = [True, False]
+        kind = kind if kind in SAFE else "any"
+        known: list[Any] = list(learned.get(column, []))
+        if kind == "int":
+            known = [int(v) for v in known if _integral(v)]
         elif kind == "string":
-            values = [v for v in values if isinstance(v, str) or v is None] + list(TEXT_EDGES)
-        else:
-            values += [*TEXT_EDGES, np.nan, 0.0, 1]
-        if not values:
-            continue
-        rows = pd.concat([base] * len(values), ignore_index=True).astype(object)
+            known = [v for v in known if isinstance(v, str)]
+        elif kind == "bool":
+            known = []
+        answered.append(_rows(base, column, known + list(SAFE[kind])))
+        refused += [_rows(base, column, [v]) for v in RISKY[kind]]
+    return [pd.concat([g for g in answered if len(g)], ignore_index=True), *refused]
+
+
+def _rows(base: pd.DataFrame, column: str, values: list[Any]) -> pd.DataFrame:
+    """``base``'s row once per value, ``column`` set to it, as a request's rows (the schema coerces them
+    as it coerces any request)."""
+    rows = pd.concat([base] * len(values), ignore_index=True).astype(object) if values else base.iloc[:0]
+    if values:
         edge = np.empty(len(values), dtype=object)
         edge[:] = values
-        rows[column] = edge  # as a request's rows: the schema coerces them as it coerces any request
-        groups.append(rows)
-    return groups
+        rows[column] = edge
+    return rows
 
 
 def _integral(v: Any) -> bool:
@@ -80,9 +91,16 @@ def _learned_values(plan: Plan) -> dict[str, list[Any]]:
 
 
 def difference(plan_answer: Answer, reference: Answer, groups: list[pd.DataFrame]) -> tuple[int, str | None]:
-    """(rows compared, the first difference beyond the contract or None)."""
+    """(rows compared, the first difference beyond the contract or None). ``groups`` as
+    :func:`edge_frames` makes them: the single-row groups the plan answers are compared together, in
+    one call of each side (scikit-learn's call costs milliseconds whatever its rows); those it refuses,
+    one by one (each refusal must be scikit-learn's too)."""
+    first, singles = groups[:1], groups[1:]
+    answered = [g for g in singles if isinstance(_outcome(plan_answer, g), pd.DataFrame)]
+    refused = [g for g in singles if not any(g is a for a in answered)]
+    together = [pd.concat(answered, ignore_index=True)] if answered else []
     compared = 0
-    for group in groups:
+    for group in [*first, *together, *refused]:
         found = _compare_group(plan_answer, reference, group)
         compared += len(group)
         if found is not None:
