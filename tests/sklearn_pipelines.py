@@ -230,6 +230,8 @@ def _pipeline(rng: np.random.Generator, train: pd.DataFrame, cat_levels: dict[st
         steps.append(("impute", SimpleImputer()))
         description.append("impute-all")
     steps.append(("model", estimator))
+    if type(estimator).__name__.startswith("HistGradientBoosting"):
+        steps[0][1].set_params(sparse_threshold=0.0)  # it takes no sparse input
     return Pipeline(steps)
 
 

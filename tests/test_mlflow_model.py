@@ -35,6 +35,9 @@ SPARK_PIPELINE = REPO / "bundles" / "spark" / "artifacts" / "pipeline"
 CLASSIFIER_SCHEMA = {"city": "string", "age": "int", "income": "float"}
 
 
+# scikit-learn models score through compiled plans (scorer.sklearn_plan): labels equal, numbers within 1e-12.
+PLAN_CONTRACT: dict[str, Any] = {"check_exact": False, "rtol": 1e-12, "atol": 1e-12, "check_dtype": False}
+
 def _frame(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame({
@@ -169,7 +172,8 @@ def test_sklearn_formats_score_like_the_estimator(models: dict[str, Path], estim
     assert scorer.schema is not None and scorer.schema.as_json() == [{"name": n, "type": t} for n, t in CLASSIFIER_SCHEMA.items()]
     assert scorer.output_columns == ["prediction", "probability_high", "probability_low"]
     expected = _expected(estimators["classifier"], rows)
-    pd.testing.assert_frame_equal(scorer.score(rows), expected, check_exact=True, check_dtype=False)
+    pd.testing.assert_frame_equal(scorer.score(rows), expected, **PLAN_CONTRACT)
+    assert scorer.metadata()["scoring"]["path"] == "plan"  # the pipeline compiled, verified, scored by its plan
     assert scorer.bundle.name == fmt  # the folder's name
     example = json.loads((models[fmt] / "input_example.json").read_text())
     assert scorer.bundle.manifest.sample_input == {"columns": example["columns"], "data": example["data"]}
@@ -181,7 +185,8 @@ def test_regressor(models: dict[str, Path], estimators: dict[str, Any], rows: pd
                                                                      {"name": "income", "type": "float"}]
     assert scorer.output_columns == ["prediction"]
     got = scorer.score(rows)  # the city column is not in the signature: dropped before the model
-    np.testing.assert_array_equal(got["prediction"].to_numpy(), estimators["regressor"].predict(rows[["age", "income"]]))
+    np.testing.assert_allclose(got["prediction"].to_numpy(), estimators["regressor"].predict(rows[["age", "income"]]),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_without_signature_the_schema_is_inferred_from_the_estimator(models: dict[str, Path], estimators: dict[str, Any],
@@ -189,8 +194,7 @@ def test_without_signature_the_schema_is_inferred_from_the_estimator(models: dic
     scorer = Scorer.load(models["bare"])
     assert scorer.bundle.manifest.input_schema is None and scorer.bundle.manifest.sample_input is None
     assert scorer.schema is not None and [c["name"] for c in scorer.schema.as_json()] == list(CLASSIFIER_SCHEMA)
-    pd.testing.assert_frame_equal(scorer.score(rows), _expected(estimators["classifier"], rows), check_exact=True,
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(scorer.score(rows), _expected(estimators["classifier"], rows), **PLAN_CONTRACT)
 
 
 def test_the_input_example_is_scored_at_load(models: dict[str, Path], tmp_path: Path) -> None:
@@ -236,8 +240,7 @@ def test_zipped_loads_the_same(models: dict[str, Path], estimators: dict[str, An
         scorer = Scorer.load(archive)
         assert scorer.bundle.digest == digest
         assert scorer.bundle.mlflow is not None
-        pd.testing.assert_frame_equal(scorer.score(rows), _expected(estimators["classifier"], rows),
-                                      check_exact=True, check_dtype=False)
+        pd.testing.assert_frame_equal(scorer.score(rows), _expected(estimators["classifier"], rows), **PLAN_CONTRACT)
         scorer.close()
 
 
@@ -305,8 +308,9 @@ def test_bad_mlflow_directories_exit_3_with_one_line(models: dict[str, Path], tm
     shadow = tmp_path / "no-skops"  # skops installed (requirements.txt is met) but not importable
     (shadow / "skops").mkdir(parents=True)
     (shadow / "skops" / "__init__.py").write_text('raise ImportError("No module named skops (hidden by the test)")\n')
+    # (a plan cache of its own: a stored plan of the same model would score it without unpickling it at all)
     _one_line_exit_3(models["skops"], "model.skops: the model is saved in the skops format", "pip install skops",
-                     env={"PYTHONPATH": str(shadow)})
+                     env={"PYTHONPATH": str(shadow), "SCORER_PLAN_CACHE": str(tmp_path / "plans")})
 
 
 # --- MLmodel parsing, on hand-written files (no MLflow) --------------------------------------------

@@ -127,7 +127,12 @@ def main() -> int:
     verdicts: collections.Counter[str] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
     for seed in range(args.seed, args.seed + args.count):
-        case = make_case(seed)
+        try:
+            case = make_case(seed)
+        except Exception as exc:  # the generator drew a pipeline scikit-learn cannot fit: say so, go on
+            verdicts["unfit"] += 1
+            print(f"seed {seed}: could not fit: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+            continue
         verdict, detail = check(case)
         verdicts[verdict] += 1
         if verdict == "unsupported":
