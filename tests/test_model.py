@@ -120,14 +120,16 @@ def test_argmax_shortcut_is_chosen_by_real_type_not_name(bundle_factory, kind: s
 
 
 def test_sklearn_classifiers_keep_the_one_call_shortcut(bundle_factory, classifier) -> None:
-    """scikit-learn's own LogisticRegression (bare and in a Pipeline) still answers with one model call."""
+    """scikit-learn's own LogisticRegression (bare and in a Pipeline) still answers with one model call
+    when scikit-learn scores it (``--scoring-plan off``; by default it compiles to a scoring plan)."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     from scorer.model import DefaultModel
 
     for model in (classifier, make_pipeline(StandardScaler(), LogisticRegression()).fit(X, LABELS)):
-        loaded = Scorer.load(bundle_factory(f"clf{id(model)}", artifacts={"model.pkl": model}))
+        loaded = Scorer.load(bundle_factory(f"clf{id(model)}", artifacts={"model.pkl": model}),
+                             LoadOptions(scoring_plan="off"))
         assert isinstance(loaded.model, DefaultModel) and loaded.model.one_call
         assert loaded.score(X)["prediction"].tolist() == model.predict(X).tolist()
 
