@@ -101,6 +101,10 @@ def test_sigterm_serves_every_request_already_sent(bundle_factory, live_server, 
         server.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         ready = _call(port, "/ready")[0]
+        # With workers the signal reaches the supervisor, which forwards it: the kernel may hand a probe sent at
+        # that instant to a worker the forwarded signal has not reached yet (seen once in CI). Within 0.2 s it has.
+        while ready == 200 and workers == "2" and time.monotonic() < signalled + 0.2:
+            ready = _call(port, "/ready")[0]
         with ThreadPoolExecutor(65) as pool:
             answers = pool.map(_answer, socks)
             time.sleep(max(0.0, signalled + DRAIN_S / 2 - time.monotonic()))
