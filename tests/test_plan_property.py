@@ -23,7 +23,7 @@ from sklearn_pipelines import Case, make_case  # noqa: E402
 from scorer.sklearn_plan.base import Unsupported  # noqa: E402
 from scorer.sklearn_plan.model import PlanModel  # noqa: E402
 from scorer.sklearn_plan.pipeline import compile_pipeline  # noqa: E402
-from scorer.sklearn_plan.verify import compare  # noqa: E402
+from scorer.sklearn_plan.verify import compare_rows  # noqa: E402
 from scorer.table import frame_from_arrays  # noqa: E402
 
 SEEDS = range(300)
@@ -45,15 +45,6 @@ def plan_answer(model: PlanModel, frame: pd.DataFrame) -> pd.DataFrame:
     return frame_from_arrays(list(out), list(out.values()), len(frame))
 
 
-def _outcome(fn: Any, frame: pd.DataFrame) -> pd.DataFrame | str:
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            return fn(frame)
-    except Exception as exc:
-        return type(exc).__name__
-
-
 def check(case: Case) -> tuple[str, str]:
     """("compiled", "") when every row agrees, ("unsupported", why), or ("mismatch", the first difference)."""
     try:
@@ -64,27 +55,12 @@ def check(case: Case) -> tuple[str, str]:
     model = PlanModel(plan, None if classes is None else np.asarray(classes), None)
     for block in case.score:
         frame = frame_from_arrays(list(block.columns), [block[c].to_numpy() for c in block.columns], len(block))
-        found = _compare(case, model, frame)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            found = compare_rows(lambda f: plan_answer(model, f), lambda f: sklearn_answer(case.pipeline, f), frame)
         if found is not None:
             return "mismatch", found
     return "compiled", ""
-
-
-def _compare(case: Case, model: PlanModel, frame: pd.DataFrame) -> str | None:
-    ours = _outcome(lambda f: plan_answer(model, f), frame)
-    theirs = _outcome(lambda f: sklearn_answer(case.pipeline, f), frame)
-    if isinstance(ours, pd.DataFrame) and isinstance(theirs, pd.DataFrame):
-        return compare(ours, theirs)
-    if len(frame) > 1:  # one side refused some row: halves, down to the rows each side refuses alone
-        half = len(frame) // 2
-        for start, part in ((0, frame.iloc[:half]), (half, frame.iloc[half:])):
-            found = _compare(case, model, part.reset_index(drop=True))
-            if found is not None:
-                return found if found.startswith("row ") else f"row {start}: {found}"
-        return None
-    if isinstance(ours, pd.DataFrame) != isinstance(theirs, pd.DataFrame):
-        return f"the plan: {ours if isinstance(ours, str) else 'scored'}; scikit-learn: {theirs if isinstance(theirs, str) else 'scored'}"
-    return None
 
 
 def outcome(seed: int) -> tuple[str, str, list[str]]:

@@ -101,21 +101,22 @@ def difference(plan_answer: Answer, reference: Answer, groups: list[pd.DataFrame
     together = [pd.concat(answered, ignore_index=True)] if answered else []
     compared = 0
     for group in [*first, *together, *refused]:
-        found = _compare_group(plan_answer, reference, group)
+        found = compare_rows(plan_answer, reference, group)
         compared += len(group)
         if found is not None:
             return compared, found
     return compared, None
 
 
-def _compare_group(plan_answer: Answer, reference: Answer, rows: pd.DataFrame) -> str | None:
+def compare_rows(plan_answer: Answer, reference: Answer, rows: pd.DataFrame) -> str | None:
+    """The first difference between the two answers on ``rows``, refusals included, or None."""
     ours, theirs = _outcome(plan_answer, rows), _outcome(reference, rows)
     if isinstance(ours, pd.DataFrame) and isinstance(theirs, pd.DataFrame):
         return compare(ours, theirs)
     if len(rows) > 1:  # one side refused the group: halves, down to single rows, so no refused row hides another
         half = len(rows) // 2
         for part in (rows.iloc[:half], rows.iloc[half:]):
-            found = _compare_group(plan_answer, reference, part.reset_index(drop=True))
+            found = compare_rows(plan_answer, reference, part.reset_index(drop=True))
             if found is not None:
                 return found
         return None
