@@ -61,6 +61,51 @@ def test_vectorizers_transform_as_scikit_learn_does(kind: str, params: dict[str,
     np.testing.assert_array_equal(_dense(again.apply(np.array(docs, dtype=object).reshape(-1, 1))), got)
 
 
+def _counts(x: SparseRows) -> tuple[list[int], list[int], list[float]]:
+    return x.indptr.tolist(), x.indices.tolist(), x.data.tolist()
+
+
+@pytest.mark.parametrize("params", VARIANTS)
+def test_both_ways_of_counting_agree_with_scikit_learn(params: dict[str, Any]) -> None:
+    """Batches are counted with numbered n-grams, a few documents one by one: both give scikit-learn's counts
+    (sorted columns per row, as its CSR output), also on batches of one document and of empty ones."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    params = {k: v for k, v in params.items() if k not in ("norm", "use_idf", "sublinear_tf", "smooth_idf", "binary")}
+    rng = np.random.default_rng(hash(repr(params)) % 2**32 + 1)
+    vectorizer = CountVectorizer(**params).fit(_docs(rng, 200))
+    compiled = compiler_for(vectorizer)(vectorizer)
+    assert isinstance(compiled, TextCounts)
+    for docs in (_docs(rng, 150), ["free win free win"], ["", ""]):
+        expected = vectorizer.transform(docs)
+        expected.sort_indices()
+        batched = compiled.counts_batched(np.array(docs, dtype=object))
+        assert batched is not None
+        assert _counts(batched) == (expected.indptr.tolist(), expected.indices.tolist(), expected.data.tolist())
+        assert _counts(compiled.counts_per_document(np.array(docs, dtype=object))) == _counts(batched)
+
+
+def test_tokens_with_spaces_are_counted_document_by_document() -> None:
+    """A token pattern that matches spaces makes joined n-grams ambiguous ("a b" is a token and a bigram):
+    such a batch is counted as scikit-learn counts it, by joining, and still agrees with it."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    docs = ["free win now", "free", "win now free win", "now now", "lunch free win"] * 4
+    vectorizer = CountVectorizer(token_pattern=r"free win|\w+", ngram_range=(1, 2)).fit(docs)
+    assert "free win" in vectorizer.vocabulary_
+    compiled = compiler_for(vectorizer)(vectorizer)
+    assert isinstance(compiled, TextCounts)
+    batch = np.array(docs, dtype=object)
+    assert compiled.counts_batched(batch) is None
+    expected = vectorizer.transform(docs)
+    expected.sort_indices()
+    np.testing.assert_array_equal(_dense(compiled.apply(batch)), expected.toarray())
+    spaceless = np.array(["win now free", "lunch now"] * 5, dtype=object)
+    got = compiled.counts_batched(spaceless)
+    assert got is not None
+    np.testing.assert_array_equal(got.dense(), vectorizer.transform(list(spaceless)).toarray())
+
+
 def test_tfidf_transformer_after_counts_in_a_pipeline() -> None:
     from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 
