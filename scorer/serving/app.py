@@ -20,6 +20,7 @@ and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from scorer._memory import settle_heap
 from scorer.core import Scorer
 
 from scorer.load_options import LoadOptions
@@ -97,6 +99,7 @@ def create_app(
 
     def activate(loaded: Scorer, seen: str | None) -> None:
         state.active = start_version(loaded, state, policy)
+        state.metrics.heap_frozen.set(gc.get_freeze_count())
         state.metrics.load_seconds.set(loaded.load_seconds)
         state.metrics.ready.set(1)
         if reloader is not None:
@@ -125,6 +128,7 @@ def create_app(
             if on_load_error is not None:
                 on_load_error(error)
             return
+        settle_heap()  # loaded in this process: the model's objects leave the collector's way (scorer._memory)
         activate(loaded, seen)
 
     @asynccontextmanager

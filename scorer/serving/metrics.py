@@ -161,6 +161,9 @@ class Metrics:
                                   multiprocess_mode="livemax")
         self.ready = Gauge("scorer_ready", "1 once the bundle is loaded and serving.", registry=r,
                            multiprocess_mode="livemin")
+        self.heap_frozen = Gauge(
+            "scorer_heap_frozen_objects", "Objects moved out of the garbage collector's scans once the model "
+            "loaded (gc.freeze): its pauses do not grow with the model.", registry=r, multiprocess_mode="livemin")
         # Payload logging (scorer.serving.payload_log): what became of its events.
         self.payload_log_sent = Counter("scorer_payload_log_sent", "Payload-log events delivered to the sink.",
                                         registry=r)

@@ -34,7 +34,6 @@ later versions until it stops.
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -53,6 +52,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from scorer.serving import metrics
 from scorer._cpu import share_openmp
+from scorer._memory import settle_heap
 from scorer.serving.loading import LoadingResponder
 from scorer._logging import configure
 from scorer.core import Scorer
@@ -394,9 +394,7 @@ class _Supervision:
             self.sock.close()
 
     def _fork(self, scorer: Scorer) -> list[BaseProcess]:
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()  # the loaded model moves to the permanent generation: workers' collections never write to it
+        settle_heap()  # the loaded model moves to the permanent generation: workers' collections never write to it
         workers: list[BaseProcess] = []
         for i in range(self.settings.workers):
             ready = self.ctx.Event()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from scorer._memory import settle_heap
 from scorer.core import Scorer
 from scorer.errors import NotReady, ReloadRejected, SourceUnavailable
 from scorer.lifecycle import Outcome, ReloadLog, check
@@ -177,6 +178,7 @@ class Reloader:
             log_outcome(trigger, outcome, current.scorer.version_label, seconds, last_result(self.record))
             now = time.time()
             if outcome.scorer is not None:
+                state.metrics.heap_frozen.set(settle_heap())
                 new = start_version(outcome.scorer, state, self.policy)
                 state.active = new  # the swap: requests from here on are scored by the new version
                 state.metrics.load_seconds.set(outcome.scorer.load_seconds)
