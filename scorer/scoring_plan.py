@@ -3,9 +3,9 @@
 ``--scoring-plan``:
 
 * ``auto`` (default): the pipeline is compiled at load; when every step compiles and the plan answers
-  the bundle's sample and the edge rows (:mod:`scorer.sklearn_plan.verify`) as scikit-learn does, the
-  plan scores, else scikit-learn does, and the log, ``/metadata`` and ``scorer info`` name the step and
-  the reason.
+  the bundle's sample, the edge rows and a tree model's split points (:mod:`scorer.sklearn_plan.verify`)
+  as scikit-learn does, the plan scores, else scikit-learn does, and the log, ``/metadata`` and
+  ``scorer info`` name the step and the reason.
 * ``require``: the same, but a step that does not compile or a difference fails the load (exit 3) with
   one line naming it.
 * ``off``: scikit-learn scores, as before plans existed.
@@ -35,9 +35,9 @@ from scorer.preprocessor import CustomPreprocessor
 from scorer.private_dir import UnsafeDirectory, private_dir
 from scorer.schema import Schema
 from scorer.sklearn_plan import store
-from scorer.sklearn_plan.base import Unsupported
+from scorer.sklearn_plan.base import InvalidData, Unsupported
 from scorer.sklearn_plan.model import PlanModel
-from scorer.table import frame_from_arrays
+from scorer.table import Table, frame_from_arrays
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,6 +82,7 @@ def choose(model: Any, reference: Reference, bundle: Bundle, options: LoadOption
     except Unsupported as exc:
         return _fallback(model, mode, where, f"{exc}")
     from scorer.sklearn_plan import verify  # compile time only: pandas, as scikit-learn is loaded anyway
+    from scorer.sklearn_plan.pipeline import final_step
 
     schema = Schema(_schema(bundle, plan_model))
     groups = verify.edge_frames(_sample(bundle, plan_model), schema.columns, plan_model.plan)
@@ -97,6 +98,10 @@ def choose(model: Any, reference: Reference, bundle: Bundle, options: LoadOption
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # unknown categories and the like, on purpose
         rows, difference = verify.difference(ours, theirs, groups)
+        if difference is None:
+            at_splits, difference = verify.split_difference(plan_model.plan, final_step(model.estimator),
+                                                            _features(plan_model, schema.coerce(groups[0])))
+            rows += at_splits
     if difference is not None:
         return _fallback(model, mode, where, f"the plan and scikit-learn differ: {difference}")
     checked = {"rows": rows, "difference": None}
@@ -104,6 +109,14 @@ def choose(model: Any, reference: Reference, bundle: Bundle, options: LoadOption
     log.info("scoring path: plan (every step compiled; %d rows verified)", rows)
     _save(bundle, options, plan_model, checked)
     return plan_model
+
+
+def _features(model: PlanModel, table: Table) -> Any:
+    """The estimator's input for a table's rows, None where the plan refuses them."""
+    try:
+        return model.plan.features({name: table[name] for name in table.columns}, table.n_rows)
+    except InvalidData:
+        return None
 
 
 def compiled(model: Any) -> PlanModel:

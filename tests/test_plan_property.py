@@ -2,7 +2,9 @@
 
 CI compares a fixed set of seeds; ``scripts/plan-soak --seed S --count N`` runs any number. A pipeline
 either compiles, and then every scoring row must give the same labels and numbers within 1e-12 (and
-where scikit-learn refuses a row the plan refuses it too), or it raises Unsupported naming the step.
+where scikit-learn refuses a row the plan refuses it too), and a tree model's estimator must answer as
+scikit-learn's at its split points (the load-time check, verify.split_difference), or it raises
+Unsupported naming the step.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from sklearn_pipelines import Case, make_case  # noqa: E402
 
-from scorer.sklearn_plan.base import Unsupported  # noqa: E402
+from scorer.sklearn_plan.base import InvalidData, Unsupported  # noqa: E402
 from scorer.sklearn_plan.model import PlanModel  # noqa: E402
-from scorer.sklearn_plan.pipeline import compile_pipeline  # noqa: E402
-from scorer.sklearn_plan.verify import compare_rows  # noqa: E402
+from scorer.sklearn_plan.pipeline import Plan, compile_pipeline, final_step  # noqa: E402
+from scorer.sklearn_plan.verify import compare_rows, split_difference  # noqa: E402
 from scorer.table import frame_from_arrays  # noqa: E402
 
 SEEDS = range(300)
@@ -60,7 +62,26 @@ def check(case: Case) -> tuple[str, str]:
             found = compare_rows(lambda f: plan_answer(model, f), lambda f: sklearn_answer(case.pipeline, f), frame)
         if found is not None:
             return "mismatch", found
+    features = _features(plan, case.score)
+    if features is not None:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            _, found = split_difference(plan, final_step(case.pipeline), features)
+        if found is not None:
+            return "mismatch", found
     return "compiled", ""
+
+
+def _features(plan: Plan, blocks: list[pd.DataFrame]) -> Any:
+    """The estimator's input for the first scoring row the plan answers (the split points start from it)."""
+    for block in blocks:
+        for i in range(len(block)):
+            row = block.iloc[i:i + 1]
+            try:
+                return plan.features({c: row[c].to_numpy() for c in row.columns}, 1)
+            except InvalidData:
+                continue
+    return None
 
 
 def outcome(seed: int) -> tuple[str, str, list[str]]:

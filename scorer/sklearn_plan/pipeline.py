@@ -111,10 +111,9 @@ def compile_pipeline(estimator: Any) -> Plan:
     if names is None:
         raise Unsupported(f"{step_name(estimator)}: fitted without column names")
     inputs = [str(n) for n in names]
-    steps = [s for _, s in estimator.steps] if type(estimator) is Pipeline else [estimator]
     if isinstance(estimator, Pipeline) and type(estimator) is not Pipeline:
         raise Unsupported(f"{step_name(estimator)}: a subclass of Pipeline")
-    steps = [s for s in steps if s is not None and not (isinstance(s, str) and s == "passthrough")]
+    steps = _steps(estimator)
     if not steps:
         raise Unsupported("Pipeline: no estimator")
     *transformers, final = steps
@@ -133,6 +132,19 @@ def compile_pipeline(estimator: Any) -> Plan:
     ops = [o for t in transformers for o in _flat(t)]
     _check_sparse(branches, ops, estimator_op, final)
     return Plan(inputs, branches, ops, estimator_op, finite)
+
+
+def _steps(estimator: Any) -> list[Any]:
+    """A pipeline's steps without the skipped ones (None, 'passthrough'); a bare estimator as one step."""
+    from sklearn.pipeline import Pipeline
+
+    steps = [s for _, s in estimator.steps] if type(estimator) is Pipeline else [estimator]
+    return [s for s in steps if s is not None and not (isinstance(s, str) and s == "passthrough")]
+
+
+def final_step(estimator: Any) -> Any:
+    """The scikit-learn estimator a plan's estimator op was compiled from (the pipeline's last step)."""
+    return _steps(estimator)[-1]
 
 
 def _check_sparse(branches: list[Branch], ops: list[Op], estimator: EstimatorOp, final: Any) -> None:

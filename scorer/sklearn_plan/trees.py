@@ -406,6 +406,42 @@ class _TreeOp(EstimatorOp):
         extra = {k: v for k, v in arrays.items() if k not in NODE_ARRAYS and not k.startswith("cat_")}
         return cls(dict(meta), nodes, Categories.from_arrays(arrays), extra)
 
+    def rows_at_splits(self, base: Array, limit: int) -> Array:
+        """Rows on the trees' numeric split points, for the load-time check: for up to ``limit`` splits
+        (evenly chosen), ``base`` (one feature row) with the features of the split's path set so that
+        the row reaches it (an ancestor's threshold to go left, the next float above it to go right),
+        then three rows with the split's feature at its threshold and one float below and above.
+        Splits below a categorical split, and infinite thresholds, are left out."""
+        nodes = self.forest.nodes
+        split = np.flatnonzero(nodes.left >= 0)
+        numeric = split[(nodes.cat[split] < 0) & np.isfinite(nodes.threshold[split])]
+        width = int(np.asarray(base).size)
+        if not numeric.size or limit <= 0:
+            return np.empty((0, width))
+        chosen = np.unique(numeric[np.linspace(0, numeric.size - 1, min(limit, numeric.size)).astype(np.intp)])
+        parent = np.full(nodes.left.size, -1, dtype=np.int64)
+        parent[nodes.left[split]] = split
+        parent[nodes.right[split]] = split
+        rows: list[Array] = []
+        for node in chosen.tolist():
+            row = np.array(base, dtype=np.float64).reshape(-1)
+            path: list[tuple[int, bool]] = []
+            child, above = node, int(parent[node])
+            while above >= 0 and nodes.cat[above] < 0:
+                path.append((above, int(nodes.left[above]) == child))
+                child, above = above, int(parent[above])
+            if above >= 0:
+                continue  # a categorical split on the way
+            for at, left in reversed(path):  # root first: a deeper split on the same feature narrows it
+                t = float(nodes.threshold[at])
+                row[int(nodes.feature[at])] = t if left else np.nextafter(t, np.inf)
+            feature, t = int(nodes.feature[node]), float(nodes.threshold[node])
+            for value in (t, np.nextafter(t, -np.inf), np.nextafter(t, np.inf)):
+                probe = row.copy()
+                probe[feature] = value
+                rows.append(probe)
+        return np.array(rows, dtype=np.float64).reshape(-1, width)
+
     def checked(self, X: Array) -> Array:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.forest.n_features:

@@ -8,6 +8,12 @@ category, the empty string and missing for text). Both sides score the same rows
 raises, the plan must raise too (a group one side refuses is split in halves down to single rows, so one
 refused row does not hide the others).
 
+Then the estimator on its own, at its split points (:func:`split_difference`): the feature row of the
+sample's first row, led down to each of up to :data:`MAX_SPLITS` numeric splits of a tree model, with the
+split's feature at the threshold and one float either side, scored by the plan's estimator op and by the
+pipeline's last step. Rows of a request rarely land exactly on a threshold, so the request-shaped rows
+above do not test how a plan compares with one (``<=`` against ``<``, float32 against float64).
+
 The contract: the same columns, labels equal, numbers within 1e-12 (``|a - b| <= 1e-12 * max(1, |b|)``,
 NaN equal to NaN).
 """
@@ -32,6 +38,9 @@ RISKY = {"float": (np.nan, np.inf, -np.inf), "int": (2**31, -(2**31)), "bool": (
          "any": (None, "", "\x00scorer-unknown-category", np.nan)}
 
 Answer = Callable[[pd.DataFrame], pd.DataFrame]
+
+#: Most split points probed per plan (three rows each; evenly chosen when a model has more).
+MAX_SPLITS = 1000
 
 
 def edge_frames(sample: pd.DataFrame, schema: Mapping[str, str], plan: Plan) -> list[pd.DataFrame]:
@@ -127,7 +136,7 @@ def compare_rows(plan_answer: Answer, reference: Answer, rows: pd.DataFrame) -> 
     return None
 
 
-def _outcome(answer: Answer, rows: pd.DataFrame) -> pd.DataFrame | str:
+def _outcome(answer: Callable[[Any], pd.DataFrame], rows: Any) -> pd.DataFrame | str:
     try:
         return answer(rows)
     except Exception as exc:  # scikit-learn's refusals are ValueErrors mostly, but any raise is a refusal
@@ -155,3 +164,32 @@ def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> str | None:
 
 def _same(x: Any, y: Any) -> bool:
     return bool(type(x) is type(y) and x == y) or (x is None and y is None)
+
+
+def split_difference(plan: Plan, final: Any, features: Any) -> tuple[int, str | None]:
+    """(rows compared, the first difference or None) between the plan's estimator op and ``final`` (the
+    fitted scikit-learn estimator it was compiled from) on rows at the op's split points
+    (``rows_at_splits``, tree models), made from the first row of ``features`` (the sample's feature
+    matrix); (0, None) for an op without split points."""
+    make = getattr(plan.estimator, "rows_at_splits", None)
+    if not callable(make) or not isinstance(features, np.ndarray) or features.ndim != 2 or not len(features):
+        return 0, None
+    rows = make(features[0], MAX_SPLITS)
+    if not len(rows):
+        return 0, None
+    names = getattr(final, "feature_names_in_", None)
+    given = pd.DataFrame(rows, columns=list(names)) if names is not None and len(names) == rows.shape[1] else rows
+    answer = final.predict_proba if plan.estimator.classes is not None else final.predict
+
+    def matrix(values: Any) -> pd.DataFrame:
+        return pd.DataFrame(np.asarray(values, dtype=np.float64).reshape(len(rows), -1))
+
+    ours = _outcome(lambda _: matrix(plan.estimator.apply(rows)), given)
+    theirs = _outcome(lambda x: matrix(answer(x)), given)
+    if isinstance(ours, pd.DataFrame) and isinstance(theirs, pd.DataFrame):
+        found = compare(ours, theirs)
+        return len(rows), None if found is None else f"at a split point: {found}"
+    if isinstance(ours, pd.DataFrame) == isinstance(theirs, pd.DataFrame):
+        return len(rows), None
+    refused = "the plan" if not isinstance(ours, pd.DataFrame) else "scikit-learn"
+    return len(rows), f"at the split points, {refused} refused rows the other scored ({ours if refused == 'the plan' else theirs})"
