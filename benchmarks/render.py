@@ -194,7 +194,7 @@ def jvm_block(results: dict[str, dict[str, Any]]) -> str:
                  f"{c['http_10000_ms']:.2f} | {c['c64_rows_s']:,} | {c['c64_p50_ms']:.1f} | {c['c64_server_cpu_pct']} / "
                  f"{c['c64_foreign_cpu_pct']} | {c['cold_start_s']:.2f} | {c['peak_rss_mib']:,} |")
     if f.get("docker_run"):
-        L += ["", "| `docker run` → first 200 on /ready | cold start (s) | peak RSS (MiB) | image size (MB) |",
+        L += ["", "| `docker run` → `/ready` answers OK | cold start (s) | peak RSS (MiB) | image size (MB) |",
               "|---|---:|---:|---:|"]
         L += [f"| {r['run']} | {r['cold_start_s']:.2f} | {r['peak_rss_mib']:,} | {r['image_mb']:,} |" for r in f["docker_run"]]
     L += ["", "CPU %: during the 64-connection run, the server process tree's and every other process's (100 = one "
