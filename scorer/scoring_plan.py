@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scorer.bundle import Bundle
-from scorer.errors import BundleLayoutError
+from scorer.errors import BundleLayoutError, ScorerError
 from scorer.load_options import LoadOptions
 from scorer.preprocessor import CustomPreprocessor
 from scorer.private_dir import UnsafeDirectory, private_dir
@@ -37,7 +37,7 @@ from scorer.schema import Schema
 from scorer.sklearn_plan import store
 from scorer.sklearn_plan.base import InvalidData, Unsupported
 from scorer.sklearn_plan.model import PlanModel
-from scorer.table import Table, frame_from_arrays
+from scorer.table import frame_from_arrays
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,7 +100,7 @@ def choose(model: Any, reference: Reference, bundle: Bundle, options: LoadOption
         rows, difference = verify.difference(ours, theirs, groups)
         if difference is None:
             at_splits, difference = verify.split_difference(plan_model.plan, final_step(model.estimator),
-                                                            _features(plan_model, schema.coerce(groups[0])))
+                                                            _features(plan_model, schema, groups[0]))
             rows += at_splits
     if difference is not None:
         return _fallback(model, mode, where, f"the plan and scikit-learn differ: {difference}")
@@ -111,11 +111,13 @@ def choose(model: Any, reference: Reference, bundle: Bundle, options: LoadOption
     return plan_model
 
 
-def _features(model: PlanModel, table: Table) -> Any:
-    """The estimator's input for a table's rows, None where the plan refuses them."""
+def _features(model: PlanModel, schema: Schema, rows: pd.DataFrame) -> Any:
+    """The estimator's input for the sample's rows; None where the schema or the plan refuses them (a
+    sample the schema refuses fails the load later, at the warm-up, with its own message)."""
     try:
+        table = schema.coerce(rows)
         return model.plan.features({name: table[name] for name in table.columns}, table.n_rows)
-    except InvalidData:
+    except (InvalidData, ScorerError):
         return None
 
 
