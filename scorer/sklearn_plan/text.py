@@ -20,6 +20,7 @@ float64 (or integer counts) are Unsupported.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import unicodedata
@@ -63,8 +64,6 @@ class TextCounts(Op):
         self.strip = _STRIP[meta["strip_accents"]]
         self.stop_words = frozenset(meta["stop_words"]) if meta["stop_words"] is not None else None
         self.min_n, self.max_n = meta["ngram_range"]
-        self._grams: _GramIndex | None = None  # built on the first batch that uses it
-        self._grams_built = False
 
     def state(self) -> State:
         return self.meta, ({"idf": self.idf} if self.idf is not None else {})
@@ -118,7 +117,7 @@ class TextCounts(Op):
         vocabulary's sorted n-gram numbers; (document, term) pairs are counted with numpy. None when
         the batch cannot be counted this way (a token holds a space, so joined n-grams are ambiguous;
         or the n-gram numbers would not fit in 64 bits): :meth:`counts_per_document` counts it then."""
-        grams = self._gram_index()
+        grams = self._gram_index
         if grams is None:
             return None
         tokens: list[str] = []
@@ -160,11 +159,10 @@ class TextCounts(Op):
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
         return SparseRows(indptr, columns.astype(np.int64), counts.astype(np.float64), width)
 
+    @functools.cached_property
     def _gram_index(self) -> _GramIndex | None:
-        if not self._grams_built:
-            self._grams = _GramIndex.of(self.meta["terms"], self.max_n)
-            self._grams_built = True
-        return self._grams
+        """Built on the first batch that uses it."""
+        return _GramIndex.of(self.meta["terms"], self.max_n)
 
     def counts_per_document(self, docs: Any) -> SparseRows:
         """Term counts document by document, each n-gram joined and looked up as scikit-learn does."""
@@ -198,9 +196,8 @@ class _GramIndex:
     ``base``, and an n-gram of tokens ``t1 .. tn`` the number ``(..(t1 * base + t2) * base ..) + tn``;
     ``keys[n - 1]`` holds the sorted numbers of the n-token terms and ``terms[n - 1]`` their columns."""
 
-    def __init__(self, token_id: dict[str, int], keys: list[Array], terms: list[Array]) -> None:
-        self.token_id, self.keys, self.terms = token_id, keys, terms
-        self.base = max(len(token_id), 1)
+    def __init__(self, token_id: dict[str, int], base: int, keys: list[Array], terms: list[Array]) -> None:
+        self.token_id, self.base, self.keys, self.terms = token_id, base, keys, terms
 
     @staticmethod
     def of(vocabulary_terms: list[str], max_n: int) -> _GramIndex | None:
@@ -226,7 +223,7 @@ class _GramIndex:
             pairs = np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
             keys.append(pairs[:, 0].copy())
             terms.append(pairs[:, 1].copy())
-        return _GramIndex(token_id, keys, terms)
+        return _GramIndex(token_id, base, keys, terms)
 
 
 def _tfidf(x: SparseRows, tfidf: dict[str, Any] | None, idf: Array | None) -> SparseRows:
